@@ -1,0 +1,147 @@
+"""ModelConfig: every architectural difference between the families is a field here.
+
+A config is plain data: it validates itself on construction (a bad value raises a
+``ConfigError`` that names the field), and it round-trips through JSON exactly, so a
+checkpoint's ``config.json`` is enough to rebuild its model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+Arch = Literal["decoder"]
+Position = Literal["learned", "sinusoidal", "none"]
+Norm = Literal["layernorm", "rmsnorm"]
+NormPlacement = Literal["pre", "post"]
+Activation = Literal["gelu", "gelu_tanh", "relu", "silu"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+@dataclass
+class ModelConfig:
+    """Shape and wiring of one model.
+
+    Families differ only by these fields: GPT-1 is ``norm_placement="post"`` with no
+    final norm, GPT-2 is ``"pre"`` with a final LayerNorm and tanh-GELU, and so on.
+    """
+
+    arch: Arch = "decoder"  # which stack the builder wires: decoder-only (causal)
+    vocab_size: int = 50257
+    d_model: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_kv_head: Optional[int] = None  # key/value heads; None = n_head (plain multi-head)
+    d_ff: Optional[int] = None  # feed-forward width; None = 4 * d_model
+    max_seq_len: int = 1024  # longest sequence the position module supports
+    position: Position = "learned"
+    norm: Norm = "layernorm"
+    norm_eps: float = 1e-5
+    norm_placement: NormPlacement = "pre"
+    final_norm: bool = True  # a norm after the last block (pre-LN models need it)
+    activation: Activation = "gelu"
+    gated_mlp: bool = False  # SwiGLU-style gate: act(x W1) * (x W3)
+    bias: bool = True  # biases in linear layers and norms
+    tie_embeddings: bool = True  # LM head shares the token embedding matrix
+    dropout: float = 0.0  # embedding, residual and attention-probability dropout
+    init_std: float = 0.02
+    scale_residual_init: bool = True  # GPT-2: output projections get std / sqrt(2 * n_layer)
+    pad_token_id: Optional[int] = None
+    extra: dict = field(default_factory=dict)  # free-form notes (source, tokenizer name); not used by models
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        if self.d_ff is None:
+            self.d_ff = 4 * self.d_model
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        for name in ("vocab_size", "d_model", "n_layer", "n_head", "n_kv_head", "d_ff", "max_seq_len"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.d_model % self.n_head:
+            raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+        if self.n_head % self.n_kv_head:
+            raise ConfigError(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.norm_eps <= 0 or self.init_std <= 0:
+            raise ConfigError("norm_eps and init_std must be positive")
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ConfigError(f"pad_token_id ({self.pad_token_id}) is outside the vocabulary (0..{self.vocab_size - 1})")
+
+    def _check_types(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            _check_value(f.name, getattr(self, f.name), hints[f.name])
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    # ---- serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("config JSON must be an object")
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        """A copy with some fields changed (validated again)."""
+        data = self.to_dict()
+        unknown = sorted(set(changes) - set(data))
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        data.update(changes)
+        return type(self).from_dict(data)
+
+
+def _check_value(name: str, value: Any, hint: Any) -> None:
+    """Check one value against its annotation: Literal, Optional, int/float/bool/dict."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            choices = ", ".join(repr(c) for c in typing.get_args(hint))
+            raise ConfigError(f"{name} must be one of {choices}; got {value!r}")
+        return
+    if origin is typing.Union:
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check_value(name, value, inner)
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif hint is dict:
+        ok = isinstance(value, dict)
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{name} must be {hint.__name__}; got {type(value).__name__} {value!r}")

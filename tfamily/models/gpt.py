@@ -1,0 +1,111 @@
+"""GPT: a decoder-only Transformer (GPT-1, GPT-2 and their descendants).
+
+    ids (B, T) ─ token embedding + position embedding ─ dropout
+               ─ Stack of causal Blocks (pre- or post-LN, per config)
+               ─ hidden (B, T, d) ─ LM head (tied to the token embedding) ─ logits (B, T, V)
+
+Everything here is wiring: the parts live in ``tfamily.nn``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..nn import KVCache, Stack, make_positions, positions_from_mask
+from ..nn.masks import attend_to_self, causal_mask, padding_mask
+from .init import init_weights
+
+
+@dataclass
+class DecoderOutput:
+    hidden: torch.Tensor  # (B, T, d_model)
+    cache: KVCache | None
+
+
+@dataclass
+class LMOutput:
+    logits: torch.Tensor  # (B, T, V)
+    hidden: torch.Tensor  # (B, T, d_model)
+    cache: KVCache | None
+
+
+class GPT(nn.Module):
+    """The backbone: embeddings and a causal stack. Returns hidden states, not logits."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_emb = make_positions(cfg.position, cfg.max_seq_len, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.stack = Stack(cfg)
+
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None, cache: KVCache | None = None) -> DecoderOutput:
+        """ids: (B, T). attention_mask: (B, S) bool/int, True = real token, covering the cached
+        positions and these T (S = cache length + T). positions: (B, T); by default counted
+        over real tokens, so left padding does not shift them."""
+        b, t = ids.shape
+        past = cache.length if cache is not None else 0
+        if past + t > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {past + t} tokens is longer than max_seq_len={self.cfg.max_seq_len}")
+        if attention_mask is not None:
+            attention_mask = attention_mask.bool()
+            if attention_mask.shape != (b, past + t):
+                raise ValueError(f"attention_mask must be (batch, cached + new) = {(b, past + t)}, "
+                                 f"got {tuple(attention_mask.shape)}")
+        if positions is None:
+            if attention_mask is not None:
+                positions = positions_from_mask(attention_mask)[:, past:]
+            else:
+                positions = torch.arange(past, past + t, device=ids.device).expand(b, t)
+        x = self.tok_emb(ids)  # (B, T, d)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(positions)
+        x = self.drop(x)
+        mask, is_causal = self._mask(t, past + t, attention_mask, ids.device)
+        x = self.stack(x, mask=mask, is_causal=is_causal, cache=cache)
+        if cache is not None:
+            cache.advance(t)
+        return DecoderOutput(x, cache)
+
+    @staticmethod
+    def _mask(t_q: int, t_k: int, attention_mask: torch.Tensor | None, device):
+        """(mask, is_causal): the fast is_causal path when nothing else constrains attention."""
+        if attention_mask is None:
+            if t_q == t_k:
+                return None, True
+            return (causal_mask(t_q, t_k, device) if t_q > 1 else None), False
+        mask = causal_mask(t_q, t_k, device)[None, None] & padding_mask(attention_mask)  # (B, 1, T, S)
+        return attend_to_self(mask, t_q, t_k), False
+
+
+class CausalLM(nn.Module):
+    """GPT backbone + LM head. The head shares the token embedding when ``tie_embeddings``."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = GPT(cfg)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        init_weights(self, cfg)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.backbone.tok_emb.weight
+
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None, cache: KVCache | None = None,
+                last_only: bool = False) -> LMOutput:
+        """``last_only`` computes logits for the final position only (decoding needs no more)."""
+        out = self.backbone(ids, attention_mask, positions, cache)
+        h = out.hidden[:, -1:] if last_only else out.hidden
+        return LMOutput(self.lm_head(h), out.hidden, out.cache)
+
+    def make_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
+        cfg = self.cfg
+        p = self.lm_head.weight
+        return KVCache(cfg.n_layer, batch, cfg.n_kv_head, max_len or cfg.max_seq_len, cfg.head_dim,
+                       dtype or p.dtype, p.device)

@@ -1,0 +1,64 @@
+"""Multi-head attention on ``F.scaled_dot_product_attention``: self or cross, any mask,
+grouped key/value heads, and an optional preallocated KV cache.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cache import KVCache
+
+
+class Attention(nn.Module):
+    """softmax(Q K^T / sqrt(D) + mask) V over H heads, then an output projection.
+
+    Self-attention projects Q, K and V with one fused matrix (one GEMM instead of three);
+    cross-attention (``cross=True``) projects Q from x and K, V from ``memory``.
+    """
+
+    def __init__(self, d_model: int, n_head: int, n_kv_head: int, bias: bool = True,
+                 dropout: float = 0.0, cross: bool = False):
+        super().__init__()
+        self.n_head, self.n_kv_head = n_head, n_kv_head
+        self.head_dim = d_model // n_head
+        q_dim, kv_dim = n_head * self.head_dim, n_kv_head * self.head_dim
+        self.cross = cross
+        if cross:
+            self.q = nn.Linear(d_model, q_dim, bias=bias)
+            self.kv = nn.Linear(d_model, 2 * kv_dim, bias=bias)
+        else:
+            self.qkv = nn.Linear(d_model, q_dim + 2 * kv_dim, bias=bias)
+        self.out = nn.Linear(q_dim, d_model, bias=bias)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def _split(self, t: torch.Tensor, heads: int) -> torch.Tensor:  # (B, T, h*D) -> (B, h, T, D)
+        b, n, _ = t.shape
+        return t.view(b, n, heads, self.head_dim).transpose(1, 2)
+
+    def project(self, x: torch.Tensor, memory: torch.Tensor | None = None):
+        """Q (B, H, T, D) from x; K, V (B, H_kv, S, D) from x (self) or memory (cross)."""
+        kv_dim = self.n_kv_head * self.head_dim
+        if self.cross:
+            q = self.q(x)
+            k, v = self.kv(memory).split([kv_dim, kv_dim], dim=-1)
+        else:
+            q, k, v = self.qkv(x).split([self.n_head * self.head_dim, kv_dim, kv_dim], dim=-1)
+        return self._split(q, self.n_head), self._split(k, self.n_kv_head), self._split(v, self.n_kv_head)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
+                cache: KVCache | None = None, layer: int = 0,
+                memory: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, d_model); mask: bool, broadcastable to (B, H, T, S), True = may attend."""
+        q, k, v = self.project(x, memory)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, H_kv, S, D) with S = cached + T
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
+            dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.n_kv_head != self.n_head,
+        )  # (B, H, T, D)
+        y = y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)  # (B, T, H*D)
+        return self.resid_dropout(self.out(y))

@@ -1,0 +1,43 @@
+"""Attention masks as small pure functions.
+
+Convention (that of ``F.scaled_dot_product_attention``): a boolean mask, True where a
+query may attend to a key, broadcastable to (B, H, T_q, T_k).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
+    """(T_q, T_k): query i (the last T_q of T_k positions) sees keys 0 .. (T_k - T_q + i)."""
+    offset = t_k - t_q
+    q = torch.arange(t_q, device=device)[:, None] + offset
+    k = torch.arange(t_k, device=device)[None, :]
+    return k <= q
+
+
+def padding_mask(key_valid: torch.Tensor) -> torch.Tensor:
+    """(B, T_k) bool, True = real token -> (B, 1, 1, T_k): nobody attends to padding."""
+    return key_valid[:, None, None, :]
+
+
+def combine(*masks: torch.Tensor | None) -> torch.Tensor | None:
+    """AND of the given masks (None = no constraint), broadcast together."""
+    out = None
+    for m in masks:
+        if m is None:
+            continue
+        out = m if out is None else (out & m)
+    return out
+
+
+def attend_to_self(mask: torch.Tensor, t_q: int, t_k: int) -> torch.Tensor:
+    """Let every query see its own key, so that a padding query never has an all-False row.
+
+    An all-masked row makes softmax return NaN, which would then leak into real tokens'
+    gradients; the padding positions' outputs are ignored anyway.
+    """
+    q = torch.arange(t_q, device=mask.device)[:, None] + (t_k - t_q)
+    diag = q == torch.arange(t_k, device=mask.device)[None, :]  # (T_q, T_k)
+    return mask | diag

@@ -1,0 +1,73 @@
+"""Named model presets, as data, each with its source.
+
+A preset is a dict of ModelConfig fields plus where the numbers come from. The ``*-tiny``
+presets keep a family's wiring at a size that trains in seconds on a laptop CPU; the
+conformance tests run every preset, shrinking the big ones with ``tiny_version``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .config import ConfigError, ModelConfig
+
+GPT2_SOURCE = ("Radford et al. 2019, 'Language Models are Unsupervised Multitask Learners', "
+               "Table 2; HF openai-community/gpt2* config.json (n_ctx 1024, vocab 50257, gelu_new, eps 1e-5)")
+GPT2 = dict(arch="decoder", vocab_size=50257, max_seq_len=1024, position="learned", norm="layernorm",
+            norm_eps=1e-5, norm_placement="pre", final_norm=True, activation="gelu_tanh", bias=True,
+            tie_embeddings=True, dropout=0.1)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    fields: dict
+    source: str
+    notes: str = ""
+    tags: tuple = field(default=())
+
+    def config(self, **overrides) -> ModelConfig:
+        return ModelConfig.from_dict({**self.fields, **overrides, "extra": {"preset": self.name}})
+
+
+PRESETS: dict[str, Preset] = {}
+
+
+def _add(name: str, fields: dict, source: str, notes: str = "") -> None:
+    PRESETS[name] = Preset(name, fields, source, notes)
+
+
+_add("gpt1", dict(arch="decoder", vocab_size=40478, max_seq_len=512, d_model=768, n_layer=12, n_head=12,
+                  d_ff=3072, position="learned", norm="layernorm", norm_eps=1e-5, norm_placement="post",
+                  final_norm=False, activation="gelu", bias=True, tie_embeddings=True, dropout=0.1),
+     "Radford et al. 2018, 'Improving Language Understanding by Generative Pre-Training', §4.1 "
+     "(12 layers, 768 wide, 12 heads, 3072 FFN, 512 tokens, BPE with 40,000 merges); HF openai-community/openai-gpt",
+     "post-LN: LayerNorm after each residual add, no final norm")
+_add("gpt2-small", dict(GPT2, d_model=768, n_layer=12, n_head=12), GPT2_SOURCE, "124M parameters")
+_add("gpt2-medium", dict(GPT2, d_model=1024, n_layer=24, n_head=16), GPT2_SOURCE, "355M parameters")
+_add("gpt2-large", dict(GPT2, d_model=1280, n_layer=36, n_head=20), GPT2_SOURCE, "774M parameters")
+_add("gpt2-xl", dict(GPT2, d_model=1600, n_layer=48, n_head=25), GPT2_SOURCE, "1.5B parameters")
+_add("gpt-tiny", dict(GPT2, vocab_size=512, max_seq_len=256, d_model=128, n_layer=4, n_head=4, dropout=0.0),
+     "tfamily: GPT-2 wiring at a size that trains in seconds on a CPU", "vocab_size is set from the tokenizer")
+_add("gpt-small-char", dict(GPT2, vocab_size=128, max_seq_len=256, d_model=384, n_layer=6, n_head=6,
+                            activation="gelu", dropout=0.0),
+     "tfamily: char-level Shakespeare model in the spirit of nanoGPT's shakespeare_char recipe, "
+     "sized for a few minutes on a 2-core CPU", "vocab_size is set from the tokenizer")
+_add("gpt1-tiny", dict(PRESETS["gpt1"].fields, vocab_size=512, max_seq_len=256, d_model=128, n_layer=4,
+                       n_head=4, d_ff=512, dropout=0.0),
+     "tfamily: GPT-1 wiring (post-LN) at a CPU size", "")
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None
+
+
+def tiny_version(cfg: ModelConfig) -> ModelConfig:
+    """The same wiring at a test size (keeps head ratio, norms, positions, activations)."""
+    n_head = min(cfg.n_head, 4)
+    n_kv = max(1, n_head * cfg.n_kv_head // cfg.n_head)
+    return cfg.replace(vocab_size=min(cfg.vocab_size, 97), d_model=16 * n_head, n_head=n_head, n_kv_head=n_kv,
+                       n_layer=min(cfg.n_layer, 2), d_ff=64, max_seq_len=min(cfg.max_seq_len, 64), dropout=0.0)
