@@ -1,0 +1,75 @@
+"""Attention against a naive softmax(QK^T/sqrt(d) + mask)V written out by hand."""
+
+import math
+
+import pytest
+import torch
+
+from tfamily.nn import Attention, KVCache, RMSNorm
+from tfamily.nn.masks import causal_mask
+
+
+def naive(attn: Attention, x, mask=None, memory=None):
+    b, t, _ = x.shape
+    h, hk, d = attn.n_head, attn.n_kv_head, attn.head_dim
+    if attn.cross:
+        q = attn.q(x)
+        k, v = attn.kv(memory).chunk(2, -1)
+    else:
+        q, k, v = attn.qkv(x).split([h * d, hk * d, hk * d], -1)
+    s = k.shape[1]
+    q = q.view(b, t, h, d).transpose(1, 2)
+    k = k.view(b, s, hk, d).transpose(1, 2).repeat_interleave(h // hk, 1)
+    v = v.view(b, s, hk, d).transpose(1, 2).repeat_interleave(h // hk, 1)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(d)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    y = scores.softmax(-1) @ v
+    return attn.out(y.transpose(1, 2).reshape(b, t, h * d))
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_self_attention_causal_matches_naive(kv_heads):
+    attn = Attention(32, 4, kv_heads).eval()
+    x = torch.randn(2, 7, 32)
+    got = attn(x, is_causal=True)
+    torch.testing.assert_close(got, naive(attn, x, causal_mask(7, 7)), atol=1e-5, rtol=1e-5)
+
+
+def test_padding_mask_matches_naive():
+    attn = Attention(32, 4, 4).eval()
+    x = torch.randn(2, 5, 32)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)[:, None, None, :]
+    torch.testing.assert_close(attn(x, mask), naive(attn, x, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_cross_attention_matches_naive():
+    attn = Attention(32, 4, 4, cross=True).eval()
+    x, memory = torch.randn(2, 3, 32), torch.randn(2, 6, 32)
+    torch.testing.assert_close(attn(x, memory=memory), naive(attn, x, memory=memory), atol=1e-5, rtol=1e-5)
+
+
+def test_cache_stores_only_kv_heads_and_appends():
+    cache = KVCache(n_layer=2, batch=1, n_kv_head=2, max_len=8, head_dim=4)
+    assert cache.k.shape == (2, 1, 2, 8, 4)
+    attn = Attention(16, 4, 2).eval()
+    x = torch.randn(1, 5, 16)
+    full = attn(x, is_causal=True)
+    first = attn(x[:, :3], mask=causal_mask(3, 3), cache=cache, layer=1)
+    cache.advance(3)
+    second = attn(x[:, 3:], mask=causal_mask(2, 5), cache=cache, layer=1)
+    torch.testing.assert_close(torch.cat([first, second], 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_cache_overflow_is_a_clear_error():
+    cache = KVCache(1, 1, 1, 2, 4)
+    with pytest.raises(ValueError, match="cache is full"):
+        cache.update(0, torch.zeros(1, 1, 3, 4), torch.zeros(1, 1, 3, 4))
+
+
+def test_rmsnorm_matches_formula():
+    norm = RMSNorm(8, eps=1e-6)
+    norm.weight.data.uniform_()
+    x = torch.randn(3, 8)
+    want = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * norm.weight
+    torch.testing.assert_close(norm(x), want)

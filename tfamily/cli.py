@@ -1,0 +1,345 @@
+"""`tfamily <command>`: a table from command name to a typed function.
+
+Each command is a function ``cmd_x(args)``; ``COMMANDS`` maps names to (function, help,
+argument adder). Errors that a user can fix are printed as one line, without a traceback
+(set TFAMILY_DEBUG=1 to see it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import ConfigError
+
+
+class UsageError(Exception):
+    """A problem with the user's input, reported as one line and exit code 2."""
+
+
+# ---------------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------------
+TRAIN_FLAGS = {  # CLI flag -> TrainConfig field (None default = keep the config's value)
+    "steps": int, "max_time": float, "batch_size": int, "seq_len": int, "grad_accum": int, "lr": float,
+    "min_lr": float, "warmup": int, "weight_decay": float, "grad_clip": float, "eval_interval": int,
+    "eval_batches": int, "log_interval": int, "seed": int, "device": str, "threads": int,
+}
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML run config (see configs/); flags given here override it")
+    p.add_argument("--data", help="a UTF-8 text file, or the name of a bundled corpus ('shakespeare')")
+    p.add_argument("--tokenizer", choices=["char", "word", "bpe"], help="tokenizer to train on the data (default char)")
+    p.add_argument("--vocab-size", type=int, help="vocabulary size for word/bpe tokenizers (default 4096)")
+    p.add_argument("--preset", help="model preset (see `tfamily presets`; default gpt-small-char)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a model config field, e.g. --set n_layer=4 (repeatable)")
+    p.add_argument("--out", help="run folder: data shards, checkpoint, metrics.jsonl, loss.png (default runs/<preset>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    for name, typ in TRAIN_FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, dest=name)
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def load_run_config(path: str | None) -> dict[str, Any]:
+    """A YAML run config: {model: {preset, ...fields}, data: {path, tokenizer, vocab_size}, train: {...}}."""
+    if not path:
+        return {"model": {}, "data": {}, "train": {}}
+    import yaml
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"run config {path} not found")
+    raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path}: a run config must be a mapping with model / data / train sections")
+    unknown = sorted(set(raw) - {"model", "data", "train"})
+    if unknown:
+        raise UsageError(f"{path}: unknown section(s) {unknown}; expected model, data, train")
+    return {k: dict(raw.get(k) or {}) for k in ("model", "data", "train")}
+
+
+def resolve_corpus(name_or_path: str) -> Path:
+    from .data import bundled_corpus
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    if p.suffix == "" and "/" not in name_or_path:
+        try:
+            return bundled_corpus(name_or_path)
+        except (KeyError, ValueError, FileNotFoundError) as e:
+            raise UsageError(f"--data {name_or_path!r} is neither a file nor a bundled corpus: {e}") from None
+    raise UsageError(f"--data: file {name_or_path} not found")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoint import load_trainer_state, read_config
+    from .data import TokenShards, WindowSampler, prepare_corpus
+    from .models import build_model
+    from .objectives import CausalLMObjective
+    from .presets import get_preset
+    from .tokenizers import Tokenizer
+    from .training import TrainConfig, Trainer
+    from .training.trainer import CHECKPOINT_DIR
+
+    run = load_run_config(args.config)
+    model_sec, data_sec, train_sec = run["model"], run["data"], run["train"]
+    preset = args.preset or model_sec.pop("preset", None) or "gpt-small-char"
+    model_sec.pop("preset", None)
+    for item in args.set:
+        if "=" not in item:
+            raise UsageError(f"--set expects FIELD=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        model_sec[key] = _parse_value(value)
+    out = Path(args.out or train_sec.pop("out_dir", None) or f"runs/{preset}")
+    train_sec.pop("out_dir", None)
+    for name in TRAIN_FLAGS:
+        if getattr(args, name) is not None:
+            train_sec[name] = getattr(args, name)
+    for name in ("bf16", "compile"):
+        if getattr(args, name) is not None:
+            train_sec[name] = getattr(args, name)
+    if args.no_progress:
+        train_sec["progress"] = False
+
+    ckpt = out / CHECKPOINT_DIR
+    if args.resume:
+        if not ckpt.is_dir():
+            raise UsageError(f"--resume: no checkpoint in {out} to resume from")
+        state, _ = load_trainer_state(ckpt)
+        train_cfg = TrainConfig.from_dict({**state["train_config"], **train_sec, "out_dir": str(out)})
+        model_cfg = read_config(ckpt)
+        tokenizer = Tokenizer.load(ckpt / "tokenizer.json")
+        data_dir = Path(state["data_dir"])
+        print(f"resuming {out} at step {state['step']} of {train_cfg.steps}", file=sys.stderr)
+    else:
+        if ckpt.exists():
+            raise UsageError(f"{out} already holds a checkpoint; use --resume to continue it or choose another --out")
+        train_cfg = TrainConfig.from_dict({**train_sec, "out_dir": str(out)})
+        corpus = resolve_corpus(args.data or data_sec.get("path") or "shakespeare")
+        kind = args.tokenizer or data_sec.get("tokenizer", "char")
+        vocab = args.vocab_size or data_sec.get("vocab_size", 4096)
+        t0 = time.perf_counter()
+        tokenizer = Tokenizer.train(kind, [str(corpus)], vocab_size=vocab)
+        data_dir = out / "data"
+        info = prepare_corpus(corpus, tokenizer, data_dir, val_fraction=data_sec.get("val_fraction", 0.1))
+        print(f"data: {corpus} -> {tokenizer.kind} tokenizer, {tokenizer.vocab_size} tokens in vocabulary; "
+              f"{info.train_tokens:,} train / {info.val_tokens:,} val tokens ({time.perf_counter() - t0:.1f}s)",
+              file=sys.stderr)
+        fields = {**model_sec, "vocab_size": tokenizer.vocab_size}
+        if tokenizer.pad_id is not None:
+            fields.setdefault("pad_token_id", tokenizer.pad_id)
+        base = get_preset(preset).config()
+        fields.setdefault("max_seq_len", max(base.max_seq_len, train_cfg.seq_len))
+        model_cfg = get_preset(preset).config(**fields)
+    if train_cfg.seq_len > model_cfg.max_seq_len:
+        raise UsageError(f"seq_len {train_cfg.seq_len} exceeds the model's max_seq_len {model_cfg.max_seq_len}")
+
+    torch.manual_seed(train_cfg.seed)
+    model = build_model(model_cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {preset}, {n_params / 1e6:.2f}M parameters, {model_cfg.n_layer} layers x {model_cfg.d_model} wide",
+          file=sys.stderr)
+    train = WindowSampler(TokenShards(data_dir, "train"), train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed)
+    val = WindowSampler(TokenShards(data_dir, "val"), train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed + 1)
+    trainer = Trainer(model, model_cfg, CausalLMObjective(), train, val, train_cfg,
+                      tokenizer_json=tokenizer.to_str(), extra_state={"data_dir": str(data_dir), "preset": preset})
+    if args.resume:
+        trainer.resume(ckpt)
+    result = trainer.fit()
+    val_loss = result["val_loss"]
+    print(f"done: step {result['step']}, {result['elapsed']:.0f}s, "
+          f"val loss {val_loss:.4f} nats/token" if val_loss is not None else "done", file=sys.stderr)
+    print(f"checkpoint: {result['checkpoint']}   metrics: {out / 'metrics.jsonl'}   plot: {out / 'loss.png'}")
+    if result["interrupted"]:
+        print(f"interrupted; continue with: tfamily train --out {out} --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# generate
+# ---------------------------------------------------------------------------------------
+def add_generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a checkpoint folder (e.g. runs/x/checkpoint)")
+    p.add_argument("--prompt", action="append", help="prompt text (repeat for a batch; default: start of text)")
+    p.add_argument("--max-tokens", type=int, default=200, help="new tokens to generate (default 200)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--show-probs", action="store_true",
+                   help="after the text, a table of each token's probability and its top alternatives")
+    p.add_argument("--alternatives", type=int, default=5, help="alternatives per token with --show-probs")
+    p.add_argument("--json", action="store_true", help="print the generations (with per-token data) as JSON")
+
+
+def load_for_inference(path: str):
+    from .checkpoint import CheckpointError, load_model
+    from .tokenizers import Tokenizer
+    try:
+        model, cfg, tok_json = load_model(path)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+    if tok_json is None:
+        raise UsageError(f"{path} has no tokenizer.json; text generation needs one")
+    return model, Tokenizer.from_str(tok_json)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generation import SamplingParams, generate
+    from .generation.show import format_steps, shade
+
+    model, tokenizer = load_for_inference(args.checkpoint)
+    params = SamplingParams(max_new_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
+                            top_alternatives=args.alternatives)
+    prompts = args.prompt or [""]
+    results = generate(model, tokenizer, prompts, params, stop=args.stop)
+    if args.json:
+        print(json.dumps([{"prompt": r.prompt, "text": r.text, "finish_reason": r.finish_reason,
+                           "tokens": [{"token": tokenizer.token_text(s.token), "id": s.token, "prob": s.prob,
+                                       "alternatives": [{"token": tokenizer.token_text(t), "id": t, "prob": p}
+                                                        for t, p in s.alternatives]} for s in r.steps]}
+                          for r in results], ensure_ascii=False, indent=1))
+        return 0
+    color = sys.stdout.isatty()
+    for r in results:
+        if args.show_probs:
+            print(r.prompt + shade(r.steps, tokenizer, color))
+            print()
+            print(format_steps(r.steps, tokenizer))
+        else:
+            print(r.prompt + r.text)
+        if len(results) > 1:
+            print("-" * 60)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# inspect, presets, interop
+# ---------------------------------------------------------------------------------------
+def add_inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", help="a preset name or a checkpoint folder")
+    p.add_argument("--batch", type=int, default=8, help="batch size for the memory estimate (default 8)")
+    p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the model's context)")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "bf16-autocast"], default="fp32",
+                   help="training precision for the estimate (bf16-autocast: fp32 weights, bf16 activations)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a preset field")
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoint import read_config
+    from .inspect import format_report
+    from .models import build_model
+    from .presets import PRESETS, get_preset
+
+    if Path(args.target).is_dir():
+        cfg = read_config(args.target)
+    elif args.target in PRESETS:
+        cfg = get_preset(args.target).config()
+    else:
+        raise UsageError(f"{args.target!r} is neither a checkpoint folder nor a preset; "
+                         f"presets: {', '.join(sorted(PRESETS))}")
+    if args.set:
+        cfg = cfg.replace(**{k: _parse_value(v) for k, v in (s.split("=", 1) for s in args.set)})
+    with torch.device("meta"):  # shapes only: inspecting gpt2-xl allocates nothing
+        model = build_model(cfg)
+    print(format_report(model, seq_len=args.seq_len or cfg.max_seq_len, batch=args.batch, dtype=args.dtype))
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from .presets import PRESETS
+    for name, p in PRESETS.items():
+        c = p.config()
+        print(f"{name:16s} {c.arch:8s} L={c.n_layer:<3d} d={c.d_model:<5d} H={c.n_head:<3d} ctx={c.max_seq_len:<5d} "
+              f"{c.norm_placement}-{c.norm}  {p.notes}")
+        print(f"{'':16s} source: {p.source}")
+    return 0
+
+
+def add_import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("hf_folder", help="a Hugging Face model folder (config.json + safetensors or pytorch_model.bin)")
+    p.add_argument("out", help="where to write the tfamily checkpoint")
+
+
+def cmd_import_hf(args: argparse.Namespace) -> int:
+    from .checkpoint import save_checkpoint
+    from .interop import import_hf
+    model, tok_json = import_hf(args.hf_folder)
+    save_checkpoint(args.out, model, model.cfg, tok_json)
+    print(f"imported {args.hf_folder} -> {args.out}")
+    return 0
+
+
+def add_export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a tfamily checkpoint folder")
+    p.add_argument("out", help="where to write the Hugging Face folder")
+
+
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .interop import export_hf
+    model, _, tok_json = load_model(args.checkpoint)
+    export_hf(model, args.out, tokenizer_json=tok_json)
+    print(f"exported {args.checkpoint} -> {args.out} (Hugging Face format)")
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable | None]] = {
+    "train": (cmd_train, "train a model on a text file (tokenizer, shards, trainer, checkpoint)", add_train_args),
+    "generate": (cmd_generate, "generate text from a checkpoint, optionally with per-token probabilities",
+                 add_generate_args),
+    "inspect": (cmd_inspect, "parameters, FLOPs per token and training memory of a preset or checkpoint",
+                add_inspect_args),
+    "presets": (cmd_presets, "list the model presets and their sources", None),
+    "import-hf": (cmd_import_hf, "convert a Hugging Face model folder into a tfamily checkpoint", add_import_args),
+    "export-hf": (cmd_export_hf, "write a tfamily checkpoint as a Hugging Face model folder", add_export_args),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfamily", description="Build, train, inspect and sample Transformers.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for name, (fn, help_text, add_args) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if add_args:
+            add_args(p)
+        p.set_defaults(func=fn)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, ConfigError, FileNotFoundError, ValueError) as e:
+        if os.environ.get("TFAMILY_DEBUG"):
+            raise
+        print(f"tfamily {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

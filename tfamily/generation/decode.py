@@ -1,0 +1,152 @@
+"""The one decode generator, shared by the CLI, the server and the playground page.
+
+    prompts ─ left-pad into one batch ─ prefill (one forward over all prompt tokens, KV cache)
+            ─ loop: logits of the last position ─ filters ─ pick a token ─ yield Steps
+                    ─ forward the picked tokens only (the cache holds the rest)
+
+Every Step carries the chosen token, its probability under the model, and the top
+alternatives with theirs, so a caller can show the distribution behind each word.
+The probabilities are the model's own (softmax of the raw logits); temperature, top-k and
+top-p change which token is drawn, not what the model believed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from . import filters
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 64
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    top_alternatives: int = 5  # how many alternatives each Step reports
+    stop_token_ids: Sequence[int] = ()  # e.g. the end-of-text token
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.top_alternatives < 0:
+            raise ValueError(f"top_alternatives must be >= 0, got {self.top_alternatives}")
+
+
+@dataclass
+class Step:
+    seq: int  # which prompt of the batch
+    index: int  # 0 for the first generated token
+    token: int
+    prob: float  # the model's probability of this token
+    alternatives: list[tuple[int, float]] = field(default_factory=list)  # (token, prob), most likely first
+    finished: bool = False  # True on a sequence's last step
+    finish_reason: str | None = None  # "stop" (stop token / stop callback) or "length"
+
+
+def pick(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None,
+         generator: torch.Generator | None) -> torch.Tensor:
+    """(B, V) fp32 logits -> (B,) chosen ids, after repetition penalty, temperature, top-k, top-p."""
+    if seen is not None:
+        logits = filters.repetition_penalty(logits, seen, params.repetition_penalty)
+    if params.temperature == 0:
+        return logits.argmax(-1)
+    logits = filters.temperature(logits, params.temperature)
+    if params.top_k:
+        logits = filters.top_k(logits, params.top_k)
+    if params.top_p is not None:
+        logits = filters.top_p(logits, params.top_p)
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts of different lengths -> ids (B, T) and mask (B, T), padded on the left so that
+    every sequence's next token is written at the same cache slot."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        if len(p):
+            ids[i, width - len(p):] = torch.as_tensor(list(p), dtype=torch.long)
+            mask[i, width - len(p):] = True
+    return ids.to(device), mask.to(device)
+
+
+@torch.inference_mode()
+def decode(model: nn.Module, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None,
+           should_stop: Callable[[int, list[int]], bool] | None = None) -> Iterator[list[Step]]:
+    """Yield, per decoding step, one Step for each sequence still running.
+
+    ``should_stop(seq, generated_ids)`` lets a caller end a sequence early (stop strings);
+    it is asked after each token. Sequences that finish stop being yielded; the batch
+    ends when all have finished or ``max_new_tokens`` is reached.
+    """
+    params = params or SamplingParams()
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    cfg = model.cfg
+    device = next(model.parameters()).device
+    longest = max(len(p) for p in prompts)
+    total = longest + params.max_new_tokens
+    if total > cfg.max_seq_len:
+        raise ValueError(f"prompt ({longest} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds "
+                         f"the model's context of {cfg.max_seq_len} tokens")
+    generator = torch.Generator(device=device).manual_seed(params.seed) if params.seed is not None else None
+    ids, mask = left_pad(prompts, cfg.pad_token_id or 0, device)
+    batch = ids.shape[0]
+    cache = model.make_cache(batch, total)
+    full_mask = torch.zeros(batch, total, dtype=torch.bool, device=device)  # grows into the cache
+    full_mask[:, :longest] = mask
+    seen = None
+    if params.repetition_penalty != 1.0:
+        seen = torch.zeros(batch, cfg.vocab_size, dtype=torch.bool, device=device)
+        seen.scatter_(1, ids, mask)
+    running = [True] * batch
+    generated: list[list[int]] = [[] for _ in range(batch)]
+    stop_ids = set(params.stop_token_ids)
+    logits = model(ids, attention_mask=mask, cache=cache, last_only=True).logits[:, -1].float()  # (B, V)
+    for index in range(params.max_new_tokens):
+        chosen = pick(logits, params, seen, generator)  # (B,)
+        logprobs = logits.log_softmax(-1)
+        steps = _steps(index, chosen, logprobs, params.top_alternatives, running)
+        for step in steps:
+            generated[step.seq].append(step.token)
+            stopped = step.token in stop_ids or (should_stop is not None and should_stop(step.seq, generated[step.seq]))
+            if stopped or index == params.max_new_tokens - 1:
+                step.finished, step.finish_reason = True, "stop" if stopped else "length"
+                running[step.seq] = False
+        yield steps
+        if not any(running):
+            return
+        if seen is not None:
+            seen[torch.arange(batch, device=device), chosen] = True
+        full_mask[:, longest + index] = True
+        logits = model(chosen[:, None], attention_mask=full_mask[:, :longest + index + 1], cache=cache,
+                       last_only=True).logits[:, -1].float()
+
+
+def _steps(index: int, chosen: torch.Tensor, logprobs: torch.Tensor, k: int, running: list[bool]) -> list[Step]:
+    """Steps for the running sequences: chosen token's probability and the top-k alternatives."""
+    chosen_p = logprobs.gather(-1, chosen[:, None]).squeeze(-1).exp().tolist()
+    if k:
+        top = torch.topk(logprobs, min(k, logprobs.shape[-1]), dim=-1)
+        alt_ids, alt_p = top.indices.tolist(), top.values.exp().tolist()
+    tokens = chosen.tolist()
+    return [Step(seq=i, index=index, token=tokens[i], prob=chosen_p[i],
+                 alternatives=list(zip(alt_ids[i], alt_p[i])) if k else [])
+            for i in range(len(tokens)) if running[i]]

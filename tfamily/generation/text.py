@@ -1,0 +1,64 @@
+"""Text in, text out: tokenise prompts, run the decode generator, apply stop strings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+from torch import nn
+
+from .decode import SamplingParams, Step, decode
+
+
+@dataclass
+class Generation:
+    prompt: str
+    text: str  # the generated continuation (stop string excluded)
+    steps: list[Step] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+def _stop_checker(tokenizer, stop: Sequence[str]):
+    """should_stop(seq, ids): True once the decoded continuation contains a stop string."""
+    if not stop:
+        return None
+    if any(not s for s in stop):
+        raise ValueError("stop strings must be non-empty")
+    return lambda seq, ids: any(s in tokenizer.decode(ids) for s in stop)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    cut = min((text.find(s) for s in stop if s in text), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
+def stream(model: nn.Module, tokenizer, prompts: Sequence[str], params: SamplingParams | None = None,
+           stop: Sequence[str] = ()) -> Iterator[list[Step]]:
+    """The decode generator on text prompts; yields the same per-step lists of Steps."""
+    params = params or SamplingParams()
+    if not params.stop_token_ids and tokenizer.eos_id is not None:
+        params.stop_token_ids = (tokenizer.eos_id,)
+    encoded = [tokenizer.encode(p) for p in prompts]
+    for i, ids in enumerate(encoded):
+        if not ids:
+            if tokenizer.bos_id is None and tokenizer.eos_id is None:
+                raise ValueError(f"prompt {i} is empty and the tokenizer has no start token to begin from")
+            encoded[i] = [tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id]
+    yield from decode(model, encoded, params, _stop_checker(tokenizer, stop))
+
+
+def generate(model: nn.Module, tokenizer, prompts: Sequence[str], params: SamplingParams | None = None,
+             stop: Sequence[str] = ()) -> list[Generation]:
+    """Complete every prompt; returns text, per-token Steps and why each stopped."""
+    params = params or SamplingParams()
+    results = [Generation(prompt=p, text="") for p in prompts]
+    for steps in stream(model, tokenizer, prompts, params, stop):
+        for step in steps:
+            results[step.seq].steps.append(step)
+            if step.finished:
+                results[step.seq].finish_reason = step.finish_reason
+    stop_ids = set(params.stop_token_ids)
+    for r in results:
+        ids = [s.token for s in r.steps if s.token not in stop_ids]
+        r.text = cut_at_stop(tokenizer.decode(ids), stop)
+    return results

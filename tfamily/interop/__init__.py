@@ -1,0 +1,13 @@
+"""Hugging Face format import and export (config.json + safetensors + tokenizer.json).
+
+    model, tokenizer_json = import_hf("path/to/gpt2")       # dispatches on config.json model_type
+    export_hf(model, "out/", tokenizer_json=tokenizer_json)  # GPT2LMHeadModel.from_pretrained("out/") works
+"""
+
+from . import hf_gpt2  # family mappings stay namespaced: hf_gpt2.config_from_hf, …
+from .io import (InteropError, MissingFileError, read_config, read_tokenizer_json, read_weights,
+                 write_folder)
+from .registry import FAMILIES, HFFamily, export_hf, import_hf, register
+
+__all__ = ["import_hf", "export_hf", "FAMILIES", "HFFamily", "register", "InteropError", "MissingFileError",
+           "read_config", "read_weights", "read_tokenizer_json", "write_folder", "hf_gpt2"]

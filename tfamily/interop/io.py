@@ -1,0 +1,269 @@
+"""Reading and writing Hugging Face model folders, for any family.
+
+A Hugging Face folder is plain files:
+
+    config.json                       architecture (``model_type`` names the family)
+    model.safetensors                 weights, or sharded: model.safetensors.index.json + shards
+    pytorch_model.bin                 older weights (a pickle; read with ``weights_only=True`` only)
+    tokenizer.json                    the `tokenizers` library's one-file format, or the older
+    vocab.json + merges.txt           byte-level BPE pair (GPT-2, RoBERTa, BART)
+
+This module knows nothing about any family's weight names: the family mappings
+(``hf_gpt2`` …) turn names and shapes, and ``registry`` ties the two together.
+
+Safety: safetensors files hold only tensors; a pickled ``.bin`` can run code when
+unpickled, so it is read with ``torch.load(weights_only=True)``, which refuses anything
+but tensors and plain containers. Files are written to a temporary name and renamed, so a
+failed export never leaves half a file over a good one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from safetensors.torch import load_file, save_file
+
+CONFIG_FILE = "config.json"
+SAFETENSORS_FILE = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PICKLE_FILE = "pytorch_model.bin"
+PICKLE_INDEX = "pytorch_model.bin.index.json"
+TOKENIZER_FILE = "tokenizer.json"
+VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"
+
+StateDict = dict[str, torch.Tensor]
+
+
+class InteropError(ValueError):
+    """A Hugging Face folder or state dict does not fit what we expected; the message says how."""
+
+
+class MissingFileError(InteropError, FileNotFoundError):
+    """A file the folder needs is not there; the message names it."""
+
+
+# ---- reading ---------------------------------------------------------------------------
+
+def read_config(folder: str | os.PathLike) -> dict:
+    """config.json as a dict (it must exist and be a JSON object)."""
+    path = Path(folder) / CONFIG_FILE
+    if not Path(folder).is_dir():
+        raise MissingFileError(f"{folder} is not a folder")
+    if not path.is_file():
+        raise MissingFileError(f"{path} not found: a Hugging Face model folder needs a {CONFIG_FILE}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InteropError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise InteropError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_weights(folder: str | os.PathLike) -> StateDict:
+    """All tensors of the folder, from the first weight format found (safetensors first).
+
+    Order of preference: model.safetensors, sharded safetensors, pytorch_model.bin,
+    sharded .bin. Safetensors come first because they cannot carry code.
+    """
+    folder = Path(folder)
+    if (folder / SAFETENSORS_FILE).is_file():
+        return load_file(folder / SAFETENSORS_FILE, device="cpu")
+    if (folder / SAFETENSORS_INDEX).is_file():
+        return _read_sharded(folder, SAFETENSORS_INDEX, lambda p: load_file(p, device="cpu"))
+    if (folder / PICKLE_FILE).is_file():
+        return _load_pickle_weights(folder / PICKLE_FILE)
+    if (folder / PICKLE_INDEX).is_file():
+        return _read_sharded(folder, PICKLE_INDEX, _load_pickle_weights)
+    raise MissingFileError(
+        f"no weights in {folder}: expected {SAFETENSORS_FILE}, {SAFETENSORS_INDEX}, {PICKLE_FILE} or {PICKLE_INDEX}")
+
+
+def _load_pickle_weights(path: Path) -> StateDict:
+    """A pytorch_model.bin, unpickled with ``weights_only=True`` so it cannot run code."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # the restricted unpickler raises UnpicklingError, others for corrupt files
+        raise InteropError(f"{path} could not be loaded as plain tensors (weights_only=True): {e}") from None
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise InteropError(f"{path} does not hold a flat name -> tensor dict")
+    return dict(sd)
+
+
+def _read_sharded(folder: Path, index_name: str, load_one) -> StateDict:
+    """Load every shard named in an index file's ``weight_map`` (each shard once)."""
+    index_path = folder / index_name
+    try:
+        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise InteropError(f"{index_path} is not a valid shard index (needs a 'weight_map'): {e}") from None
+    sd: StateDict = {}
+    for shard in sorted(set(weight_map.values())):
+        path = _inside(folder, shard, index_path)
+        part = load_one(path)
+        sd.update({name: part[name] for name, file in weight_map.items() if file == shard and name in part})
+    missing = sorted(set(weight_map) - set(sd))
+    if missing:
+        raise InteropError(f"{index_path} lists tensors its shards do not hold: {', '.join(missing[:10])}")
+    return sd
+
+
+def _inside(folder: Path, name: str, referrer: Path) -> Path:
+    """A file named by an index, which must be a plain file name inside the folder."""
+    if Path(name).name != name or name in ("", ".", ".."):
+        raise InteropError(f"{referrer} names shard {name!r}, which is not a plain file name in the folder")
+    path = folder / name
+    if not path.is_file():
+        raise MissingFileError(f"shard {path} (listed in {referrer.name}) not found")
+    return path
+
+
+def read_tokenizer_json(folder: str | os.PathLike) -> str | None:
+    """The folder's tokenizer as tokenizer.json text, or None when it has none.
+
+    tokenizer.json is returned as is; a vocab.json + merges.txt pair (GPT-2 folders that
+    predate tokenizer.json) is turned into the equivalent byte-level BPE tokenizer.
+    """
+    folder = Path(folder)
+    path = folder / TOKENIZER_FILE
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    if (folder / VOCAB_FILE).is_file() and (folder / MERGES_FILE).is_file():
+        return byte_level_bpe_from_files(folder / VOCAB_FILE, folder / MERGES_FILE,
+                                         _declared_special_tokens(folder)).to_str()
+    return None
+
+
+def byte_level_bpe_from_files(vocab: Path, merges: Path, special_tokens: list[str] = ()):
+    """A `tokenizers.Tokenizer` equal to GPT-2's, built from its two vocabulary files.
+
+    GPT-2 splits text with its regex into words, maps every byte to a printable character
+    (so no text is ever unknown), then applies BPE merges; no prefix space is added. Tokens
+    written like ``<|endoftext|>`` cannot come out of the merges, so they are added as
+    special tokens, matched whole before the BPE runs.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    tok = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    vocab_tokens = tok.get_vocab()
+    control = [t for t in vocab_tokens if re.fullmatch(r"<\|[^|\s]+\|>", t)]
+    specials = [t for t in dict.fromkeys([*special_tokens, *control]) if t in vocab_tokens]
+    if specials:
+        tok.add_special_tokens(specials)
+    return tok
+
+
+def _declared_special_tokens(folder: Path) -> list[str]:
+    """Special-token strings named in special_tokens_map.json / tokenizer_config.json, if any."""
+    found: list[str] = []
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            continue
+        for key in ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"):
+            value = data.get(key)
+            value = value.get("content") if isinstance(value, dict) else value
+            if isinstance(value, str):
+                found.append(value)
+    return found
+
+
+# ---- writing ---------------------------------------------------------------------------
+
+def write_folder(folder: str | os.PathLike, config: dict, state_dict: Mapping[str, torch.Tensor],
+                 tokenizer_json: str | None = None) -> Path:
+    """Write config.json, model.safetensors and (if given) tokenizer.json into ``folder``.
+
+    Tensors must not share storage (safetensors stores each once by name, so a tied copy
+    would be ambiguous): the family mapping drops tied duplicates before this point.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = _plain_tensors(state_dict)
+    if tokenizer_json is not None:
+        _check_json(tokenizer_json, "tokenizer_json")
+    _atomic_write(folder / SAFETENSORS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    _atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if tokenizer_json is not None:
+        _atomic_write_text(folder / TOKENIZER_FILE, tokenizer_json)
+    return folder
+
+
+def _plain_tensors(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+    """Detached, contiguous CPU tensors that each own their storage; aliases are an error."""
+    seen: dict[tuple, str] = {}
+    out: StateDict = {}
+    for name, t in state_dict.items():
+        if not isinstance(t, torch.Tensor):
+            raise InteropError(f"state dict entry {name!r} is a {type(t).__name__}, not a tensor")
+        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
+        if key in seen and t.numel():
+            raise InteropError(f"{name!r} and {seen[key]!r} are the same tensor (tied weights); "
+                               "the family mapping must write a tied weight once")
+        seen[key] = name
+        t = t.detach().to("cpu").contiguous()
+        if t.untyped_storage().nbytes() != t.numel() * t.element_size():
+            t = t.clone()  # a view into a larger buffer: safetensors wants each tensor on its own
+        out[name] = t
+    return out
+
+
+def _check_json(text: str, what: str) -> None:
+    try:
+        json.loads(text)
+    except (TypeError, json.JSONDecodeError) as e:
+        raise InteropError(f"{what} is not valid JSON text: {e}") from None
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write via a temporary file in the same folder, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+# ---- checking a state dict against expected names and shapes -------------------------------
+
+def check_names_and_shapes(found: Mapping[str, torch.Tensor], expected: Mapping[str, tuple],
+                           where: str) -> None:
+    """Raise one InteropError listing every missing name, unexpected name and wrong shape."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = [f"{n}: expected {tuple(expected[n])}, found {tuple(found[n].shape)}"
+             for n in sorted(set(found) & set(expected)) if tuple(found[n].shape) != tuple(expected[n])]
+    problems = []
+    if missing:
+        problems.append(f"missing weights: {_some(missing)}")
+    if unexpected:
+        problems.append(f"unexpected weights: {_some(unexpected)}")
+    if wrong:
+        problems.append(f"shape mismatches: {_some(wrong)}")
+    if problems:
+        raise InteropError(f"{where}: " + "; ".join(problems))
+
+
+def _some(items: list[str], limit: int = 10) -> str:
+    more = f" … and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more

@@ -1,0 +1,96 @@
+"""Import and export of Hugging Face folders, dispatched by family.
+
+Each family is four functions (config and state dict, each way) registered under the
+``model_type`` its config.json carries. Import reads ``model_type`` to pick the family;
+export asks each family in turn whether it can express the model's config (the first
+whose ``config_to_hf`` accepts it wins), or uses the one named by ``model_type=``.
+Adding a family is one ``register(HFFamily(...))`` line; this file stays the same.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+
+from ..config import ConfigError, ModelConfig
+from . import hf_gpt2
+from .io import InteropError, StateDict, read_config, read_tokenizer_json, read_weights, write_folder
+
+
+@dataclass(frozen=True)
+class HFFamily:
+    model_type: str  # the config.json "model_type" this family reads and writes
+    config_from_hf: Callable[[Mapping], ModelConfig]
+    config_to_hf: Callable[[ModelConfig], dict]
+    state_dict_from_hf: Callable[[Mapping[str, torch.Tensor], ModelConfig], StateDict]
+    state_dict_to_hf: Callable[[Mapping[str, torch.Tensor], ModelConfig], StateDict]
+
+
+FAMILIES: dict[str, HFFamily] = {}
+
+
+def register(family: HFFamily) -> None:
+    FAMILIES[family.model_type] = family
+
+
+register(HFFamily(hf_gpt2.MODEL_TYPE, hf_gpt2.config_from_hf, hf_gpt2.config_to_hf,
+                  hf_gpt2.state_dict_from_hf, hf_gpt2.state_dict_to_hf))
+
+
+def family_for(model_type: str | None) -> HFFamily:
+    if model_type not in FAMILIES:
+        raise InteropError(f"model_type {model_type!r} is not supported; "
+                           f"tfamily imports: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[model_type]
+
+
+def import_hf(folder: str | os.PathLike, dtype: torch.dtype | None = None) -> tuple[nn.Module, str | None]:
+    """(model in eval mode, tokenizer.json text or None) from a Hugging Face folder.
+
+    The model is built in fp32 from config.json and the weights are copied in (converted
+    from the file's dtype); pass ``dtype`` to cast it afterwards.
+    """
+    from ..models import build_model
+
+    hf_config = read_config(folder)
+    family = family_for(hf_config.get("model_type"))
+    try:
+        cfg = family.config_from_hf(hf_config)
+    except ConfigError as e:
+        raise ConfigError(f"{Path(folder) / 'config.json'}: {e}") from None
+    state = family.state_dict_from_hf(read_weights(folder), cfg)
+    model = build_model(cfg)
+    model.load_state_dict(state, strict=True)
+    if dtype is not None:
+        model.to(dtype)
+    return model.eval(), read_tokenizer_json(folder)
+
+
+def export_hf(model: nn.Module, folder: str | os.PathLike, tokenizer_json: str | None = None,
+              model_type: str | None = None) -> Path:
+    """Write ``model`` (and a tokenizer.json text) as a Hugging Face folder; returns its path.
+
+    Weights keep the model's dtype; config.json records it as ``dtype``.
+    """
+    cfg: ModelConfig = model.cfg
+    family, hf_config = _family_that_fits(cfg, model_type)
+    hf_config["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
+    state = family.state_dict_to_hf(model.state_dict(), cfg)
+    return write_folder(folder, hf_config, state, tokenizer_json)
+
+
+def _family_that_fits(cfg: ModelConfig, model_type: str | None) -> tuple[HFFamily, dict]:
+    """The named family, or the first whose config_to_hf accepts ``cfg`` (with its reasons if none)."""
+    candidates = [family_for(model_type)] if model_type is not None else list(FAMILIES.values())
+    reasons = []
+    for family in candidates:
+        try:
+            return family, family.config_to_hf(cfg)
+        except ConfigError as e:
+            reasons.append(f"{family.model_type}: {e}")
+    raise ConfigError("no Hugging Face format can express this model: " + "; ".join(reasons))

@@ -1,0 +1,11 @@
+"""Objectives: pure functions from raw token windows to a Batch, and from logits to a loss.
+
+They never touch a model, so each can be unit-tested on its own.
+"""
+
+from .base import IGNORE_INDEX, Batch, Objective
+from .causal_lm import CausalLMObjective
+
+OBJECTIVES = {"causal_lm": CausalLMObjective}
+
+__all__ = ["IGNORE_INDEX", "Batch", "Objective", "CausalLMObjective", "OBJECTIVES"]

@@ -1,0 +1,34 @@
+"""The Batch every objective produces, and the Objective protocol the trainer calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+IGNORE_INDEX = -100  # targets with this value contribute nothing to the loss
+
+
+@dataclass
+class Batch:
+    inputs: dict[str, torch.Tensor]  # keyword arguments of the model's forward
+    targets: torch.Tensor  # e.g. (B, T) next-token ids, IGNORE_INDEX where no loss
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_tokens(self) -> int:
+        """Input tokens processed (for tokens/s)."""
+        first = next(iter(self.inputs.values()))
+        return first.numel()
+
+    def to(self, device) -> "Batch":
+        move = lambda t: t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t  # noqa: E731
+        return Batch({k: move(v) for k, v in self.inputs.items()}, move(self.targets),
+                     {k: move(v) for k, v in self.extra.items()})
+
+
+class Objective(Protocol):
+    def prepare(self, raw: Any) -> Batch: ...
+
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor: ...
