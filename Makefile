@@ -3,7 +3,6 @@
 #
 #   make demo                      # ~4 minutes on a 2-core laptop CPU
 #   make test
-#   make bench                     # speed against Hugging Face transformers
 #   make install TORCH_SPEC="torch==2.5.1"   # any other torch build
 
 PYTHON     ?= python3
@@ -15,7 +14,7 @@ TF         := $(VENV)/bin/tfamily
 DEMO_OUT   ?= runs/demo
 DEMO_TIME  ?= 240
 
-.PHONY: install demo test bench clean corpus
+.PHONY: install demo test clean corpus
 
 install: $(VENV)/.installed
 
@@ -33,9 +32,6 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -n 2
-
-bench: install
-	$(PY) -m benchmarks.run
 
 corpus: install
 	$(PY) scripts/build_shakespeare.py

@@ -7,6 +7,7 @@ import math
 from torch import nn
 
 from ..config import ModelConfig
+from ..nn.norms import RMSNorm
 from ..nn.positions import LearnedPositions
 
 
@@ -28,7 +29,7 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
             nn.init.normal_(module.weight, 0.0, cfg.init_std)
         elif isinstance(module, LearnedPositions):
             nn.init.normal_(module.weight, 0.0, cfg.init_std)
-        elif hasattr(module, "weight") and module.__class__.__name__ in ("LayerNorm", "RMSNorm"):
+        elif isinstance(module, (nn.LayerNorm, RMSNorm)):
             nn.init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)

@@ -1,0 +1,20 @@
+"""Data: bundled corpora, and text -> memory-mapped token shards -> training windows.
+
+    info = prepare_corpus(bundled_corpus("shakespeare"), tokenizer, "runs/x/data")
+    train = WindowSampler(TokenShards("runs/x/data", "train"), batch_size=64, seq_len=256, seed=0)
+    batch = train.batch(step)          # (64, 257) int64, a pure function of (seed, step)
+"""
+
+from .bundled import available_corpora, bundled_corpus
+from .shards import CorpusInfo, TokenShards, WindowSampler, prepare_corpus, read_meta, token_dtype
+
+__all__ = [
+    "bundled_corpus",
+    "available_corpora",
+    "prepare_corpus",
+    "CorpusInfo",
+    "TokenShards",
+    "WindowSampler",
+    "read_meta",
+    "token_dtype",
+]

@@ -1,0 +1,335 @@
+"""`Tokenizer`: our thin, typed face on a Hugging Face `tokenizers.Tokenizer`.
+
+The `tokenizers` library does the real work (training, fast encoding, the
+tokenizer.json format). This wrapper only fixes the choices the rest of tfamily relies
+on:
+
+* ``decode(encode(s)) == s`` exactly: no normalizer, no cleanup of spaces, and decoders
+  that concatenate (``Fuse``) or undo the byte mapping (``ByteLevel``).
+* Encoding never adds BOS/EOS; the objective or generation code adds what it needs.
+* Special tokens have *roles* (pad, unk, bos, eos, ...) inferred from their names via
+  ``special.py``, so GPT-2's lone ``<|endoftext|>`` is understood as bos, eos and unk.
+* One saved file: the library's own tokenizer.json, readable by any HF tool.
+
+Kinds we train::
+
+    char  one token per Unicode code point ("\\n" and "\\r" included); unseen -> unk
+    word  \\w+ runs, punctuation runs and whitespace runs are all tokens, so in-vocabulary
+          text round-trips exactly; a run of CJK without spaces is ONE word ("中文字符")
+    bpe   byte-level BPE (GPT-2 style); every byte is in the vocabulary, so any Unicode
+          string round-trips and nothing is ever unk
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer as HFTokenizer
+
+from .special import SPECIAL_TOKENS, check_special_tokens, infer_roles
+from .textio import iter_text_chunks
+
+KINDS = ("char", "word", "bpe")
+
+# One code point per token. "[\s\S]" rather than "." because "." skips newlines.
+CHAR_PATTERN = r"[\s\S]"
+# Words, punctuation runs, whitespace runs: together they cover every character.
+WORD_PATTERN = r"\w+|[^\w\s]+|\s+"
+
+DEFAULT_VOCAB_SIZE = {"char": None, "word": 32_000, "bpe": 8_192}
+UNLIMITED_VOCAB = 2**31 - 1  # what "no cap" means to the WordLevel trainer
+
+TextSource = str | os.PathLike
+
+
+class Tokenizer:
+    """A trained or loaded tokenizer. Build with `train`, `load` or `from_str`."""
+
+    def __init__(self, backend: HFTokenizer, kind: str | None = None):
+        # Whatever a loaded file says, we never pad, truncate or add specials implicitly.
+        backend.no_padding()
+        backend.no_truncation()
+        self.backend = backend
+        spec = json.loads(backend.to_str())
+        self.kind: str = kind or _infer_kind(spec)
+        vocab = backend.get_vocab(with_added_tokens=True)
+        # Embedding rows needed: ids may have gaps when added tokens sit past the model's.
+        self.vocab_size: int = max(vocab.values()) + 1 if vocab else 0
+        roles = infer_roles(_special_candidates(spec, vocab), declared_unk=_declared_unk(spec["model"]))
+        self.special_ids: dict[str, int] = {role: vocab[tok] for role, tok in roles.items()}
+
+    # ------------------------------------------------------------------ training
+    @classmethod
+    def train(
+        cls,
+        kind: str,
+        texts_or_files: TextSource | Iterable[TextSource],
+        vocab_size: int | None = None,
+        special_tokens: Mapping[str, str] | None = None,
+        min_frequency: int = 0,
+    ) -> Tokenizer:
+        """Train a ``kind`` tokenizer ("char", "word" or "bpe") on texts and/or files.
+
+        ``texts_or_files`` is one item or an iterable of items. A ``pathlib.Path`` (any
+        ``os.PathLike``) is a UTF-8 file, streamed in chunks; a ``str`` naming an existing
+        file is read as that file too (so CLI arguments work); any other ``str`` is text.
+        ``vocab_size`` counts special tokens. For "char" it is an optional cap (default:
+        every character seen); for "word" the most frequent words are kept (default
+        32,000); for "bpe" it must leave room for the 256 bytes (default 8,192).
+        ``special_tokens`` maps role -> token (default ``SPECIAL_TOKENS``); ids are given
+        in its order, starting at 0.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}")
+        specials = check_special_tokens(SPECIAL_TOKENS if special_tokens is None else special_tokens)
+        if kind in ("char", "word") and "unk" not in specials:
+            raise ValueError(f"a {kind} tokenizer needs an 'unk' special token for unseen input")
+        tokens = list(dict.fromkeys(specials.values()))  # one id per distinct string
+        if vocab_size is None:
+            vocab_size = DEFAULT_VOCAB_SIZE[kind]
+        _check_vocab_size(kind, vocab_size, len(tokens))
+
+        backend, trainer = _BUILDERS[kind](tokens, vocab_size, min_frequency, specials.get("unk"))
+        backend.train_from_iterator(_iter_texts(texts_or_files), trainer=trainer)
+        tok = cls(backend, kind)
+        if tok.vocab_size <= len(tokens) and kind != "bpe":
+            raise ValueError(f"no text to train the {kind} tokenizer on (the input was empty)")
+        return tok
+
+    # ------------------------------------------------------------------ encode / decode
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; no BOS/EOS is added."""
+        return self.backend.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """`encode` for many texts at once (parallel inside the library)."""
+        return [e.ids for e in self.backend.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
+        """The text of ``ids``, exactly: no spaces added or cleaned up."""
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)  # tensors, arrays, lists
+        return self.backend.decode(ids, skip_special_tokens=skip_special)
+
+    def token_text(self, token_id: int) -> str:
+        """One token as a person should see it (bytes of a partial character show as U+FFFD)."""
+        self._check_id(token_id)
+        # Decoding one id goes through the decoder, which turns byte-level symbols like
+        # "Ġ" back into bytes and decodes them leniently; char/word tokens come back as is.
+        return self.backend.decode([token_id], skip_special_tokens=False)
+
+    def token_to_id(self, token: str) -> int | None:
+        """The id of a token string (in the model's own notation), or None."""
+        return self.backend.token_to_id(token)
+
+    def id_to_token(self, token_id: int) -> str:
+        """The raw vocabulary entry for an id (byte-level BPE shows e.g. "Ġthe")."""
+        self._check_id(token_id)
+        token = self.backend.id_to_token(token_id)
+        if token is None:
+            raise ValueError(f"id {token_id} is not in the vocabulary (a gap in the ids)")
+        return token
+
+    # ------------------------------------------------------------------ special tokens
+    @property
+    def pad_id(self) -> int | None:
+        return self.special_ids.get("pad")
+
+    @property
+    def unk_id(self) -> int | None:
+        return self.special_ids.get("unk")
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.special_ids.get("bos")
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.special_ids.get("eos")
+
+    # ------------------------------------------------------------------ persistence
+    def to_str(self) -> str:
+        """The tokenizer.json text, compact (embed it in a checkpoint)."""
+        return self.backend.to_str()
+
+    @classmethod
+    def from_str(cls, text: str) -> Tokenizer:
+        """Rebuild from tokenizer.json text (ours or any HF one)."""
+        return cls(_backend_from_str(text, "the given text"))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write one tokenizer.json (into ``path`` itself, or inside it if it is a folder)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.backend.to_str(pretty=True), encoding="utf-8")  # pretty: people read it
+        os.replace(tmp, path)  # never leave a half-written file in place of a good one
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Tokenizer:
+        """Read a tokenizer.json file (or a folder that holds one)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"tokenizer file {path} not found")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not a tokenizer.json file (not UTF-8 text)") from None
+        return cls(_backend_from_str(text, str(path)))
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size}, special_ids={self.special_ids})"
+
+    def _check_id(self, token_id: int) -> None:
+        if not 0 <= token_id < self.vocab_size:
+            raise ValueError(f"token id {token_id} is out of range [0, {self.vocab_size})")
+
+
+train_tokenizer = Tokenizer.train
+
+
+# ---------------------------------------------------------------------- builders
+def _word_level(pattern: str, tokens: list[str], vocab_size: int | None, min_frequency: int, unk: str):
+    """A WordLevel model over the pieces of ``pattern``, glued back together on decode."""
+    backend = HFTokenizer(models.WordLevel(unk_token=unk))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=vocab_size or UNLIMITED_VOCAB,
+        min_frequency=min_frequency,
+        special_tokens=tokens,
+        show_progress=False,
+    )
+    return backend, trainer
+
+
+def _build_char(tokens, vocab_size, min_frequency, unk):
+    return _word_level(CHAR_PATTERN, tokens, vocab_size, min_frequency, unk)
+
+
+def _build_word(tokens, vocab_size, min_frequency, unk):
+    return _word_level(WORD_PATTERN, tokens, vocab_size, min_frequency, unk)
+
+
+def _build_bpe(tokens, vocab_size, min_frequency, unk):
+    """Byte-level BPE: all 256 byte symbols are in the alphabet, so no unk is ever needed."""
+    backend = HFTokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    return backend, trainer
+
+
+_BUILDERS = {"char": _build_char, "word": _build_word, "bpe": _build_bpe}
+
+
+def _check_vocab_size(kind: str, vocab_size: int | None, n_special: int) -> None:
+    if vocab_size is None:
+        return
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size <= 0:
+        raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
+    floor = n_special + (256 if kind == "bpe" else 1)
+    if vocab_size < floor:
+        what = "the 256 byte symbols" if kind == "bpe" else "at least one token"
+        raise ValueError(
+            f"vocab_size {vocab_size} is too small for a {kind} tokenizer: it must hold "
+            f"{n_special} special tokens plus {what} (>= {floor})"
+        )
+
+
+# ---------------------------------------------------------------------- inputs
+def _iter_texts(source: TextSource | Iterable[TextSource]) -> Iterator[str]:
+    """Yield training texts, streaming files in chunks instead of reading them whole."""
+    items = [source] if isinstance(source, (str, os.PathLike)) else source
+    for item in items:
+        if isinstance(item, os.PathLike) or (isinstance(item, str) and _names_file(item)):
+            path = Path(item)
+            if not path.is_file():
+                raise FileNotFoundError(f"training file {path} not found")
+            for _, chunk in iter_text_chunks(path):
+                yield chunk
+        elif isinstance(item, str):
+            yield item
+        else:
+            raise TypeError(f"expected text (str) or a file path (pathlib.Path), got {type(item).__name__}")
+
+
+def _names_file(text: str) -> bool:
+    """A short one-line string that is the path of an existing file."""
+    return len(text) < 4096 and "\n" not in text and "\x00" not in text and os.path.isfile(text)
+
+
+# ---------------------------------------------------------------------- loading
+def _backend_from_str(text: str, where: str) -> HFTokenizer:
+    """Parse tokenizer.json text with an error that says what was wrong and where."""
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where} is not a tokenizer.json file (not JSON: {e})") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("model"), dict):
+        raise ValueError(f"{where} is not a tokenizer.json file (no 'model' object)")
+    try:
+        return HFTokenizer.from_str(text)
+    except Exception as e:  # the library raises a bare Exception with serde's message
+        raise ValueError(f"{where} is not a valid tokenizer.json file: {e}") from None
+
+
+def _special_candidates(spec: dict, vocab: dict[str, int]) -> list[str]:
+    """Token strings that may carry a role: the added special tokens.
+
+    Only a tokenizer with no special tokens at all (an old-style vocabulary) has its
+    ordinary entries searched, since a learned BPE piece may happen to read "</s>".
+    """
+    specials = [t["content"] for t in spec.get("added_tokens") or [] if t.get("special")]
+    return specials or list(vocab)
+
+
+def _declared_unk(model: dict) -> str | None:
+    """The unk token a model spec names itself (Unigram names it by id)."""
+    if isinstance(model.get("unk_token"), str):
+        return model["unk_token"]
+    if model.get("type") == "Unigram" and isinstance(model.get("unk_id"), int):
+        vocab = model.get("vocab") or []
+        if 0 <= model["unk_id"] < len(vocab):
+            return vocab[model["unk_id"]][0]
+    return None
+
+
+def _pre_tokenizer_parts(spec: dict | None) -> list[dict]:
+    """Flatten a (possibly nested Sequence) pre-tokenizer spec into its parts."""
+    if not spec:
+        return []
+    if spec.get("type") == "Sequence":
+        return [p for sub in spec.get("pretokenizers", []) for p in _pre_tokenizer_parts(sub)]
+    return [spec]
+
+
+def _infer_kind(spec: dict) -> str:
+    """Name the kind of a tokenizer.json from its model and pre-tokenizer."""
+    model_type = spec["model"].get("type")
+    parts = _pre_tokenizer_parts(spec.get("pre_tokenizer"))
+    patterns = [p.get("pattern", {}).get("Regex") for p in parts if p.get("type") == "Split"]
+    if model_type == "WordLevel":
+        return "char" if CHAR_PATTERN in patterns else "word"
+    if model_type == "BPE":
+        return "bpe"  # byte-level or not: token_text and decode go through the decoder anyway
+    if model_type in ("WordPiece", "Unigram"):
+        return model_type.lower()
+    return str(model_type).lower()
