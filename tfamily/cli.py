@@ -27,7 +27,7 @@ class UsageError(Exception):
 # ---------------------------------------------------------------------------------------
 TRAIN_FLAGS = {  # CLI flag -> TrainConfig field (None default = keep the config's value)
     "steps": int, "max_time": float, "batch_size": int, "seq_len": int, "grad_accum": int, "lr": float,
-    "min_lr": float, "warmup": int, "weight_decay": float, "grad_clip": float, "eval_interval": int,
+    "min_lr": float, "warmup": int, "optimizer": str, "beta2": float, "weight_decay": float, "grad_clip": float, "eval_interval": int,
     "eval_batches": int, "log_interval": int, "seed": int, "device": str, "threads": int,
 }
 
@@ -37,14 +37,14 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="a UTF-8 text file, or the name of a bundled corpus ('shakespeare')")
     p.add_argument("--tokenizer", choices=["char", "word", "bpe"], help="tokenizer to train on the data (default char)")
     p.add_argument("--vocab-size", type=int, help="vocabulary size for word/bpe tokenizers (default 4096)")
-    p.add_argument("--preset", help="model preset (see `tfamily presets`; default gpt-small-char)")
+    p.add_argument("--preset", help="model preset (see `tfamily presets`; default gpt-tiny)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a model config field, e.g. --set n_layer=4 (repeatable)")
     p.add_argument("--out", help="run folder: data shards, checkpoint, metrics.jsonl, loss.png (default runs/<preset>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     for name, typ in TRAIN_FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, dest=name)
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on where the hardware is fast at it)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -100,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     run = load_run_config(args.config)
     model_sec, data_sec, train_sec = run["model"], run["data"], run["train"]
-    preset = args.preset or model_sec.pop("preset", None) or "gpt-small-char"
+    preset = args.preset or model_sec.pop("preset", None) or "gpt-tiny"
     model_sec.pop("preset", None)
     for item in args.set:
         if "=" not in item:
@@ -132,6 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if ckpt.exists():
             raise UsageError(f"{out} already holds a checkpoint; use --resume to continue it or choose another --out")
         train_cfg = TrainConfig.from_dict({**train_sec, "out_dir": str(out)})
+        get_preset(preset).config(**{**model_sec, "vocab_size": 256})  # check fields before tokenizing
         corpus = resolve_corpus(args.data or data_sec.get("path") or "shakespeare")
         kind = args.tokenizer or data_sec.get("tokenizer", "char")
         vocab = args.vocab_size or data_sec.get("vocab_size", 4096)
@@ -145,8 +146,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         fields = {**model_sec, "vocab_size": tokenizer.vocab_size}
         if tokenizer.pad_id is not None:
             fields.setdefault("pad_token_id", tokenizer.pad_id)
-        base = get_preset(preset).config()
-        fields.setdefault("max_seq_len", max(base.max_seq_len, train_cfg.seq_len))
+        fields.setdefault("max_seq_len", train_cfg.seq_len)  # a context as long as what it trains on
         model_cfg = get_preset(preset).config(**fields)
     if train_cfg.seq_len > model_cfg.max_seq_len:
         raise UsageError(f"seq_len {train_cfg.seq_len} exceeds the model's max_seq_len {model_cfg.max_seq_len}")

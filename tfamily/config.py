@@ -24,8 +24,31 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field."""
 
 
+class ValidatedConfig:
+    """Shared by the config dataclasses: type checks from annotations, dict round trips
+    that reject unknown keys by name."""
+
+    _kind = "config"
+
+    def _check_types(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            _check_value(f.name, getattr(self, f.name), hints[f.name])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls._kind} field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(ValidatedConfig):
     """Shape and wiring of one model.
 
     Families differ only by these fields: GPT-1 is ``norm_placement="post"`` with no
@@ -75,27 +98,11 @@ class ModelConfig:
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ConfigError(f"pad_token_id ({self.pad_token_id}) is outside the vocabulary (0..{self.vocab_size - 1})")
 
-    def _check_types(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            _check_value(f.name, getattr(self, f.name), hints[f.name])
-
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_head
 
     # ---- serialisation -------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
-        return cls(**data)
-
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 

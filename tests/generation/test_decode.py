@@ -50,9 +50,22 @@ def test_should_stop_callback(model):
     assert len(got) == 3 and got[-1].finish_reason == "stop"
 
 
-def test_context_overflow_and_empty_prompt_are_clear_errors(model):
-    with pytest.raises(ValueError, match="exceeds the model's context"):
-        list(decode(model, [[1] * 60], SamplingParams(max_new_tokens=10)))
+def test_generation_slides_past_the_context(model):
+    ctx = model.cfg.max_seq_len
+    prompts = [[1, 2, 3], list(range(5, 5 + ctx - 2))]  # the second fills the cache almost at once
+    steps = all_steps(model, prompts, max_new_tokens=2 * ctx, temperature=0)
+    assert [sum(s.seq == i for s in steps) for i in (0, 1)] == [2 * ctx, 2 * ctx]
+    # right after a slide, the next token is what an uncached model predicts from the kept window
+    seq = prompts[1] + [s.token for s in steps if s.seq == 1]
+    first_slide = len(prompts[1]) + (ctx - len(prompts[1]))  # cache full after this many tokens
+    window = seq[first_slide - ctx // 2 + 1:first_slide + 1]
+    want = model(torch.tensor([window])).logits[0, -1].argmax().item()
+    assert seq[first_slide + 1] == want
+
+
+def test_prompt_longer_than_context_and_empty_prompt_are_clear_errors(model):
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        list(decode(model, [[1] * 65], SamplingParams(max_new_tokens=10)))
     with pytest.raises(ValueError, match="at least one token"):
         list(decode(model, [[]], SamplingParams(max_new_tokens=1)))
 

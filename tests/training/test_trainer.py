@@ -35,7 +35,7 @@ def make(tmp_path, name="run", dropout=0.0, data=None, **kw):
     torch.manual_seed(0)
     cfg = get_preset("gpt-tiny").config(vocab_size=40, n_layer=2, d_model=64, max_seq_len=32, dropout=dropout)
     tc = TrainConfig(**{**dict(out_dir=str(tmp_path / name), steps=20, batch_size=8, seq_len=16, lr=3e-3, warmup=3,
-                               eval_interval=5, eval_batches=2, log_interval=1, progress=False), **kw})
+                               eval_interval=5, eval_batches=2, log_interval=1, progress=False, bf16=False), **kw})
     return Trainer(build_model(cfg), cfg, CausalLMObjective(), data or Counting(1), Counting(2), tc)
 
 
@@ -46,13 +46,14 @@ def test_overfits_one_batch(tmp_path):
     assert t.losses[0] > 3.0 and t.losses[-1] < 0.05
 
 
-def test_resume_is_exact(tmp_path):
-    straight = make(tmp_path, "a", dropout=0.1)
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_is_exact(tmp_path, optimizer):
+    straight = make(tmp_path, "a", dropout=0.1, optimizer=optimizer)
     straight.fit()
-    first = make(tmp_path, "b", dropout=0.1)
+    first = make(tmp_path, "b", dropout=0.1, optimizer=optimizer)
     first.fit(until=8)
     assert first.step == 8
-    resumed = make(tmp_path, "b", dropout=0.1)
+    resumed = make(tmp_path, "b", dropout=0.1, optimizer=optimizer)
     resumed.resume(tmp_path / "b" / "checkpoint")
     resumed.fit()
     assert first.losses == straight.losses[:8]
@@ -84,8 +85,8 @@ def test_max_time_stops_early(tmp_path):
 
 
 def test_grad_accumulation_matches_one_big_batch(tmp_path):
-    a = make(tmp_path, "a", steps=3, grad_accum=1, eval_interval=100, grad_clip=None)
-    b = make(tmp_path, "b", steps=3, grad_accum=4, eval_interval=100, grad_clip=None)
+    a = make(tmp_path, "a", steps=3, grad_accum=1, eval_interval=100, grad_clip=None, optimizer="adamw")
+    b = make(tmp_path, "b", steps=3, grad_accum=4, eval_interval=100, grad_clip=None, optimizer="adamw")
     a.fit(), b.fit()
     for (n, p), q in zip(a.model.named_parameters(), b.model.parameters()):
         torch.testing.assert_close(p, q, atol=2e-5, rtol=1e-4, msg=n)
@@ -127,3 +128,21 @@ def test_bad_train_config_names_the_field():
         TrainConfig(max_time=-1)
     with pytest.raises(ConfigError, match="unknown training field"):
         TrainConfig.from_dict({"stepz": 3})
+
+
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest(tmp_path):
+    t = make(tmp_path, optimizer="muon", steps=10)
+    adamw, muon = t.optimizers
+    muon_params = {id(p) for g in muon.param_groups for p in g["params"]}
+    for name, p in t.model.named_parameters():
+        in_block_linear = ".blocks." in name and name.endswith("weight") and p.dim() == 2
+        assert (id(p) in muon_params) == in_block_linear, name
+    t.fit()
+    assert sum(t.losses[-3:]) / 3 < t.losses[0] - 1.0
+
+
+def test_resuming_with_another_optimizer_is_refused(tmp_path):
+    make(tmp_path, steps=3, optimizer="adamw").fit()
+    other = make(tmp_path, optimizer="muon")
+    with pytest.raises(ValueError, match="another --optimizer"):
+        other.resume(tmp_path / "run" / "checkpoint")

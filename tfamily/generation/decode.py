@@ -94,7 +94,8 @@ def decode(model: nn.Module, prompts: Sequence[Sequence[int]], params: SamplingP
 
     ``should_stop(seq, generated_ids)`` lets a caller end a sequence early (stop strings);
     it is asked after each token. Sequences that finish stop being yielded; the batch
-    ends when all have finished or ``max_new_tokens`` is reached.
+    ends when all have finished or ``max_new_tokens`` is reached. Generation may run past
+    the model's context: when the cache is full it slides (see ``_slide``).
     """
     params = params or SamplingParams()
     if not prompts or any(len(p) == 0 for p in prompts):
@@ -102,16 +103,16 @@ def decode(model: nn.Module, prompts: Sequence[Sequence[int]], params: SamplingP
     cfg = model.cfg
     device = next(model.parameters()).device
     longest = max(len(p) for p in prompts)
-    total = longest + params.max_new_tokens
-    if total > cfg.max_seq_len:
-        raise ValueError(f"prompt ({longest} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds "
-                         f"the model's context of {cfg.max_seq_len} tokens")
+    if longest > cfg.max_seq_len:
+        raise ValueError(f"prompt of {longest} tokens is longer than the model's context of {cfg.max_seq_len} tokens")
     generator = torch.Generator(device=device).manual_seed(params.seed) if params.seed is not None else None
     ids, mask = left_pad(prompts, cfg.pad_token_id or 0, device)
     batch = ids.shape[0]
-    cache = model.make_cache(batch, total)
-    full_mask = torch.zeros(batch, total, dtype=torch.bool, device=device)  # grows into the cache
-    full_mask[:, :longest] = mask
+    # every token so far (prompt + generated), preallocated; the cache holds the last cache.length of them
+    history = torch.zeros(batch, longest + params.max_new_tokens, dtype=torch.long, device=device)
+    history_mask = torch.zeros_like(history, dtype=torch.bool)
+    history[:, :longest], history_mask[:, :longest] = ids, mask
+    cache = model.make_cache(batch, min(longest + params.max_new_tokens, cfg.max_seq_len))
     seen = None
     if params.repetition_penalty != 1.0:
         seen = torch.zeros(batch, cfg.vocab_size, dtype=torch.bool, device=device)
@@ -135,9 +136,24 @@ def decode(model: nn.Module, prompts: Sequence[Sequence[int]], params: SamplingP
             return
         if seen is not None:
             seen[torch.arange(batch, device=device), chosen] = True
-        full_mask[:, longest + index] = True
-        logits = model(chosen[:, None], attention_mask=full_mask[:, :longest + index + 1], cache=cache,
-                       last_only=True).logits[:, -1].float()
+        end = longest + index + 1  # tokens in history after appending this step's
+        history[:, end - 1], history_mask[:, end - 1] = chosen, True
+        if cache.length == cache.max_len:
+            logits = _slide(model, cache, history[:, :end], history_mask[:, :end])
+        else:
+            logits = model(chosen[:, None], attention_mask=history_mask[:, end - cache.length - 1:end], cache=cache,
+                           last_only=True).logits[:, -1].float()
+
+
+def _slide(model: nn.Module, cache, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The context is full: keep the most recent half of it and recompute the cache from there.
+
+    Positions restart at 0 for the kept window, as if it were a fresh prompt. Recomputing
+    half a context once per half a context keeps generation cost linear in its length.
+    """
+    keep = max(1, model.cfg.max_seq_len // 2)
+    cache.reset()
+    return model(ids[:, -keep:], attention_mask=mask[:, -keep:], cache=cache, last_only=True).logits[:, -1].float()
 
 
 def _steps(index: int, chosen: torch.Tensor, logprobs: torch.Tensor, k: int, running: list[bool]) -> list[Step]:

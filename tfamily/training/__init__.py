@@ -2,6 +2,7 @@
 
 from .config import TrainConfig
 from .schedule import SCHEDULES, warmup_cosine
-from .trainer import Trainer, make_optimizer, plot_losses
+from .optim import make_optimizers
+from .trainer import Trainer, plot_losses
 
-__all__ = ["TrainConfig", "Trainer", "make_optimizer", "plot_losses", "SCHEDULES", "warmup_cosine"]
+__all__ = ["TrainConfig", "Trainer", "make_optimizers", "plot_losses", "SCHEDULES", "warmup_cosine"]
