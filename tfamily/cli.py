@@ -25,10 +25,25 @@ class UsageError(Exception):
 # ---------------------------------------------------------------------------------------
 # train
 # ---------------------------------------------------------------------------------------
-TRAIN_FLAGS = {  # CLI flag -> TrainConfig field (None default = keep the config's value)
-    "steps": int, "max_time": float, "batch_size": int, "seq_len": int, "grad_accum": int, "lr": float,
-    "min_lr": float, "warmup": int, "optimizer": str, "beta2": float, "weight_decay": float, "grad_clip": float, "eval_interval": int,
-    "eval_batches": int, "log_interval": int, "seed": int, "device": str, "threads": int,
+TRAIN_FLAGS = {  # CLI flag -> (type, help); each sets the TrainConfig field of the same name
+    "steps": (int, "optimizer steps; the schedule's length unless --max-time ends first (default 5000)"),
+    "max_time": (float, "wall-clock budget in seconds, counted across resumes; the schedule anneals over it"),
+    "batch_size": (int, "sequences per optimizer step (default 16)"),
+    "seq_len": (int, "tokens per training sequence, and the new model's context (default 64)"),
+    "grad_accum": (int, "micro-batches per step; batch-size is split over them (default 1)"),
+    "lr": (float, "peak learning rate (default 6e-3)"),
+    "min_lr": (float, "learning rate at the end of the cosine (default lr/10)"),
+    "warmup": (int, "linear warm-up steps (default 50)"),
+    "optimizer": (str, "muon (Muon on hidden matrices + AdamW) or adamw (default muon)"),
+    "beta2": (float, "AdamW beta2 (default 0.99)"),
+    "weight_decay": (float, "decoupled weight decay on matrices (default 0.1)"),
+    "grad_clip": (float, "max global gradient norm (default 1.0)"),
+    "eval_interval": (int, "steps between validation passes and checkpoints (default 250)"),
+    "eval_batches": (int, "validation batches per pass (default 20)"),
+    "log_interval": (int, "steps between metrics.jsonl lines (default 10)"),
+    "seed": (int, "random seed for init, data order and dropout (default 1337)"),
+    "device": (str, "cpu, cuda, cuda:1 ... (default: cuda if available)"),
+    "threads": (int, "CPU threads for torch (default: torch's choice)"),
 }
 
 
@@ -42,8 +57,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="override a model config field, e.g. --set n_layer=4 (repeatable)")
     p.add_argument("--out", help="run folder: data shards, checkpoint, metrics.jsonl, loss.png (default runs/<preset>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    for name, typ in TRAIN_FLAGS.items():
-        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, dest=name)
+    for name, (typ, help_text) in TRAIN_FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, dest=name, help=help_text)
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on where the hardware is fast at it)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -178,7 +193,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------
 def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint folder (e.g. runs/x/checkpoint)")
-    p.add_argument("--prompt", action="append", help="prompt text (repeat for a batch; default: start of text)")
+    p.add_argument("--prompt", action="append", help="prompt text (repeat for a batch; default: a newline)")
     p.add_argument("--max-tokens", type=int, default=200, help="new tokens to generate (default 200)")
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
     p.add_argument("--top-k", type=int, default=None)
@@ -212,7 +227,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     params = SamplingParams(max_new_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                             top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
                             top_alternatives=args.alternatives)
-    prompts = args.prompt or [""]
+    prompts = args.prompt or ["\n"]  # a line break: a neutral start for a model trained on plain text
     results = generate(model, tokenizer, prompts, params, stop=args.stop)
     if args.json:
         print(json.dumps([{"prompt": r.prompt, "text": r.text, "finish_reason": r.finish_reason,
