@@ -188,7 +188,7 @@ class Trainer:
         last = min(cfg.steps, until) if until is not None else cfg.steps
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.model.train()
-        bar = _progress_bar(cfg, self.step)
+        bar = ProgressBar(cfg, self.step, self.elapsed)
         tokens_since, t_log = 0, time.perf_counter()
         last_eval_step = -1
         val = None
@@ -208,11 +208,9 @@ class Trainer:
                     tokens_since, t_log = 0, now
                     self._log({"step": self.step, "loss": loss, "lr": self.lr_now(), "tokens_per_s": round(tps, 1),
                                "elapsed": round(self.elapsed, 2)})
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{loss:.3f}", val=f"{val:.3f}" if val is not None else "-",
-                                        tok_s=f"{tps:,.0f}")
-                if bar is not None:
-                    bar.update(1)
+                    bar.note(step=str(self.step), loss=f"{loss:.3f}", val=f"{val:.3f}" if val is not None else "-",
+                             tok_s=f"{tps:,.0f}")
+                bar.advance(self.step, self.elapsed)
                 if self.step % cfg.eval_interval == 0:
                     t0 = time.perf_counter()
                     val = self._eval_and_save()
@@ -221,8 +219,7 @@ class Trainer:
         except KeyboardInterrupt:
             interrupted = True  # fall through: save what we have, so the run can be resumed
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
         if last_eval_step != self.step:
             val = self._eval_and_save()
         plot_losses(self.out_dir / METRICS_FILE, self.out_dir / PLOT_FILE)
@@ -239,11 +236,35 @@ class Trainer:
         return val
 
 
-def _progress_bar(cfg: TrainConfig, initial: int):
-    if not cfg.progress:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=cfg.steps, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+class ProgressBar:
+    """tqdm over steps, or over seconds when a wall-clock budget is set (its ETA is then right)."""
+
+    def __init__(self, cfg: TrainConfig, step: int, elapsed: float):
+        self.timed = cfg.max_time is not None
+        self.bar = None
+        if cfg.progress:
+            from tqdm.auto import tqdm
+            total, initial = (round(cfg.max_time), min(elapsed, cfg.max_time)) if self.timed else (cfg.steps, step)
+            self.bar = tqdm(total=total, initial=initial, desc="train", unit="s" if self.timed else "step",
+                            dynamic_ncols=True, mininterval=0.5,
+                            bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt}s [{elapsed}<{remaining}{postfix}]"
+                            if self.timed else None)
+
+    def note(self, **fields: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(fields, refresh=False)
+
+    def advance(self, step: int, elapsed: float) -> None:
+        if self.bar is None:
+            return
+        if self.timed:
+            self.bar.update(min(elapsed, self.bar.total) - self.bar.n)
+        else:
+            self.bar.update(step - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def plot_losses(metrics_path: Path, png_path: Path) -> Path | None:
