@@ -43,6 +43,8 @@ def test_train_writes_a_complete_run(run):
 def test_resume_continues_and_refuses_to_overwrite(run, capsys):
     assert main(["train", "--out", str(run), "--steps", "12", *TINY]) == 2
     assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--out", str(run), "--resume", "--data", "other.txt"]) == 2
+    assert "--data cannot change it" in capsys.readouterr().err
     assert main(["train", "--out", str(run), "--resume", "--steps", "15", "--no-progress"]) == 0
     assert json.loads((run / "checkpoint" / "trainer.json").read_text())["step"] == 15
 

@@ -137,11 +137,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if not ckpt.is_dir():
             raise UsageError(f"--resume: no checkpoint in {out} to resume from")
+        fixed = [flag for flag, given in (("--data", args.data), ("--tokenizer", args.tokenizer),
+                                          ("--preset", args.preset), ("--set", args.set)) if given]
+        if fixed:
+            raise UsageError(f"--resume continues the run as it was saved; {', '.join(fixed)} cannot change it")
         state, _ = load_trainer_state(ckpt)
         train_cfg = TrainConfig.from_dict({**state["train_config"], **train_sec, "out_dir": str(out)})
         model_cfg = read_config(ckpt)
         tokenizer = Tokenizer.load(ckpt / "tokenizer.json")
-        data_dir = Path(state["data_dir"])
+        # the shards live in the run folder unless the run was made elsewhere and moved
+        data_dir = out / "data" if (out / "data").is_dir() else Path(state["data_dir"])
         print(f"resuming {out} at step {state['step']} of {train_cfg.steps}", file=sys.stderr)
     else:
         if ckpt.exists():
@@ -177,6 +182,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                       tokenizer_json=tokenizer.to_str(), extra_state={"data_dir": str(data_dir), "preset": preset})
     if args.resume:
         trainer.resume(ckpt)
+    print(f"training: {train_cfg.optimizer}, lr {train_cfg.lr:g}, batch {train_cfg.batch_size} x {train_cfg.seq_len}, "
+          f"bf16 autocast {'on' if trainer.bf16 else 'off'}, on {trainer.device}; until step {train_cfg.steps}"
+          + (f" or {train_cfg.max_time:g}s" if train_cfg.max_time else ""), file=sys.stderr)
     result = trainer.fit()
     val_loss = result["val_loss"]
     print(f"done: step {result['step']}, {result['elapsed']:.0f}s, "

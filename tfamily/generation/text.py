@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -32,12 +33,17 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text if cut < 0 else text[:cut]
 
 
+def with_eos(params: SamplingParams, tokenizer) -> SamplingParams:
+    """The params, stopping at the tokenizer's end-of-text token unless stop ids were given."""
+    if params.stop_token_ids or tokenizer.eos_id is None:
+        return params
+    return dataclasses.replace(params, stop_token_ids=(tokenizer.eos_id,))
+
+
 def stream(model: nn.Module, tokenizer, prompts: Sequence[str], params: SamplingParams | None = None,
            stop: Sequence[str] = ()) -> Iterator[list[Step]]:
     """The decode generator on text prompts; yields the same per-step lists of Steps."""
-    params = params or SamplingParams()
-    if not params.stop_token_ids and tokenizer.eos_id is not None:
-        params.stop_token_ids = (tokenizer.eos_id,)
+    params = with_eos(params or SamplingParams(), tokenizer)
     encoded = [tokenizer.encode(p) for p in prompts]
     for i, ids in enumerate(encoded):
         if not ids:
@@ -50,7 +56,7 @@ def stream(model: nn.Module, tokenizer, prompts: Sequence[str], params: Sampling
 def generate(model: nn.Module, tokenizer, prompts: Sequence[str], params: SamplingParams | None = None,
              stop: Sequence[str] = ()) -> list[Generation]:
     """Complete every prompt; returns text, per-token Steps and why each stopped."""
-    params = params or SamplingParams()
+    params = with_eos(params or SamplingParams(), tokenizer)
     results = [Generation(prompt=p, text="") for p in prompts]
     for steps in stream(model, tokenizer, prompts, params, stop):
         for step in steps:
