@@ -146,3 +146,10 @@ def test_resuming_with_another_optimizer_is_refused(tmp_path):
     other = make(tmp_path, optimizer="muon")
     with pytest.raises(ValueError, match="another --optimizer"):
         other.resume(tmp_path / "run" / "checkpoint")
+
+
+def test_compiled_training_matches_eager(tmp_path):
+    eager = make(tmp_path, "eager", steps=3, eval_interval=100, optimizer="adamw")
+    compiled = make(tmp_path, "compiled", steps=3, eval_interval=100, optimizer="adamw", compile=True)
+    eager.fit(), compiled.fit()
+    assert compiled.losses == pytest.approx(eager.losses, abs=1e-4)
