@@ -70,6 +70,16 @@ def test_generate_json_and_chinese_prompt(run, capsys):
         assert tok["prob"] == pytest.approx(tok["alternatives"][0]["prob"])  # greedy takes the top one
 
 
+def test_eval_reports_perplexity(run, capsys, tmp_path):
+    text = tmp_path / "held_out.txt"
+    text.write_text(TEXT[:500], encoding="utf-8")
+    assert main(["eval", str(run / "checkpoint"), "--data", str(text), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["tokens"] == 499  # char tokenizer: one token per character, all but the first scored
+    assert r["perplexity"] == pytest.approx(2.718281828 ** r["nll"], rel=1e-6)
+    assert r["bits_per_byte"] > 0
+
+
 def test_inspect_counts_exactly(run, capsys):
     assert main(["inspect", str(run / "checkpoint"), "--batch", "2", "--seq-len", "32"]) == 0
     from tfamily.checkpoint import load_model

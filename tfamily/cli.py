@@ -258,6 +258,37 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# eval
+# ---------------------------------------------------------------------------------------
+def add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a checkpoint folder")
+    p.add_argument("--data", required=True, help="a UTF-8 text file, or a bundled corpus name")
+    p.add_argument("--stride", type=int, default=None, help="window step in tokens (default: half the context)")
+    p.add_argument("--max-chars", type=int, default=None, help="score only the first N characters")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import perplexity
+
+    model, tokenizer = load_for_inference(args.checkpoint)
+    path = resolve_corpus(args.data)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path} is not UTF-8 text: {e}") from None
+    if args.max_chars:
+        text = text[: args.max_chars]
+    r = perplexity(model, tokenizer.encode(text), stride=args.stride, text_bytes=len(text.encode("utf-8")))
+    if args.json:
+        print(json.dumps({"tokens": r.tokens, "nll": r.nll, "perplexity": r.perplexity, "bits_per_byte": r.bits_per_byte}))
+    else:
+        print(f"{path}: {r.tokens:,} tokens scored, loss {r.nll:.4f} nats/token, perplexity {r.perplexity:.3f}, "
+              f"{r.bits_per_byte:.4f} bits/byte")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 # inspect, presets, interop
 # ---------------------------------------------------------------------------------------
 def add_inspect_args(p: argparse.ArgumentParser) -> None:
@@ -334,6 +365,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable | N
     "train": (cmd_train, "train a model on a text file (tokenizer, shards, trainer, checkpoint)", add_train_args),
     "generate": (cmd_generate, "generate text from a checkpoint, optionally with per-token probabilities",
                  add_generate_args),
+    "eval": (cmd_eval, "perplexity and bits per byte of a checkpoint on a text file", add_eval_args),
     "inspect": (cmd_inspect, "parameters, FLOPs per token and training memory of a preset or checkpoint",
                 add_inspect_args),
     "presets": (cmd_presets, "list the model presets and their sources", None),

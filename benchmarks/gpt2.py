@@ -1,0 +1,236 @@
+"""GPT-2 workloads, tfamily vs Hugging Face ``transformers``, on the same random weights.
+
+Each ``bench_*`` function builds both sides' callables, hands them to
+``harness.interleave`` and returns a ``harness.Row``. The model pair is built once per
+workload from ``transformers.GPT2Config()`` defaults (GPT-2 small, 124M) with dropout 0;
+HF initialises the weights and tfamily loads the very same tensors through
+``tfamily.interop.hf_gpt2``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+from dataclasses import dataclass, field
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from tfamily.generation.decode import SamplingParams, decode
+from tfamily.inspect.summary import flops_per_token
+from tfamily.interop.hf_gpt2 import config_from_hf, state_dict_from_hf
+from tfamily.models.gpt import CausalLM
+from tfamily.objectives import CausalLMObjective
+from tfamily.training.config import TrainConfig
+from tfamily.training.optim import make_optimizers
+
+from .harness import Row, interleave
+
+CPU = torch.device("cpu")
+LR = 1e-3  # torch.optim.AdamW's default, used on both sides
+
+
+@dataclass
+class Sizes:
+    """Workload sizes; ``model`` overrides GPT2Config fields (empty = GPT-2 small)."""
+    train_batch: int = 8
+    train_seq: int = 256
+    prompt: int = 32
+    new_tokens: int = 128
+    decode_batch: int = 8
+    model: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return "GPT-2 small (124M)" if not self.model else f"quick model {self.model}"
+
+
+FULL = Sizes()
+QUICK = Sizes(train_batch=2, train_seq=64, prompt=8, new_tokens=16, decode_batch=8,
+              model=dict(n_layer=2, n_embd=128, n_head=4))
+
+
+# ---- the model pair --------------------------------------------------------------------
+
+def build_pair(sizes: Sizes, seed: int = 0) -> tuple[CausalLM, GPT2LMHeadModel]:
+    """(tfamily CausalLM, HF GPT2LMHeadModel) holding identical random weights."""
+    hf_cfg = GPT2Config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **sizes.model)
+    torch.manual_seed(seed)
+    theirs = GPT2LMHeadModel(hf_cfg)
+    cfg = config_from_hf(hf_cfg.to_dict())
+    ours = CausalLM(cfg)
+    ours.load_state_dict(state_dict_from_hf(theirs.state_dict(), cfg))
+    return ours, theirs
+
+
+def random_ids(vocab: int, batch: int, length: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def free_memory() -> None:
+    gc.collect()
+
+
+# ---- training --------------------------------------------------------------------------
+
+def autocast_or_not(bf16: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def ours_train_step(model: CausalLM, windows: torch.Tensor, bf16: bool):
+    """tfamily's trainer pieces: CausalLMObjective, fused AdamW from make_optimizers; the
+    loss is taken outside autocast, in fp32, as ``Trainer.train_step`` does (no clipping)."""
+    objective = CausalLMObjective()
+    batch = objective.prepare(windows)
+    optimizers = make_optimizers(model, TrainConfig(optimizer="adamw", lr=LR), CPU)
+
+    def step() -> float:
+        with autocast_or_not(bf16):
+            logits = model(**batch.inputs).logits
+        loss = objective.loss(logits, batch)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return loss.item()
+    return step
+
+
+def hf_train_step(model: GPT2LMHeadModel, windows: torch.Tensor, bf16: bool, fused_adamw: bool):
+    """What a HF user writes: ``model(input_ids, labels=...)`` (HF shifts the labels inside),
+    ``torch.optim.AdamW`` with default settings (``fused_adamw`` = what HF's Trainer picks)."""
+    ids = windows[:, :-1]
+    optimizer = torch.optim.AdamW(model.parameters(), fused=True) if fused_adamw else torch.optim.AdamW(model.parameters())
+
+    def step() -> float:
+        with autocast_or_not(bf16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+    return step
+
+
+def bench_train(sizes: Sizes, bf16: bool, warmup: int, reps: int, fused_adamw: bool = False) -> Row:
+    ours, theirs = build_pair(sizes)
+    ours.train()
+    theirs.train()
+    cfg = ours.cfg
+    windows = random_ids(cfg.vocab_size, sizes.train_batch, sizes.train_seq + 1)
+    a = ours_train_step(ours, windows, bf16)
+    b = hf_train_step(theirs, windows, bf16, fused_adamw)
+    t_ours, t_hf = interleave(a, b, warmup, reps)
+    tokens = sizes.train_batch * sizes.train_seq
+    flops = tokens * flops_per_token(cfg, sizes.train_seq)["training"]
+    dtype = "bf16" if bf16 else "fp32"
+    note = "HF: fused AdamW" if fused_adamw else "HF: AdamW defaults (for-loop)"
+    row = Row(f"train {dtype} {sizes.train_batch}x{sizes.train_seq}", "tok/s", tokens, t_ours, t_hf,
+              dtype, flops=flops, note=note)
+    del a, b, ours, theirs
+    free_memory()
+    return row
+
+
+# ---- decoding --------------------------------------------------------------------------
+
+def ours_generate(model: CausalLM, prompts: torch.Tensor, new_tokens: int):
+    params = SamplingParams(max_new_tokens=new_tokens, temperature=0, top_alternatives=0)
+    rows = prompts.tolist()
+
+    def run() -> list[list[int]]:
+        out: list[list[int]] = [[] for _ in rows]
+        for steps in decode(model, rows, params):
+            for s in steps:
+                out[s.seq].append(s.token)
+        return out
+    return run
+
+
+def hf_generate(model: GPT2LMHeadModel, prompts: torch.Tensor, new_tokens: int):
+    mask = torch.ones_like(prompts)
+    eos = model.config.eos_token_id
+
+    def run() -> list[list[int]]:
+        with torch.inference_mode():
+            out = model.generate(input_ids=prompts, attention_mask=mask, do_sample=False,
+                                 max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=eos)
+        return out[:, prompts.shape[1]:].tolist()
+    return run
+
+
+def agreement(a: list[list[int]], b: list[list[int]]) -> str:
+    """'same' when every sequence matches, else where the first one diverges."""
+    if a == b:
+        return "same greedy tokens"
+    firsts = [next((i for i, (x, y) in enumerate(zip(sa, sb)) if x != y), min(len(sa), len(sb)))
+              for sa, sb in zip(a, b)]
+    same = sum(sa == sb for sa, sb in zip(a, b))
+    return f"tokens differ: {same}/{len(a)} seqs equal, first divergence at token {min(firsts)}"
+
+
+def labelled(side: str, fn):
+    """fn(), with the side named in any error (e.g. a dtype one side does not support)."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - re-raised with context
+        raise RuntimeError(f"{side} failed: {type(e).__name__}: {e}") from e
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the weights one forward pass streams: every unique parameter except the
+    position table (only one row of it is read per token)."""
+    seen, total = set(), 0
+    for name, p in model.named_parameters():
+        if id(p) in seen or "pos_emb" in name:
+            continue
+        seen.add(id(p))
+        total += p.numel() * p.element_size()
+    return total
+
+
+def decode_traffic(model: CausalLM, batch: int, prompt: int, new_tokens: int) -> float:
+    """Bytes read per generation: the weights once per forward pass (1 prefill + new_tokens - 1
+    steps), plus K and V of the average context per step. A lower bound on memory traffic."""
+    cfg = model.cfg
+    elem = next(model.parameters()).element_size()
+    kv_per_step = 2 * cfg.n_layer * batch * (prompt + new_tokens // 2) * cfg.n_kv_head * cfg.head_dim * elem
+    return new_tokens * (weight_bytes(model) + kv_per_step)
+
+
+def bench_decode(sizes: Sizes, batch: int, bf16_weights: bool, warmup: int, reps: int) -> Row:
+    ours, theirs = build_pair(sizes)
+    ours.eval()
+    theirs.eval()
+    prompts = random_ids(ours.cfg.vocab_size, batch, sizes.prompt, seed=2)
+    if bf16_weights:
+        ours_fp32 = ours
+        ours, theirs = ours.to(torch.bfloat16), theirs.to(torch.bfloat16)
+        del ours_fp32
+    a = ours_generate(ours, prompts, sizes.new_tokens)
+    b = hf_generate(theirs, prompts, sizes.new_tokens)
+    note = agreement(labelled("tfamily", a), labelled("HF", b))  # doubles as the first warm-up
+    t_ours, t_hf = interleave(a, b, max(0, warmup - 1), reps)  # the agreement run was one warm-up
+    dtype = "bf16" if bf16_weights else "fp32"
+    n, p = sizes.new_tokens, sizes.prompt
+    flops = batch * (p + n) * flops_per_token(ours.cfg, p + n // 2)["forward"]
+    row = Row(f"decode {dtype} b{batch} p{p}+{n}", "new tok/s", batch * n, t_ours, t_hf, dtype,
+              flops=flops, bytes=decode_traffic(ours, batch, p, n), note=note)
+    del a, b, ours, theirs
+    free_memory()
+    return row
+
+
+# ---- the list run.py walks -------------------------------------------------------------
+
+def workloads(sizes: Sizes, warmup_train: int, warmup_decode: int, reps_train: int, reps_decode: int,
+              hf_fused_adamw: bool) -> dict:
+    """name -> zero-argument callable returning a Row, in the order they run."""
+    return {
+        "train-fp32": lambda: bench_train(sizes, False, warmup_train, reps_train, hf_fused_adamw),
+        "train-bf16": lambda: bench_train(sizes, True, warmup_train, reps_train, hf_fused_adamw),
+        "decode-b1-fp32": lambda: bench_decode(sizes, 1, False, warmup_decode, reps_decode),
+        "decode-b1-bf16": lambda: bench_decode(sizes, 1, True, warmup_decode, reps_decode),
+        "decode-b8-fp32": lambda: bench_decode(sizes, sizes.decode_batch, False, warmup_decode, reps_decode),
+    }
