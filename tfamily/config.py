@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 Arch = Literal["decoder"]
-Position = Literal["learned", "sinusoidal", "none"]
+Position = Literal["learned", "sinusoidal", "rotary", "none"]
 Norm = Literal["layernorm", "rmsnorm"]
 NormPlacement = Literal["pre", "post"]
 Activation = Literal["gelu", "gelu_tanh", "relu", "silu"]
@@ -63,7 +63,8 @@ class ModelConfig(ValidatedConfig):
     n_kv_head: Optional[int] = None  # key/value heads; None = n_head (plain multi-head)
     d_ff: Optional[int] = None  # feed-forward width; None = 4 * d_model
     max_seq_len: int = 1024  # longest sequence the position module supports
-    position: Position = "learned"
+    position: Position = "learned"  # learned / sinusoidal: added to the embeddings; rotary: turns q and k
+    rope_theta: float = 10000.0  # rotary base: frequencies theta^(-2i/head_dim) (Su et al. 2021)
     norm: Norm = "layernorm"
     norm_eps: float = 1e-5
     norm_placement: NormPlacement = "pre"
@@ -93,6 +94,10 @@ class ModelConfig(ValidatedConfig):
             raise ConfigError(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head})")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.rope_theta <= 0:
+            raise ConfigError(f"rope_theta must be positive, got {self.rope_theta}")
+        if self.position == "rotary" and self.head_dim % 2:
+            raise ConfigError(f"position='rotary' needs an even head size; d_model / n_head = {self.head_dim}")
         if self.norm_eps <= 0 or self.init_std <= 0:
             raise ConfigError("norm_eps and init_std must be positive")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:

@@ -59,6 +59,24 @@ _add("gpt1-tiny", dict(PRESETS["gpt1"].fields, vocab_size=512, max_seq_len=256, 
      "tfamily: GPT-1 wiring (post-LN) at a CPU size", "")
 
 
+LLAMA = dict(arch="decoder", position="rotary", norm="rmsnorm", norm_eps=1e-5, norm_placement="pre",
+             final_norm=True, activation="silu", gated_mlp=True, bias=False, dropout=0.0,
+             scale_residual_init=False)
+_add("llama-tiny", dict(LLAMA, vocab_size=512, max_seq_len=256, d_model=128, n_layer=4, n_head=4, n_kv_head=2,
+                        d_ff=352, rope_theta=10000.0, tie_embeddings=True),
+     "tfamily: Llama wiring (Touvron et al. 2023: pre-RMSNorm, SwiGLU, rotary positions, no biases; "
+     "grouped-query attention as in Llama 2) at gpt-tiny's CPU size",
+     "d_ff 352 = 8/3 * 128 rounded up to a multiple of 32, as Llama sizes its SwiGLU; "
+     "vocab_size comes from the tokenizer")
+_add("smollm2-135m", dict(LLAMA, vocab_size=49152, max_seq_len=8192, d_model=576, n_layer=30, n_head=9,
+                          n_kv_head=3, d_ff=1536, rope_theta=100000.0, tie_embeddings=True,
+                          init_std=576 ** -0.5),
+     "HF HuggingFaceTB/SmolLM2-135M config.json (LlamaForCausalLM: hidden 576, 30 layers, 9 heads, 3 kv heads, "
+     "intermediate 1536, vocab 49152, rope_theta 100000, max_position_embeddings 8192, rms_norm_eps 1e-5, "
+     "tied embeddings, no biases, initializer_range 1/24)",
+     "135M parameters; a modern small decoder to import with `tfamily.interop.import_hf`")
+
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
@@ -67,8 +85,10 @@ def get_preset(name: str) -> Preset:
 
 
 def tiny_version(cfg: ModelConfig) -> ModelConfig:
-    """The same wiring at a test size (keeps head ratio, norms, positions, activations)."""
-    n_head = min(cfg.n_head, 4)
-    n_kv = max(1, n_head * cfg.n_kv_head // cfg.n_head)
+    """The same wiring at a test size (keeps norms, positions, activations, and the number of
+    query heads per key/value head where that fits in 4 heads: 9/3 -> 3/1, 4/2 -> 4/2, 12/12 -> 4/4)."""
+    group = cfg.n_head // cfg.n_kv_head  # query heads sharing one key/value head
+    n_kv = max(1, min(cfg.n_kv_head, 4 // group))
+    n_head = min(n_kv * group, 4)  # a group wider than 4 becomes 4 heads over 1 key/value head
     return cfg.replace(vocab_size=min(cfg.vocab_size, 97), d_model=16 * n_head, n_head=n_head, n_kv_head=n_kv,
                        n_layer=min(cfg.n_layer, 2), d_ff=64, max_seq_len=min(cfg.max_seq_len, 64), dropout=0.0)

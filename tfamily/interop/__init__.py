@@ -2,12 +2,14 @@
 
     model, tokenizer_json = import_hf("path/to/gpt2")       # dispatches on config.json model_type
     export_hf(model, "out/", tokenizer_json=tokenizer_json)  # GPT2LMHeadModel.from_pretrained("out/") works
+
+Families: GPT-2 (``hf_gpt2``) and Llama (``hf_llama``: LlamaForCausalLM, SmolLM2, …).
 """
 
-from . import hf_gpt2  # family mappings stay namespaced: hf_gpt2.config_from_hf, …
+from . import hf_gpt2, hf_llama  # family mappings stay namespaced: hf_gpt2.config_from_hf, …
 from .io import (InteropError, MissingFileError, read_config, read_tokenizer_json, read_weights,
                  write_folder)
 from .registry import FAMILIES, HFFamily, export_hf, import_hf, register
 
 __all__ = ["import_hf", "export_hf", "FAMILIES", "HFFamily", "register", "InteropError", "MissingFileError",
-           "read_config", "read_weights", "read_tokenizer_json", "write_folder", "hf_gpt2"]
+           "read_config", "read_weights", "read_tokenizer_json", "write_folder", "hf_gpt2", "hf_llama"]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, ModelConfig
-from . import hf_gpt2
+from . import hf_gpt2, hf_llama
 from .io import InteropError, StateDict, read_config, read_tokenizer_json, read_weights, write_folder
 
 
@@ -40,6 +40,8 @@ def register(family: HFFamily) -> None:
 
 register(HFFamily(hf_gpt2.MODEL_TYPE, hf_gpt2.config_from_hf, hf_gpt2.config_to_hf,
                   hf_gpt2.state_dict_from_hf, hf_gpt2.state_dict_to_hf))
+register(HFFamily(hf_llama.MODEL_TYPE, hf_llama.config_from_hf, hf_llama.config_to_hf,
+                  hf_llama.state_dict_from_hf, hf_llama.state_dict_to_hf))
 
 
 def family_for(model_type: str | None) -> HFFamily:

@@ -1,7 +1,8 @@
 """GPT: a decoder-only Transformer (GPT-1, GPT-2 and their descendants).
 
-    ids (B, T) ─ token embedding + position embedding ─ dropout
-               ─ Stack of causal Blocks (pre- or post-LN, per config)
+    ids (B, T) ─ token embedding (+ position embedding: learned / sinusoidal) ─ dropout
+               ─ Stack of causal Blocks (pre- or post-LN, per config; rotary positions
+                 turn q and k inside attention instead of being added)
                ─ hidden (B, T, d) ─ LM head (tied to the token embedding) ─ logits (B, T, V)
 
 Everything here is wiring: the parts live in ``tfamily.nn``.
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..nn import KVCache, Stack, make_positions, positions_from_mask
+from ..nn import KVCache, Stack, make_positions, make_rotary, positions_from_mask
 from ..nn.masks import attend_to_self, causal_mask, padding_mask
 from .init import init_weights
 
@@ -40,7 +41,8 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.pos_emb = make_positions(cfg.position, cfg.max_seq_len, cfg.d_model)
+        self.pos_emb = make_positions(cfg.position, cfg.max_seq_len, cfg.d_model)  # additive, or None
+        self.rotary = make_rotary(cfg.position, cfg.head_dim, cfg.rope_theta, cfg.max_seq_len)  # or None
         self.drop = nn.Dropout(cfg.dropout)
         self.stack = Stack(cfg)
 
@@ -67,8 +69,9 @@ class GPT(nn.Module):
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions)
         x = self.drop(x)
+        rotary = self.rotary(positions) if self.rotary is not None else None  # 2 x (B, T, head_dim)
         mask, is_causal = self._mask(t, past + t, attention_mask, ids.device)
-        x = self.stack(x, mask=mask, is_causal=is_causal, cache=cache)
+        x = self.stack(x, mask=mask, is_causal=is_causal, cache=cache, rotary=rotary)
         if cache is not None:
             cache.advance(t)
         return DecoderOutput(x, cache)

@@ -5,7 +5,9 @@ from .block import Block, Stack
 from .cache import KVCache
 from .mlp import MLP
 from .norms import RMSNorm, make_norm
-from .positions import LearnedPositions, SinusoidalPositions, make_positions, positions_from_mask
+from .positions import (LearnedPositions, RotaryEmbedding, SinusoidalPositions, apply_rotary, make_positions,
+                        make_rotary, positions_from_mask)
 
 __all__ = ["Attention", "Block", "Stack", "KVCache", "MLP", "RMSNorm", "make_norm",
-           "LearnedPositions", "SinusoidalPositions", "make_positions", "positions_from_mask"]
+           "LearnedPositions", "SinusoidalPositions", "RotaryEmbedding", "apply_rotary", "make_positions",
+           "make_rotary", "positions_from_mask"]

@@ -10,6 +10,9 @@ from torch import nn
 
 from .cache import KVCache
 from .masks import causal_mask
+from .positions import apply_rotary
+
+Rotary = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (B, T, head_dim)
 
 EXPLICIT_MAX_KEYS = 1024  # beyond this the (T, S) score matrix costs more memory than it saves time
 
@@ -84,9 +87,15 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
                 cache: KVCache | None = None, layer: int = 0,
-                memory: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, T, d_model); mask: bool, broadcastable to (B, H, T, S), True = may attend."""
+                memory: torch.Tensor | None = None, rotary: Rotary | None = None) -> torch.Tensor:
+        """x: (B, T, d_model); mask: bool, broadcastable to (B, H, T, S), True = may attend.
+
+        ``rotary`` (cos, sin) for these T positions turns q and k before k enters the cache,
+        so cached keys keep the rotation of their own position and are never turned again.
+        """
         q, k, v = self.project(x, memory)
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)  # (B, H, T, D), (B, H_kv, T, D)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, H_kv, S, D) with S = cached + T
         y = attend(q, k, v, mask, is_causal and mask is None, self.dropout if self.training else 0.0)  # (B, H, T, D)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .attention import Attention
+from .attention import Attention, Rotary
 from .cache import KVCache
 from .mlp import MLP
 from .norms import make_norm
@@ -41,8 +41,11 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
                 cache: KVCache | None = None, layer: int = 0,
-                memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = self._sublayer(x, self.norm1, lambda h: self.attn(h, mask, is_causal, cache, layer))
+                memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
+                rotary: Rotary | None = None) -> torch.Tensor:
+        """``rotary`` (cos, sin) turns self-attention's q and k; cross-attention keys are another
+        sequence's, whose positions are not comparable, so it never gets them."""
+        x = self._sublayer(x, self.norm1, lambda h: self.attn(h, mask, is_causal, cache, layer, rotary=rotary))
         if self.cross_attn is not None:
             x = self._sublayer(x, self.norm_cross, lambda h: self.cross_attn(h, memory_mask, memory=memory))
         return self._sublayer(x, self.norm2, self.mlp)
@@ -59,11 +62,13 @@ class Stack(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
                 cache: KVCache | None = None, memory: torch.Tensor | None = None,
-                memory_mask: torch.Tensor | None = None) -> torch.Tensor:
+                memory_mask: torch.Tensor | None = None, rotary: Rotary | None = None) -> torch.Tensor:
+        """x: (B, T, d_model) -> (B, T, d_model). ``rotary`` (cos, sin) is computed once by the
+        backbone and shared by every layer."""
         for i, block in enumerate(self.blocks):
             if self.checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(
-                    block, x, mask, is_causal, cache, i, memory, memory_mask, use_reentrant=False)
+                    block, x, mask, is_causal, cache, i, memory, memory_mask, rotary, use_reentrant=False)
             else:
-                x = block(x, mask, is_causal, cache, i, memory, memory_mask)
+                x = block(x, mask, is_causal, cache, i, memory, memory_mask, rotary)
         return self.norm_f(x) if self.norm_f is not None else x

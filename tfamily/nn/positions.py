@@ -1,7 +1,9 @@
-"""Absolute position modules: position ids (B, T) in, embeddings (B, T, d) out.
+"""Position modules. All take position ids (B, T), not a slice offset, so that left-padded
+batches and cached decoding (ids continue from the cache length) use the same code path.
 
-Position ids, not a slice offset, are the input, so that left-padded batches and
-cached decoding (ids continue from the cache length) use the same code path.
+Additive (learned, sinusoidal): ids (B, T) -> embeddings (B, T, d), added to the tokens.
+Rotary (RoPE, Su et al. 2021): ids (B, T) -> (cos, sin) tables (B, T, head_dim) that
+attention uses to turn q and k; nothing is added to the residual stream.
 """
 
 from __future__ import annotations
@@ -46,14 +48,75 @@ class SinusoidalPositions(nn.Module):
         return nn.functional.embedding(pos, self.table)
 
 
+def rotary_inv_freq(head_dim: int, theta: float, device=None) -> torch.Tensor:
+    """theta^(-2i / head_dim) for i = 0 .. head_dim/2 - 1, in fp32: (head_dim/2,).
+
+    Computed as Hugging Face Llama does (fp32 power of an fp32 ramp), so imported weights
+    see bit-identical angles.
+    """
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim
+    return 1.0 / (theta ** exponents)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (RoPE): position ids (B, T) -> (cos, sin), each (B, T, head_dim).
+
+    Pair i of a head's features is turned by the angle p * theta^(-2i/D) at position p, so
+    q_m . k_n depends on m - n only. The pairs are (x[i], x[i + D/2]), the "rotate half"
+    layout of GPT-NeoX and Hugging Face Llama, so their q/k weights load without permuting.
+
+    No parameters and no buffers: the (D/2,) inverse frequencies are recomputed in fp32 on
+    every call (once per forward pass, negligible), because a buffer would be cast along with
+    the model by ``model.to(torch.bfloat16)``, and bf16 frequencies are off by whole radians
+    at positions in the thousands. The tables are fp32; ``apply_rotary`` casts them to q's dtype.
+    """
+
+    def __init__(self, head_dim: int, theta: float = 10000.0, max_len: int = 2048):
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"rotary embedding needs an even head size, got {head_dim}")
+        self.head_dim, self.theta, self.max_len = head_dim, float(theta), max_len
+
+    def forward(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (B, T) -> 2 x (B, T, D)
+        inv_freq = rotary_inv_freq(self.head_dim, self.theta, pos.device)  # (D/2,)
+        angles = pos[..., None].float() * inv_freq  # (B, T, D/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (B, T, D): pair i sits at i and i + D/2
+        return angles.cos(), angles.sin()
+
+    def extra_repr(self) -> str:
+        return f"head_dim={self.head_dim}, theta={self.theta}, max_len={self.max_len}"
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) -> (-x2, x1) on the two halves of the last axis: a quarter turn of every pair."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Turn every feature pair of x (B, H, T, D) by its angle; cos, sin: (B, T, D), shared by the heads.
+
+    Pair (a, b) = (x[i], x[i + D/2]) becomes (a cos - b sin, a sin + b cos).
+    """
+    cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # (B, 1, T, D)
+    return x * cos + rotate_half(x) * sin
+
+
 def make_positions(kind: str, max_len: int, dim: int) -> nn.Module | None:
+    """The additive position module, or None when positions are not added to the tokens
+    ("none", and "rotary", which attention applies instead: see ``make_rotary``)."""
     if kind == "learned":
         return LearnedPositions(max_len, dim)
     if kind == "sinusoidal":
         return SinusoidalPositions(max_len, dim)
-    if kind == "none":
+    if kind in ("none", "rotary"):
         return None
     raise ValueError(f"unknown position kind {kind!r}")
+
+
+def make_rotary(kind: str, head_dim: int, theta: float, max_len: int) -> RotaryEmbedding | None:
+    """The rotary module when positions are rotary, else None (the additive kinds)."""
+    return RotaryEmbedding(head_dim, theta, max_len) if kind == "rotary" else None
 
 
 def positions_from_mask(mask: torch.Tensor, offset: int | torch.Tensor = 0) -> torch.Tensor:
