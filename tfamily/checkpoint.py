@@ -4,6 +4,7 @@
       config.json            ModelConfig
       model.safetensors      weights (tied tensors stored once)
       tokenizer.json         the tokenizer, when the model has one
+      chat_template.jinja    the chat template (Jinja), when the model has one (imported chat models)
       trainer.json           step, elapsed time, TrainConfig, metrics   (training checkpoints)
       trainer.safetensors    optimizer moments, RNG states              (training checkpoints)
 
@@ -27,6 +28,7 @@ from .config import ModelConfig
 
 CONFIG, WEIGHTS, TOKENIZER, TRAINER_JSON, TRAINER_TENSORS = (
     "config.json", "model.safetensors", "tokenizer.json", "trainer.json", "trainer.safetensors")
+CHAT_TEMPLATE = "chat_template.jinja"  # the file name transformers also uses
 
 
 class CheckpointError(ValueError):
@@ -42,8 +44,12 @@ def _write_text(path: Path, text: str) -> None:
 
 def save_checkpoint(path: str | Path, model: nn.Module, cfg: ModelConfig, tokenizer_json: str | None = None,
                     trainer_state: dict[str, Any] | None = None,
-                    trainer_tensors: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write a checkpoint folder atomically (temp folder + rename)."""
+                    trainer_tensors: dict[str, torch.Tensor] | None = None,
+                    chat_template: str | None = None) -> Path:
+    """Write a checkpoint folder atomically (temp folder + rename).
+
+    ``chat_template`` (Jinja text, as GGUF and HF tokenizer configs carry it) is saved as
+    its own file so that it stays readable and diffable, not escaped inside JSON."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
@@ -54,6 +60,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, cfg: ModelConfig, tokeni
     safetensors.torch.save_model(model, str(tmp / WEIGHTS))
     if tokenizer_json is not None:
         _write_text(tmp / TOKENIZER, tokenizer_json)
+    if chat_template is not None:
+        _write_text(tmp / CHAT_TEMPLATE, chat_template)
     if trainer_state is not None:
         _write_text(tmp / TRAINER_JSON, json.dumps(trainer_state, indent=2))
     if trainer_tensors is not None:
@@ -91,6 +99,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     model.to(device=device, dtype=dtype)
     tok = (path / TOKENIZER).read_text(encoding="utf-8") if (path / TOKENIZER).is_file() else None
     return model.eval(), cfg, tok
+
+
+def read_chat_template(path: str | Path) -> str | None:
+    """The checkpoint's chat template (Jinja text), or None when it has none."""
+    file = Path(path) / CHAT_TEMPLATE
+    return file.read_text(encoding="utf-8") if file.is_file() else None
 
 
 def load_trainer_state(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

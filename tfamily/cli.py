@@ -347,6 +347,20 @@ def cmd_import_hf(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_import_gguf_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("gguf_file", help="a llama.cpp GGUF file of a Llama-architecture model (quantised or not)")
+    p.add_argument("out", help="where to write the tfamily checkpoint")
+
+
+def cmd_import_gguf(args: argparse.Namespace) -> int:
+    from .checkpoint import save_checkpoint
+    from .interop import import_gguf
+    model, tok_json, chat_template = import_gguf(args.gguf_file)
+    save_checkpoint(args.out, model, model.cfg, tok_json, chat_template=chat_template)
+    print(f"imported {args.gguf_file} -> {args.out} (weights dequantised to float32)")
+    return 0
+
+
 def add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a tfamily checkpoint folder")
     p.add_argument("out", help="where to write the Hugging Face folder")
@@ -370,6 +384,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable | N
                 add_inspect_args),
     "presets": (cmd_presets, "list the model presets and their sources", None),
     "import-hf": (cmd_import_hf, "convert a Hugging Face model folder into a tfamily checkpoint", add_import_args),
+    "import-gguf": (cmd_import_gguf, "convert a llama.cpp GGUF file (Llama architecture) into a tfamily checkpoint",
+                    add_import_gguf_args),
     "export-hf": (cmd_export_hf, "write a tfamily checkpoint as a Hugging Face model folder", add_export_args),
 }
 

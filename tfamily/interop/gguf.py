@@ -1,0 +1,287 @@
+"""GGUF (llama.cpp's one-file format) import for Llama-architecture models.
+
+    model, tokenizer_json, chat_template = import_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")
+
+A GGUF file holds three things, and each becomes what the rest of tfamily already reads:
+
+    metadata   "llama.block_count", "llama.embedding_length", ...  -> a Llama config.json dict
+                                                                     -> ModelConfig (hf_llama)
+    tensors    "blk.N.attn_q.weight", ... (often quantised)         -> fp32 tensors under HF names
+                                                                     -> our state dict (hf_llama)
+    tokenizer  "tokenizer.ggml.tokens" / ".merges" / ".token_type"   -> a tokenizer.json text
+
+Going through Hugging Face names means the Llama wiring (fused q|k|v, gate/up order, tied
+head) is described once, in ``hf_llama``; this file only knows GGUF's side.
+
+Three llama.cpp conventions matter when reading tensors:
+
+* Shapes are stored fastest-varying dimension first (``ne[0]`` = columns), the reverse of
+  PyTorch. ``gguf.GGUFReader`` already exposes ``tensor.data`` in row-major (PyTorch) order
+  (rows, bytes per row for quantised types), and dequantising gives (rows, columns) = (out, in).
+* Quantised types store blocks of 32 weights with a shared fp16 scale (and, for Q4_1, an
+  fp16 minimum); ``gguf.quants.dequantize`` turns them back into float32.
+* llama.cpp's HF->GGUF converter permutes the rows of ``attn_q`` and ``attn_k`` within each
+  head, because llama.cpp's RoPE rotates adjacent pairs (x0, x1), (x2, x3), ... while HF's
+  (and ours) rotates halves (x_i, x_{i+D/2}). ``unpermute_rope_rows`` undoes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ..config import ConfigError, ModelConfig
+from . import hf_llama
+from .io import InteropError, MissingFileError, StateDict
+
+ARCHITECTURE = "llama"
+TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
+
+# GGUF per-layer tensor name -> HF Llama name (without "model.layers.N.").
+LAYER_NAMES = {
+    "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+}
+GLOBAL_NAMES = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+                "output.weight": "lm_head.weight"}
+IGNORED_TENSORS = {"rope_freqs.weight"}  # Llama-3.1 frequency factors: refused via metadata instead
+
+# GPT-2's byte-level split, and Llama 3's (digits in runs of at most 3, case-insensitive contractions).
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+# tokenizer.ggml.pre -> pre-tokenizer parts; these mirror llama.cpp's per-"pre" regex lists.
+_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+PRE_TOKENIZERS: dict[str, list[dict]] = {
+    "default": [_BYTE_LEVEL],
+    "gpt-2": [_BYTE_LEVEL],
+    # one digit per token, then GPT-2's split: SmolLM / SmolLM2, StarCoder, Refact
+    **{name: [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL] for name in ("smollm", "starcoder", "refact")},
+    **{name: [{"type": "Split", "pattern": {"Regex": LLAMA3_PATTERN}, "behavior": "Isolated", "invert": False},
+              {**_BYTE_LEVEL, "use_regex": False}] for name in ("llama-bpe", "llama3")},
+}
+
+
+# ---- reading ---------------------------------------------------------------------------
+
+def open_gguf(path: str | os.PathLike):
+    """A ``gguf.GGUFReader`` on ``path`` (memory-mapped); a missing or malformed file raises
+    an InteropError that names it, rather than numpy's or struct's message alone."""
+    import gguf
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{path} not found")
+    try:
+        return gguf.GGUFReader(path)
+    except Exception as e:  # bad magic, truncated header, unknown version: all unreadable
+        raise InteropError(f"{path} is not a readable GGUF file: {e}") from None
+
+
+def read_metadata(reader) -> dict[str, Any]:
+    """Every key/value of the header as plain Python values (strings, numbers, lists)."""
+    return {key: field.contents() for key, field in reader.fields.items()}
+
+
+def _require(meta: Mapping[str, Any], key: str) -> Any:
+    if key not in meta:
+        raise InteropError(f"GGUF metadata has no {key!r}, which a {ARCHITECTURE} model needs")
+    return meta[key]
+
+
+def check_architecture(meta: Mapping[str, Any]) -> None:
+    arch = meta.get("general.architecture")
+    if arch != ARCHITECTURE:
+        raise InteropError(f"GGUF general.architecture is {arch!r}; tfamily imports only {ARCHITECTURE!r} files")
+
+
+# ---- config ----------------------------------------------------------------------------
+
+def hf_config_from_gguf(meta: Mapping[str, Any], tensor_names: set[str]) -> dict:
+    """The Llama config.json dict that the GGUF header describes.
+
+    The vocabulary size is the tokenizer's token count (``llama.vocab_size`` is optional);
+    the head is tied exactly when the file stores no ``output.weight``, which is how the
+    converter writes tied models. RoPE variants our rotary module lacks are refused here.
+    """
+    a = ARCHITECTURE + "."
+    n_head = int(_require(meta, a + "attention.head_count"))
+    d_model = int(_require(meta, a + "embedding_length"))
+    rot_dims = meta.get(a + "rope.dimension_count")
+    if rot_dims is not None and int(rot_dims) != d_model // n_head:
+        raise ConfigError(f"{a}rope.dimension_count={rot_dims} is not supported: tfamily rotates the whole head "
+                          f"({d_model // n_head} dimensions)")
+    scaling = meta.get(a + "rope.scaling.type", "none")
+    if scaling != "none":
+        raise ConfigError(f"{a}rope.scaling.type={scaling!r} is not supported (only 'none'): tfamily's rotary "
+                          "embedding has no frequency scaling")
+    tokens = _require(meta, "tokenizer.ggml.tokens")
+    return {
+        "model_type": hf_llama.MODEL_TYPE, "vocab_size": len(tokens), "hidden_size": d_model,
+        "intermediate_size": int(_require(meta, a + "feed_forward_length")),
+        "num_hidden_layers": int(_require(meta, a + "block_count")), "num_attention_heads": n_head,
+        "num_key_value_heads": int(meta.get(a + "attention.head_count_kv", n_head)),
+        "rms_norm_eps": float(_require(meta, a + "attention.layer_norm_rms_epsilon")),
+        "rope_theta": float(meta.get(a + "rope.freq_base", 10000.0)),
+        "max_position_embeddings": int(_require(meta, a + "context_length")),
+        "tie_word_embeddings": "output.weight" not in tensor_names,
+        "bos_token_id": meta.get("tokenizer.ggml.bos_token_id"), "eos_token_id": meta.get("tokenizer.ggml.eos_token_id"),
+        "pad_token_id": meta.get("tokenizer.ggml.padding_token_id"),
+    }
+
+
+# ---- tensors ---------------------------------------------------------------------------
+
+def dequantize_tensor(tensor) -> torch.Tensor:
+    """A reader tensor as fp32 in PyTorch order: (out, in) for matrices, (n,) for vectors.
+
+    ``tensor.data`` is (rows, bytes per row) for block-quantised types and (rows, cols) of
+    float16 / float32 otherwise; ``gguf.quants.dequantize`` handles every type it knows
+    (F32, F16, BF16, Q4_0, Q4_1, Q5_x, Q8_0, the K-quants, ...).
+    """
+    from gguf.quants import dequantize
+
+    try:
+        values = dequantize(tensor.data, tensor.tensor_type)
+    except NotImplementedError:
+        raise InteropError(f"tensor {tensor.name!r} has type {tensor.tensor_type.name}, "
+                           "which the gguf package cannot dequantise") from None
+    shape = tuple(int(n) for n in reversed(tensor.shape))  # GGUF lists ne[0] (columns) first
+    return torch.from_numpy(values.astype("float32", copy=True)).reshape(shape)
+
+
+def permute_rope_rows(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """llama.cpp's converter permutation (HF rotate-half rows -> interleaved pairs), per head.
+
+    Within each head the rows [first half | second half] become [h0_0, h1_0, h0_1, h1_1, ...]:
+    (H*D, in) -> (H, 2, D/2, in) -> swap the middle axes -> (H, D/2, 2, in) -> (H*D, in).
+    Kept for tests and for a future exporter; import uses the inverse.
+    """
+    rows = w.shape[0]
+    return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
+def unpermute_rope_rows(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Inverse of ``permute_rope_rows``: GGUF's interleaved rows back to HF's rotate-half order.
+    (H*D, in) -> (H, D/2, 2, in) -> swap -> (H, 2, D/2, in) -> (H*D, in)."""
+    rows = w.shape[0]
+    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
+def hf_name(gguf_name: str) -> str | None:
+    """The HF Llama name of a GGUF tensor, or None for names we do not know."""
+    if gguf_name in GLOBAL_NAMES:
+        return GLOBAL_NAMES[gguf_name]
+    parts = gguf_name.split(".")  # blk.N.attn_q.weight
+    if len(parts) == 4 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in LAYER_NAMES:
+        return f"model.layers.{parts[1]}.{LAYER_NAMES[parts[2]]}.{parts[3]}"
+    return None
+
+
+def hf_state_dict_from_gguf(reader, n_head: int, n_kv_head: int) -> StateDict:
+    """Every tensor of the file, dequantised, under its HF name, with q / k rows un-permuted.
+    Unknown tensor names are an error (listed together), so nothing is silently dropped."""
+    out: StateDict = {}
+    unknown = []
+    for tensor in reader.tensors:
+        name = hf_name(tensor.name)
+        if name is None:
+            if tensor.name not in IGNORED_TENSORS:
+                unknown.append(tensor.name)
+            continue
+        w = dequantize_tensor(tensor)
+        if name.endswith("q_proj.weight"):
+            w = unpermute_rope_rows(w, n_head)
+        elif name.endswith("k_proj.weight"):
+            w = unpermute_rope_rows(w, n_kv_head)
+        out[name] = w
+    if unknown:
+        raise InteropError(f"GGUF tensors with no Llama meaning: {', '.join(sorted(unknown)[:8])}")
+    return out
+
+
+# ---- tokenizer -------------------------------------------------------------------------
+
+def tokenizer_json_from_gguf(meta: Mapping[str, Any]) -> str:
+    """A tokenizer.json text from the GGUF vocabulary (byte-level BPE, ``tokenizer.ggml.model == "gpt2"``).
+
+    Control tokens (type 3) become special added tokens, so that they are matched whole in
+    text and our ``Tokenizer`` can infer roles from their names; user-defined tokens (type 4)
+    become ordinary added tokens. The pre-tokenizer follows ``tokenizer.ggml.pre``, the same
+    key llama.cpp uses to pick its split regexes.
+    """
+    from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models
+
+    kind = meta.get("tokenizer.ggml.model")
+    if kind != "gpt2":
+        raise InteropError(f"GGUF tokenizer.ggml.model is {kind!r}; tfamily reads only byte-level BPE ('gpt2')")
+    tokens: list[str] = list(_require(meta, "tokenizer.ggml.tokens"))
+    types = list(meta.get("tokenizer.ggml.token_type") or [TOKEN_NORMAL] * len(tokens))
+    merges = [tuple(m.split(" ", 1)) for m in _require(meta, "tokenizer.ggml.merges")]
+    backend = HFTokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
+    backend.decoder = decoders.ByteLevel()
+    spec = json.loads(backend.to_str())
+    spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": _pre_tokenizer_parts(meta.get("tokenizer.ggml.pre"))}
+    backend = HFTokenizer.from_str(json.dumps(spec))
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                                for t, k in zip(tokens, types) if k == TOKEN_CONTROL])
+    backend.add_tokens([AddedToken(t, special=False, normalized=False)
+                        for t, k in zip(tokens, types) if k == TOKEN_USER_DEFINED])
+    return backend.to_str()
+
+
+def _pre_tokenizer_parts(pre: str | None) -> list[dict]:
+    name = pre or "default"
+    if name not in PRE_TOKENIZERS:
+        raise InteropError(f"GGUF tokenizer.ggml.pre={name!r} is not supported; known: {', '.join(sorted(PRE_TOKENIZERS))}")
+    return PRE_TOKENIZERS[name]
+
+
+# ---- all together ----------------------------------------------------------------------
+
+def import_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> tuple[nn.Module, str, str | None]:
+    """(model in eval mode, tokenizer.json text, chat template or None) from a Llama GGUF file.
+
+    Quantised weights are dequantised to fp32 (the model then computes in ``dtype``); the
+    result is the float model that llama.cpp's quantised one approximates, and it matches
+    ``transformers``' GGUF loading, which dequantises the same way.
+    """
+    reader = open_gguf(path)
+    meta = read_metadata(reader)
+    check_architecture(meta)
+    hf_config = hf_config_from_gguf(meta, {t.name for t in reader.tensors})
+    try:
+        cfg: ModelConfig = hf_llama.config_from_hf(hf_config)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    hf_state = hf_state_dict_from_gguf(reader, cfg.n_head, cfg.n_kv_head)
+    tokenizer_json = tokenizer_json_from_gguf(meta)
+    model = model_from_state_dict(cfg, hf_llama.state_dict_from_hf(hf_state, cfg))
+    model.to(dtype)
+    return model.eval(), tokenizer_json, meta.get("tokenizer.chat_template")
+
+
+def model_from_state_dict(cfg: ModelConfig, state: StateDict) -> nn.Module:
+    """A model whose tensors ARE ``state``: built on the meta device, so no time goes into a
+    random initialisation that would be overwritten at once (seconds for a 135M model).
+
+    ``assign=True`` installs each tensor as its own parameter, which unties a tied head;
+    tying it again afterwards restores the model's sharing. Any tensor left on the meta
+    device (a buffer the state dict does not carry) would be garbage, so that is an error.
+    """
+    from ..models import build_model
+
+    with torch.device("meta"):
+        model = build_model(cfg)
+    model.load_state_dict(state, strict=True, assign=True)
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.backbone.tok_emb.weight
+    left_on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left_on_meta:
+        raise InteropError(f"model tensors not set by the state dict: {left_on_meta[:5]}")
+    return model
