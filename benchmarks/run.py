@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", default=None,
                    help="comma-separated workload names or prefixes (train, decode, train-bf16, decode-b1-fp32 ...)")
     p.add_argument("--reps", type=int, default=None,
-                   help="timed repetitions per side (default: 3 for training, 3 for decoding)")
+                   help="timed repetitions per side (default: 3 for training, 2 for decoding)")
     p.add_argument("--warmup", type=int, default=1, help="untimed repetitions per side first (default 1)")
     p.add_argument("--quick", action="store_true", help="tiny model and sizes: checks the harness, not the speed")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores this process may use)")
@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()
     threads = set_threads(args.threads)
     sizes = gpt2.QUICK if args.quick else gpt2.FULL
-    reps = args.reps or (2 if args.quick else 3)
-    table = gpt2.workloads(sizes, args.warmup, args.warmup, reps, reps, args.hf_fused_adamw)
+    reps_train = args.reps or (2 if args.quick else 3)
+    reps_decode = args.reps or 2
+    table = gpt2.workloads(sizes, args.warmup, args.warmup, reps_train, reps_decode, args.hf_fused_adamw)
     names = selected(list(table), args.only)
 
     before = measure_machine(threads, quick=args.quick)
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = best_machine(before, after)
     print()
     print(header(machine))
-    print(f"{sizes.label}; {args.warmup} warm-up + {reps} timed repetitions per side, interleaved")
+    print(f"{sizes.label}; {args.warmup} warm-up + {reps_train} (training) / {reps_decode} (decoding) "
+          "timed repetitions per side, interleaved")
     print(format_table(rows, machine))
     if args.raw:
         print()
