@@ -10,7 +10,6 @@ HF initialises the weights and tfamily loads the very same tensors through
 from __future__ import annotations
 
 import contextlib
-import copy
 import gc
 from dataclasses import dataclass, field
 
@@ -205,9 +204,7 @@ def bench_decode(sizes: Sizes, batch: int, bf16_weights: bool, warmup: int, reps
     theirs.eval()
     prompts = random_ids(ours.cfg.vocab_size, batch, sizes.prompt, seed=2)
     if bf16_weights:
-        ours_fp32 = ours
         ours, theirs = ours.to(torch.bfloat16), theirs.to(torch.bfloat16)
-        del ours_fp32
     a = ours_generate(ours, prompts, sizes.new_tokens)
     b = hf_generate(theirs, prompts, sizes.new_tokens)
     note = agreement(labelled("tfamily", a), labelled("HF", b))  # doubles as the first warm-up

@@ -32,7 +32,7 @@ from typing import Iterator, Mapping
 import torch
 
 from ..config import ConfigError, ModelConfig
-from .io import InteropError, StateDict, check_names_and_shapes
+from .io import InteropError, StateDict, check_names_and_shapes, drop_tied_head, model_shapes, strip_prefix
 
 MODEL_TYPE = "gpt2"
 PREFIX = "transformer."
@@ -149,9 +149,9 @@ def state_dict_from_hf(sd: Mapping[str, torch.Tensor], cfg: ModelConfig) -> Stat
 
     Names and shapes are checked first, and every problem is reported in one error.
     """
-    hf = _strip_prefix(sd)
+    hf = strip_prefix(sd, PREFIX, _IGNORED)
     if cfg.tie_embeddings:
-        _drop_tied_head(hf)
+        drop_tied_head(hf, "wte.weight")
     pairs = list(name_pairs(cfg))
     shapes = _our_shapes(cfg)
     expected = {hf_name: _hf_shape(shapes[ours], transpose) for ours, hf_name, transpose in pairs}
@@ -172,35 +172,10 @@ def state_dict_to_hf(sd: Mapping[str, torch.Tensor], cfg: ModelConfig) -> StateD
     return out
 
 
-def _strip_prefix(sd: Mapping[str, torch.Tensor]) -> StateDict:
-    """Drop the ``transformer.`` prefix and the old mask buffers."""
-    out: StateDict = {}
-    for name, t in sd.items():
-        bare = name[len(PREFIX):] if name.startswith(PREFIX) else name
-        if _IGNORED.fullmatch(bare):
-            continue
-        if bare in out:
-            raise InteropError(f"weight {bare!r} appears both with and without the {PREFIX!r} prefix")
-        out[bare] = t
-    return out
-
-
-def _drop_tied_head(hf: StateDict) -> None:
-    """A tied config takes the head from wte; a stored copy is redundant (HF ignores it too)."""
-    head = hf.pop("lm_head.weight", None)
-    wte = hf.get("wte.weight")
-    if head is not None and wte is not None and (head.shape != wte.shape or not torch.equal(head, wte)):
-        warnings.warn("tie_word_embeddings is true but lm_head.weight differs from wte.weight; "
-                      "using wte.weight, as transformers does")
-
-
 def _our_shapes(cfg: ModelConfig) -> dict[str, tuple]:
     """Shapes of our state dict, read off a model built on the meta device (no memory),
     checked against the mapping so that the two cannot drift apart silently."""
-    from ..models import build_model
-
-    with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
+    shapes = model_shapes(cfg)
     mapped = {ours for ours, _, _ in name_pairs(cfg)}
     if mapped != set(shapes):  # a bug in this file, not in the checkpoint
         raise InteropError(f"GPT-2 mapping and model disagree: unmapped {sorted(set(shapes) - mapped)}, "

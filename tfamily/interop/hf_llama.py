@@ -26,14 +26,13 @@ Old checkpoints store ``rotary_emb.inv_freq`` buffers; they are not weights and 
 from __future__ import annotations
 
 import re
-import warnings
 from typing import Iterator, Mapping
 
 import torch
 
 from ..config import ConfigError, ModelConfig
 from .hf_gpt2 import ACTIVATIONS_FROM_HF, ACTIVATIONS_TO_HF
-from .io import InteropError, StateDict, check_names_and_shapes
+from .io import InteropError, StateDict, check_names_and_shapes, drop_tied_head, model_shapes, strip_prefix
 
 MODEL_TYPE = "llama"
 ARCHITECTURE = "LlamaForCausalLM"
@@ -175,9 +174,9 @@ def state_dict_from_hf(sd: Mapping[str, torch.Tensor], cfg: ModelConfig) -> Stat
 
     Names and shapes are checked first, and every problem is reported in one error.
     """
-    hf = _strip_prefix(sd)
+    hf = strip_prefix(sd, PREFIX, _IGNORED)
     if cfg.tie_embeddings:
-        _drop_tied_head(hf)
+        drop_tied_head(hf, EMBED)
     groups = list(name_groups(cfg))
     check_names_and_shapes(hf, _hf_shapes(cfg, groups), "Llama weights do not match config.json")
     return {ours: torch.cat([hf[n] for n in names], dim=0).contiguous() for ours, names, _ in groups}
@@ -207,34 +206,9 @@ def _hf_shapes(cfg: ModelConfig, groups: list) -> dict[str, tuple]:
 def _our_shapes(cfg: ModelConfig, groups: list) -> dict[str, tuple]:
     """Shapes of our state dict, read off a model built on the meta device (no memory), checked
     against the mapping (names and row splits) so that the two cannot drift apart silently."""
-    from ..models import build_model
-
-    with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
+    shapes = model_shapes(cfg)
     mapped = {ours: sum(rows) for ours, _, rows in groups}
     if set(mapped) != set(shapes) or any(shapes[k][0] != r for k, r in mapped.items()):  # a bug here, not in the file
         raise InteropError(f"Llama mapping and model disagree: unmapped {sorted(set(shapes) - set(mapped))}, "
                            f"unknown {sorted(set(mapped) - set(shapes))}")
     return shapes
-
-
-def _strip_prefix(sd: Mapping[str, torch.Tensor]) -> StateDict:
-    """Drop the ``model.`` prefix (LlamaForCausalLM; LlamaModel files have none) and inv_freq buffers."""
-    out: StateDict = {}
-    for name, t in sd.items():
-        bare = name[len(PREFIX):] if name.startswith(PREFIX) else name
-        if _IGNORED.fullmatch(bare):
-            continue
-        if bare in out:
-            raise InteropError(f"weight {bare!r} appears both with and without the {PREFIX!r} prefix")
-        out[bare] = t
-    return out
-
-
-def _drop_tied_head(hf: StateDict) -> None:
-    """A tied config takes the head from embed_tokens; a stored copy is redundant (HF ignores it too)."""
-    head = hf.pop("lm_head.weight", None)
-    emb = hf.get(EMBED)
-    if head is not None and emb is not None and (head.shape != emb.shape or not torch.equal(head, emb)):
-        warnings.warn("tie_word_embeddings is true but lm_head.weight differs from embed_tokens.weight; "
-                      "using embed_tokens.weight, as transformers does")

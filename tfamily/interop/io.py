@@ -23,6 +23,7 @@ import json
 import os
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -267,3 +268,34 @@ def check_names_and_shapes(found: Mapping[str, torch.Tensor], expected: Mapping[
 def _some(items: list[str], limit: int = 10) -> str:
     more = f" … and {len(items) - limit} more" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
+
+
+def strip_prefix(sd: Mapping[str, torch.Tensor], prefix: str, ignored: re.Pattern) -> StateDict:
+    """Names without the model-class prefix (``transformer.``, ``model.``; files saved from the
+    bare backbone have none), minus buffers that are not weights (``ignored``)."""
+    out: StateDict = {}
+    for name, t in sd.items():
+        bare = name[len(prefix):] if name.startswith(prefix) else name
+        if ignored.fullmatch(bare):
+            continue
+        if bare in out:
+            raise InteropError(f"weight {bare!r} appears both with and without the {prefix!r} prefix")
+        out[bare] = t
+    return out
+
+
+def drop_tied_head(hf: StateDict, embed_name: str) -> None:
+    """A tied config takes the head from the embedding; a stored copy is redundant (HF ignores it too)."""
+    head = hf.pop("lm_head.weight", None)
+    emb = hf.get(embed_name)
+    if head is not None and emb is not None and (head.shape != emb.shape or not torch.equal(head, emb)):
+        warnings.warn(f"tie_word_embeddings is true but lm_head.weight differs from {embed_name}; "
+                      f"using {embed_name}, as transformers does")
+
+
+def model_shapes(cfg) -> dict[str, tuple]:
+    """Our state dict's shapes for ``cfg``, from a model built on the meta device (no memory)."""
+    from ..models import build_model
+
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
