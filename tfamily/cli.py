@@ -258,6 +258,85 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# chat
+# ---------------------------------------------------------------------------------------
+def add_chat_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a checkpoint folder (its chat_template.jinja is used when present)")
+    p.add_argument("--system", default=None, help="system prompt that sets up the assistant")
+    p.add_argument("--message", action="append", default=[],
+                   help="a user turn (repeatable); without it, chat interactively on stdin")
+    p.add_argument("--max-tokens", type=int, default=256, help="longest reply in tokens (default 256)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--show-probs", action="store_true", help="after each reply, its per-token probability table")
+
+
+def _chat_reply(model, tokenizer, template, messages, params, stop, show_probs: bool, out) -> str:
+    """Generate one assistant turn, printing it as it streams; returns its text."""
+    from .generation import stream
+    from .generation.chat import render_chat
+    from .generation.show import format_steps
+    from .generation.text import cut_at_stop
+
+    history = list(messages)
+    while True:  # drop the oldest exchanges until the prompt and the reply fit the context
+        prompt = render_chat(history, template)
+        n_prompt = len(tokenizer.encode(prompt))
+        first_turn = 1 if history and history[0]["role"] == "system" else 0
+        if n_prompt + params.max_new_tokens <= model.cfg.max_seq_len or len(history) - first_turn <= 1:
+            break
+        del history[first_turn:first_turn + 2]
+    steps = []
+    for group in stream(model, tokenizer, [prompt], params, stop):
+        for step in group:
+            if step.token not in params.stop_token_ids:
+                steps.append(step)
+                out.write(tokenizer.token_text(step.token))
+                out.flush()
+    text = cut_at_stop(tokenizer.decode([s.token for s in steps]), stop).strip()
+    out.write("\n")
+    if show_probs:
+        out.write(format_steps(steps, tokenizer) + "\n")
+    return text
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .checkpoint import read_chat_template
+    from .generation import SamplingParams
+    from .generation.chat import DEFAULT_STOP, end_of_turn_ids
+
+    model, tokenizer = load_for_inference(args.checkpoint)
+    template = read_chat_template(args.checkpoint)
+    stop = () if template else DEFAULT_STOP
+    eot = end_of_turn_ids(tokenizer)
+    budget = min(args.max_tokens, max(1, model.cfg.max_seq_len // 2))
+    params = SamplingParams(max_new_tokens=budget, temperature=args.temperature, top_p=args.top_p,
+                            seed=args.seed, stop_token_ids=eot)
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    interactive = not args.message
+    turns = iter(args.message) if args.message else None
+    out = sys.stdout
+    while True:
+        if interactive:
+            try:
+                line = input("you> " if sys.stdin.isatty() else "")
+            except EOFError:
+                return 0
+            if not line.strip():
+                continue
+        else:
+            line = next(turns, None)
+            if line is None:
+                return 0
+            out.write(f"you> {line}\n")
+        messages.append({"role": "user", "content": line})
+        out.write("assistant> ")
+        reply = _chat_reply(model, tokenizer, template, messages, params, stop, args.show_probs, out)
+        messages.append({"role": "assistant", "content": reply})
+
+
+# ---------------------------------------------------------------------------------------
 # eval
 # ---------------------------------------------------------------------------------------
 def add_eval_args(p: argparse.ArgumentParser) -> None:
@@ -379,6 +458,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable | N
     "train": (cmd_train, "train a model on a text file (tokenizer, shards, trainer, checkpoint)", add_train_args),
     "generate": (cmd_generate, "generate text from a checkpoint, optionally with per-token probabilities",
                  add_generate_args),
+    "chat": (cmd_chat, "chat with a checkpoint under a system prompt (its chat template, or a plain one)",
+             add_chat_args),
     "eval": (cmd_eval, "perplexity and bits per byte of a checkpoint on a text file", add_eval_args),
     "inspect": (cmd_inspect, "parameters, FLOPs per token and training memory of a preset or checkpoint",
                 add_inspect_args),
