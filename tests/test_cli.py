@@ -111,6 +111,12 @@ def test_hf_round_trip_through_the_cli(run, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, ref(ids).logits, atol=1e-5, rtol=1e-5)
     assert tok is not None
+    # converting again onto an existing folder never replaces it silently
+    before = (tmp_path / "back" / "model.safetensors").read_bytes()
+    assert main(["import-hf", str(hf), str(tmp_path / "back")]) == 2
+    assert main(["export-hf", str(run / "checkpoint"), str(hf)]) == 2
+    assert (tmp_path / "back" / "model.safetensors").read_bytes() == before
+    assert main(["import-hf", str(hf), str(tmp_path / "back"), "--force"]) == 0
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -415,10 +415,18 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def add_import_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("hf_folder", help="a Hugging Face model folder (config.json + safetensors or pytorch_model.bin)")
     p.add_argument("out", help="where to write the tfamily checkpoint")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+
+
+def _refuse_overwrite(out: str, force: bool) -> None:
+    """Nothing already saved is lost: an existing folder is replaced only with --force."""
+    if Path(out).exists() and not force:
+        raise UsageError(f"{out} already exists; choose another folder or pass --force to replace it")
 
 
 def cmd_import_hf(args: argparse.Namespace) -> int:
     from .checkpoint import save_checkpoint
+    _refuse_overwrite(args.out, args.force)
     from .interop import import_hf
     model, tok_json = import_hf(args.hf_folder)
     save_checkpoint(args.out, model, model.cfg, tok_json)
@@ -429,11 +437,13 @@ def cmd_import_hf(args: argparse.Namespace) -> int:
 def add_import_gguf_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("gguf_file", help="a llama.cpp GGUF file of a Llama-architecture model (quantised or not)")
     p.add_argument("out", help="where to write the tfamily checkpoint")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
 
 
 def cmd_import_gguf(args: argparse.Namespace) -> int:
     from .checkpoint import save_checkpoint
     from .interop import import_gguf
+    _refuse_overwrite(args.out, args.force)
     model, tok_json, chat_template = import_gguf(args.gguf_file)
     save_checkpoint(args.out, model, model.cfg, tok_json, chat_template=chat_template)
     print(f"imported {args.gguf_file} -> {args.out} (weights dequantised to float32)")
@@ -443,11 +453,13 @@ def cmd_import_gguf(args: argparse.Namespace) -> int:
 def add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a tfamily checkpoint folder")
     p.add_argument("out", help="where to write the Hugging Face folder")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
 
 
 def cmd_export_hf(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .interop import export_hf
+    _refuse_overwrite(args.out, args.force)
     model, _, tok_json = load_model(args.checkpoint)
     export_hf(model, args.out, tokenizer_json=tok_json)
     print(f"exported {args.checkpoint} -> {args.out} (Hugging Face format)")
