@@ -32,7 +32,7 @@ from typing import Iterator, Mapping
 import torch
 
 from ..config import ConfigError, ModelConfig
-from .io import InteropError, StateDict, check_names_and_shapes, drop_tied_head, model_shapes, strip_prefix
+from .io import InteropError, StateDict, check_names_and_shapes, drop_tied_head, merged_hf_config, model_shapes, strip_prefix
 
 MODEL_TYPE = "gpt2"
 PREFIX = "transformer."
@@ -64,14 +64,7 @@ _GPT2_WIRING = dict(arch="decoder", position="learned", norm="layernorm", norm_p
 
 def config_from_hf(hf: Mapping) -> ModelConfig:
     """A ModelConfig from a GPT-2 config.json dict; unsupported options raise ConfigError."""
-    model_type = hf.get("model_type", MODEL_TYPE)
-    if model_type != MODEL_TYPE:
-        raise ConfigError(f"model_type is {model_type!r}, expected {MODEL_TYPE!r}")
-    c = {**HF_DEFAULTS, **{k: v for k, v in hf.items() if k in HF_DEFAULTS}}
-    for name, allowed in _REQUIRED.items():
-        if c[name] != allowed:
-            raise ConfigError(f"{name}={c[name]!r} is not supported (only {allowed!r}): "
-                              "tfamily's attention has no such option")
+    c = merged_hf_config(hf, MODEL_TYPE, HF_DEFAULTS, _REQUIRED, "tfamily's attention")
     act = c["activation_function"]
     if act not in ACTIVATIONS_FROM_HF:
         raise ConfigError(f"activation_function={act!r} is not supported; "

@@ -32,7 +32,7 @@ import torch
 
 from ..config import ConfigError, ModelConfig
 from .hf_gpt2 import ACTIVATIONS_FROM_HF, ACTIVATIONS_TO_HF
-from .io import InteropError, StateDict, check_names_and_shapes, drop_tied_head, model_shapes, strip_prefix
+from .io import InteropError, StateDict, check_names_and_shapes, drop_tied_head, merged_hf_config, model_shapes, strip_prefix
 
 MODEL_TYPE = "llama"
 ARCHITECTURE = "LlamaForCausalLM"
@@ -60,14 +60,7 @@ _LLAMA_WIRING = dict(arch="decoder", position="rotary", norm="rmsnorm", norm_pla
 
 def config_from_hf(hf: Mapping) -> ModelConfig:
     """A ModelConfig from a Llama config.json dict; what we cannot express raises ConfigError."""
-    model_type = hf.get("model_type", MODEL_TYPE)
-    if model_type != MODEL_TYPE:
-        raise ConfigError(f"model_type is {model_type!r}, expected {MODEL_TYPE!r}")
-    c = {**HF_DEFAULTS, **{k: v for k, v in hf.items() if k in HF_DEFAULTS}}
-    for name, allowed in _REQUIRED.items():
-        if c[name] != allowed:
-            raise ConfigError(f"{name}={c[name]!r} is not supported (only {allowed!r}): "
-                              "tfamily's Llama wiring has no such option")
+    c = merged_hf_config(hf, MODEL_TYPE, HF_DEFAULTS, _REQUIRED, "tfamily's Llama wiring")
     n_head, d_model = c["num_attention_heads"], c["hidden_size"]
     if c["head_dim"] is not None and d_model % n_head == 0 and c["head_dim"] != d_model // n_head:
         raise ConfigError(f"head_dim={c['head_dim']} is not supported: tfamily needs head_dim == "

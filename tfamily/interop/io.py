@@ -299,3 +299,18 @@ def model_shapes(cfg) -> dict[str, tuple]:
 
     with torch.device("meta"):
         return {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
+
+
+def merged_hf_config(hf: Mapping, model_type: str, defaults: Mapping, required: Mapping, wiring: str) -> dict:
+    """An HF config.json dict reduced to the keys a family reads (missing ones from ``defaults``),
+    after checking the model type and the options that must keep one value (``required``)."""
+    from ..config import ConfigError
+
+    found = hf.get("model_type", model_type)
+    if found != model_type:
+        raise ConfigError(f"model_type is {found!r}, expected {model_type!r}")
+    c = {**defaults, **{k: v for k, v in hf.items() if k in defaults}}
+    for name, allowed in required.items():
+        if c[name] != allowed:
+            raise ConfigError(f"{name}={c[name]!r} is not supported (only {allowed!r}): {wiring} has no such option")
+    return c
