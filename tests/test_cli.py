@@ -49,6 +49,28 @@ def test_resume_continues_and_refuses_to_overwrite(run, capsys):
     assert json.loads((run / "checkpoint" / "trainer.json").read_text())["step"] == 15
 
 
+def test_lora_fine_tune_from_a_checkpoint(run, tmp_path, capsys):
+    other = tmp_path / "other.txt"
+    other.write_text("def f(x):\n    return x + 1\n" * 200, encoding="utf-8")
+    out = tmp_path / "lora"
+    before = json.loads(_eval(run / "checkpoint", other, capsys))["nll"]
+    assert main(["train", "--init", str(run / "checkpoint"), "--lora", "4", "--lora-targets", "qkv,out,fc_in,fc_out", "--data", str(other), "--out", str(out),
+                 "--steps", "60", "--lr", "2e-2", "--eval-interval", "60", "--batch-size", "4", "--seq-len", "32",
+                 "--no-progress", "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "LoRA rank 4 on qkv, out, fc_in, fc_out:" in err and "trainable parameters" in err
+    after = json.loads(_eval(out / "checkpoint", other, capsys))["nll"]
+    assert after < before - 0.1  # the adapters learned some of the new text (a 1-layer, 32-wide model)
+    assert main(["train", "--out", str(out), "--resume"]) == 2
+    assert "cannot resume" in capsys.readouterr().err
+    assert main(["train", "--lora", "4", "--data", str(other), "--out", str(tmp_path / "x")]) == 2
+
+
+def _eval(ckpt, text, capsys) -> str:
+    assert main(["eval", str(ckpt), "--data", str(text), "--json"]) == 0
+    return capsys.readouterr().out
+
+
 def test_generate_show_probs_prints_a_table(run, capsys):
     assert main(["generate", str(run / "checkpoint"), "--prompt", "To be", "--max-tokens", "8",
                  "--show-probs", "--seed", "0"]) == 0

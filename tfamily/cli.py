@@ -57,6 +57,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="override a model config field, e.g. --set n_layer=4 (repeatable)")
     p.add_argument("--out", help="run folder: data shards, checkpoint, metrics.jsonl, loss.png (default runs/<preset>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--init", metavar="CKPT", help="fine-tune: start from this checkpoint's weights and tokenizer")
+    p.add_argument("--lora", type=int, metavar="RANK", help="with --init: train only LoRA adapters of this rank")
+    p.add_argument("--lora-targets", default="qkv,out",
+                   help="layers that get adapters: qkv, out, fc_in, fc_gate, fc_out (default qkv,out)")
     for name, (typ, help_text) in TRAIN_FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, dest=name, help=help_text)
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on where the hardware is fast at it)")
@@ -138,10 +142,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not ckpt.is_dir():
             raise UsageError(f"--resume: no checkpoint in {out} to resume from")
         fixed = [flag for flag, given in (("--data", args.data), ("--tokenizer", args.tokenizer),
-                                          ("--preset", args.preset), ("--set", args.set)) if given]
+                                          ("--preset", args.preset), ("--set", args.set), ("--init", args.init),
+                                          ("--lora", args.lora)) if given]
         if fixed:
             raise UsageError(f"--resume continues the run as it was saved; {', '.join(fixed)} cannot change it")
         state, _ = load_trainer_state(ckpt)
+        if state.get("lora"):
+            raise UsageError("LoRA runs save merged weights, not the adapters, so they cannot resume; "
+                             f"fine-tune further with --init {ckpt}")
         train_cfg = TrainConfig.from_dict({**state["train_config"], **train_sec, "out_dir": str(out)})
         model_cfg = read_config(ckpt)
         tokenizer = Tokenizer.load(ckpt / "tokenizer.json")
@@ -152,37 +160,59 @@ def cmd_train(args: argparse.Namespace) -> int:
         if ckpt.exists():
             raise UsageError(f"{out} already holds a checkpoint; use --resume to continue it or choose another --out")
         train_cfg = TrainConfig.from_dict({**train_sec, "out_dir": str(out)})
-        get_preset(preset).config(**{**model_sec, "vocab_size": 256})  # check fields before tokenizing
+        if args.lora and not args.init:
+            raise UsageError("--lora adapts an existing model: give it with --init CKPT")
+        if not args.init:
+            get_preset(preset).config(**{**model_sec, "vocab_size": 256})  # check fields before tokenizing
         corpus = resolve_corpus(args.data or data_sec.get("path") or "shakespeare")
         kind = args.tokenizer or data_sec.get("tokenizer", "char")
         vocab = args.vocab_size or data_sec.get("vocab_size", 4096)
         t0 = time.perf_counter()
-        tokenizer = Tokenizer.train(kind, [str(corpus)], vocab_size=vocab)
+        if args.init:  # fine-tuning keeps the model's own tokenizer and shape
+            init_cfg = read_config(args.init)
+            tokenizer = Tokenizer.load(Path(args.init) / "tokenizer.json")
+        else:
+            tokenizer = Tokenizer.train(kind, [str(corpus)], vocab_size=vocab)
         data_dir = out / "data"
         info = prepare_corpus(corpus, tokenizer, data_dir, val_fraction=data_sec.get("val_fraction", 0.1))
         print(f"data: {corpus} -> {tokenizer.kind} tokenizer, {tokenizer.vocab_size} tokens in vocabulary; "
               f"{info.train_tokens:,} train / {info.val_tokens:,} val tokens ({time.perf_counter() - t0:.1f}s)",
               file=sys.stderr)
-        fields = {**model_sec, "vocab_size": tokenizer.vocab_size}
-        if tokenizer.pad_id is not None:
-            fields.setdefault("pad_token_id", tokenizer.pad_id)
-        fields.setdefault("max_seq_len", train_cfg.seq_len)  # a context as long as what it trains on
-        model_cfg = get_preset(preset).config(**fields)
+        if args.init:
+            model_cfg = init_cfg
+            preset = f"init:{args.init}"
+        else:
+            fields = {**model_sec, "vocab_size": tokenizer.vocab_size}
+            if tokenizer.pad_id is not None:
+                fields.setdefault("pad_token_id", tokenizer.pad_id)
+            fields.setdefault("max_seq_len", train_cfg.seq_len)  # a context as long as what it trains on
+            model_cfg = get_preset(preset).config(**fields)
     if train_cfg.seq_len > model_cfg.max_seq_len:
         raise UsageError(f"seq_len {train_cfg.seq_len} exceeds the model's max_seq_len {model_cfg.max_seq_len}")
 
     torch.manual_seed(train_cfg.seed)
-    model = build_model(model_cfg)
+    if args.init and not args.resume:
+        from .checkpoint import load_model
+        model = load_model(args.init)[0].train()
+    else:
+        model = build_model(model_cfg)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {preset}, {n_params / 1e6:.2f}M parameters, {model_cfg.n_layer} layers x {model_cfg.d_model} wide",
           file=sys.stderr)
+    if args.lora:
+        from .nn.lora import add_lora
+        targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+        trainable = add_lora(model, r=args.lora, alpha=2.0 * args.lora, targets=targets)
+        print(f"LoRA rank {args.lora} on {', '.join(targets)}: {trainable:,} trainable parameters "
+              f"({100 * trainable / n_params:.2f}% of {n_params:,})", file=sys.stderr)
     train = WindowSampler(TokenShards(data_dir, "train"), train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed)
     val = WindowSampler(TokenShards(data_dir, "val"), train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed + 1)
     trainer = Trainer(model, model_cfg, CausalLMObjective(), train, val, train_cfg,
-                      tokenizer_json=tokenizer.to_str(), extra_state={"data_dir": str(data_dir), "preset": preset})
+                      tokenizer_json=tokenizer.to_str(),
+                      extra_state={"data_dir": str(data_dir), "preset": preset, "lora": args.lora or 0})
     if args.resume:
         trainer.resume(ckpt)
-    print(f"training: {train_cfg.optimizer}, lr {train_cfg.lr:g}, batch {train_cfg.batch_size} x {train_cfg.seq_len}, "
+    print(f"training: {' + '.join(type(o).__name__ for o in trainer.optimizers)}, lr {train_cfg.lr:g}, batch {train_cfg.batch_size} x {train_cfg.seq_len}, "
           f"bf16 autocast {'on' if trainer.bf16 else 'off'}, on {trainer.device}; until step {train_cfg.steps}"
           + (f" or {train_cfg.max_time:g}s" if train_cfg.max_time else ""), file=sys.stderr)
     result = trainer.fit()

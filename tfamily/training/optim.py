@@ -47,6 +47,8 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
     if not hasattr(torch.optim, "Muon"):
         raise ValueError(f"optimizer 'muon' needs torch >= 2.9 (this is {torch.__version__}); use optimizer 'adamw'")
     hidden = hidden_matrices(model)
+    if not hidden:  # e.g. LoRA: the hidden matrices are frozen and only the small factors train
+        return [_adamw(params, cfg, device)]
     hidden_ids = {id(p) for p in hidden}
     rest = [p for p in params if id(p) not in hidden_ids]
     muon = torch.optim.Muon(hidden, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum,

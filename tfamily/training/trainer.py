@@ -17,6 +17,7 @@ resumed produces the same losses as one that never stopped.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import time
@@ -28,6 +29,7 @@ from torch import nn
 
 from ..checkpoint import load_trainer_state, save_checkpoint
 from ..config import ModelConfig
+from ..nn.lora import has_lora, merge_lora
 from ..objectives import Objective
 from .config import TrainConfig
 from .optim import make_optimizers, optimizers_from_tensors, optimizers_to_tensors
@@ -94,8 +96,15 @@ class Trainer:
         state = {"step": self.step, "elapsed": self.elapsed, "train_config": self.cfg.to_dict(),
                  "optimizer_groups": groups, "best_val": None if math.isinf(self.best_val) else self.best_val,
                  "val_losses": self.val_losses, **self.extra_state}
-        return save_checkpoint(path or self.out_dir / CHECKPOINT_DIR, self.model, self.model_cfg,
+        return save_checkpoint(path or self.out_dir / CHECKPOINT_DIR, self._plain_model(), self.model_cfg,
                                self.tokenizer_json, state, opt_tensors)
+
+    def _plain_model(self) -> nn.Module:
+        """The model to write: with LoRA adapters, a merged copy, so every checkpoint loads as a
+        plain model of its config (the adapters themselves are not kept, so LoRA runs cannot resume)."""
+        if not has_lora(self.model):
+            return self.model
+        return merge_lora(copy.deepcopy(self.model))
 
     def resume(self, path: str | Path) -> None:
         """Load weights, optimizer moments, RNG and step from a training checkpoint."""
