@@ -108,7 +108,7 @@ def resolve_corpus(name_or_path: str) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from .checkpoint import load_trainer_state, read_config
+    from .checkpoint import load_trainer_state, read_chat_template, read_config
     from .data import TokenShards, WindowSampler, prepare_corpus
     from .models import build_model
     from .objectives import CausalLMObjective
@@ -209,7 +209,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     val = WindowSampler(TokenShards(data_dir, "val"), train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed + 1)
     trainer = Trainer(model, model_cfg, CausalLMObjective(), train, val, train_cfg,
                       tokenizer_json=tokenizer.to_str(),
-                      extra_state={"data_dir": str(data_dir), "preset": preset, "lora": args.lora or 0})
+                      extra_state={"data_dir": str(data_dir), "preset": preset, "lora": args.lora or 0},
+                      chat_template=read_chat_template(args.init or ckpt) if (args.init or args.resume) else None)
     if args.resume:
         trainer.resume(ckpt)
     print(f"training: {' + '.join(type(o).__name__ for o in trainer.optimizers)}, lr {train_cfg.lr:g}, batch {train_cfg.batch_size} x {train_cfg.seq_len}, "

@@ -67,11 +67,12 @@ def bf16_is_fast(device: torch.device) -> bool:
 class Trainer:
     def __init__(self, model: nn.Module, model_cfg: ModelConfig, objective: Objective, train_data: BatchSource,
                  val_data: BatchSource | None, cfg: TrainConfig, tokenizer_json: str | None = None,
-                 extra_state: dict[str, Any] | None = None):
+                 extra_state: dict[str, Any] | None = None, chat_template: str | None = None):
         self.cfg, self.model_cfg, self.objective = cfg, model_cfg, objective
         self.train_data, self.val_data = train_data, val_data
         self.tokenizer_json = tokenizer_json
         self.extra_state = extra_state or {}  # e.g. how the data was prepared, saved with checkpoints
+        self.chat_template = chat_template  # carried along when fine-tuning a chat model
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
@@ -97,7 +98,7 @@ class Trainer:
                  "optimizer_groups": groups, "best_val": None if math.isinf(self.best_val) else self.best_val,
                  "val_losses": self.val_losses, **self.extra_state}
         return save_checkpoint(path or self.out_dir / CHECKPOINT_DIR, self._plain_model(), self.model_cfg,
-                               self.tokenizer_json, state, opt_tensors)
+                               self.tokenizer_json, state, opt_tensors, chat_template=self.chat_template)
 
     def _plain_model(self) -> nn.Module:
         """The model to write: with LoRA adapters, a merged copy, so every checkpoint loads as a
