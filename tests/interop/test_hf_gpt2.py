@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import pytest
 import torch
@@ -16,9 +15,9 @@ from tfamily.config import ConfigError, ModelConfig  # noqa: E402
 from tfamily.interop import InteropError, MissingFileError, export_hf, hf_gpt2, import_hf  # noqa: E402
 from tfamily.models import build_model  # noqa: E402
 from tfamily.nn import positions_from_mask  # noqa: E402
+from hf_helpers import ATOL, assert_same_logits, hf_save, random_ids  # noqa: E402
 
 TINY = dict(n_embd=64, n_layer=2, n_head=4, n_positions=64, vocab_size=100, bos_token_id=None, eos_token_id=None)
-ATOL = 1e-5
 
 
 def make_hf(seed: int = 0, **overrides) -> GPT2LMHeadModel:
@@ -35,27 +34,12 @@ def make_hf(seed: int = 0, **overrides) -> GPT2LMHeadModel:
     return model
 
 
-def hf_save(model: GPT2LMHeadModel, folder) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.save_pretrained(folder)
-
-
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hf_gpt2")
     model = make_hf()
     hf_save(model, folder)
     return model, folder
-
-
-def random_ids(b=3, t=17, vocab=100, seed=1):
-    return torch.randint(0, vocab, (b, t), generator=torch.Generator().manual_seed(seed))
-
-
-def assert_same_logits(ours, hf, ids):
-    with torch.no_grad():
-        torch.testing.assert_close(ours(ids).logits, hf(ids).logits, atol=ATOL, rtol=0)
 
 
 # ---- import --------------------------------------------------------------------------

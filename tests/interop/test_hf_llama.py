@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import pytest
 import torch
@@ -16,11 +15,11 @@ from tfamily.config import ConfigError, ModelConfig  # noqa: E402
 from tfamily.interop import InteropError, export_hf, hf_llama, import_hf  # noqa: E402
 from tfamily.models import build_model  # noqa: E402
 from tfamily.nn import positions_from_mask  # noqa: E402
+from hf_helpers import ATOL, assert_same_logits, hf_save, random_ids  # noqa: E402
 
 TINY = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             vocab_size=100, max_position_embeddings=64, rope_theta=10000.0, tie_word_embeddings=False,
             bos_token_id=None, eos_token_id=None)
-ATOL = 1e-5
 
 
 def make_hf(seed: int = 0, **overrides) -> LlamaForCausalLM:
@@ -37,27 +36,12 @@ def make_hf(seed: int = 0, **overrides) -> LlamaForCausalLM:
     return model
 
 
-def hf_save(model: LlamaForCausalLM, folder) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.save_pretrained(folder)
-
-
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hf_llama")
     model = make_hf()
     hf_save(model, folder)
     return model, folder
-
-
-def random_ids(b=3, t=17, vocab=100, seed=1):
-    return torch.randint(0, vocab, (b, t), generator=torch.Generator().manual_seed(seed))
-
-
-def assert_same_logits(ours, hf, ids):
-    with torch.no_grad():
-        torch.testing.assert_close(ours(ids).logits, hf(ids).logits, atol=ATOL, rtol=0)
 
 
 # ---- import --------------------------------------------------------------------------

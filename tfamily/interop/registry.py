@@ -54,10 +54,10 @@ def family_for(model_type: str | None) -> HFFamily:
 def import_hf(folder: str | os.PathLike, dtype: torch.dtype | None = None) -> tuple[nn.Module, str | None]:
     """(model in eval mode, tokenizer.json text or None) from a Hugging Face folder.
 
-    The model is built in fp32 from config.json and the weights are copied in (converted
-    from the file's dtype); pass ``dtype`` to cast it afterwards.
+    The model is built in fp32 from config.json with the weights installed directly (converted
+    from the file's dtype, no random initialisation first); pass ``dtype`` to cast it afterwards.
     """
-    from ..models import build_model
+    from ..models import model_from_state_dict
 
     hf_config = read_config(folder)
     family = family_for(hf_config.get("model_type"))
@@ -66,8 +66,7 @@ def import_hf(folder: str | os.PathLike, dtype: torch.dtype | None = None) -> tu
     except ConfigError as e:
         raise ConfigError(f"{Path(folder) / 'config.json'}: {e}") from None
     state = family.state_dict_from_hf(read_weights(folder), cfg)
-    model = build_model(cfg)
-    model.load_state_dict(state, strict=True)
+    model = model_from_state_dict(cfg, {k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     if dtype is not None:
         model.to(dtype)
     return model.eval(), read_tokenizer_json(folder)

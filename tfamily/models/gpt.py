@@ -17,7 +17,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..nn import KVCache, Stack, make_positions, make_rotary, positions_from_mask
-from ..nn.masks import attend_to_self, causal_mask, padding_mask
+from ..nn.masks import attend_to_self, causal_mask, combine, padding_mask
 from .init import init_weights
 
 
@@ -83,7 +83,7 @@ class GPT(nn.Module):
             if t_q == t_k:
                 return None, True
             return (causal_mask(t_q, t_k, device) if t_q > 1 else None), False
-        mask = causal_mask(t_q, t_k, device)[None, None] & padding_mask(attention_mask)  # (B, 1, T, S)
+        mask = combine(causal_mask(t_q, t_k, device)[None, None], padding_mask(attention_mask))  # (B, 1, T, S)
         return attend_to_self(mask, t_q, t_k), False
 
 
@@ -96,7 +96,12 @@ class CausalLM(nn.Module):
         self.backbone = GPT(cfg)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         init_weights(self, cfg)
-        if cfg.tie_embeddings:
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Share the LM head with the token embedding when the config says so (also after
+        loading with ``assign=True``, which installs each tensor separately)."""
+        if self.cfg.tie_embeddings:
             self.lm_head.weight = self.backbone.tok_emb.weight
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -39,8 +39,3 @@ class KVCache:
     def reset(self) -> None:
         """Empty the cache, keeping its memory (old slots are overwritten before being read)."""
         self.length = 0
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Select batch rows (beam search): row i becomes old row index[i]."""
-        self.k = self.k.index_select(1, index)
-        self.v = self.v.index_select(1, index)

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from ..checkpoint import load_trainer_state, save_checkpoint
+from ..checkpoint import load_trainer_state, load_weights, save_checkpoint
 from ..config import ModelConfig
 from ..nn.lora import has_lora, merge_lora
 from ..objectives import Objective
@@ -109,13 +109,9 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         """Load weights, optimizer moments, RNG and step from a training checkpoint."""
-        import safetensors.torch
         path = Path(path)
         state, tensors = load_trainer_state(path)
-        missing, unexpected = safetensors.torch.load_model(self.model, str(path / "model.safetensors"),
-                                                           strict=False, device=str(self.device))
-        if missing or unexpected:
-            raise ValueError(f"checkpoint {path} does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        load_weights(self.model, path, self.device)
         optimizers_from_tensors(self.optimizers, {k: v.to(self.device) for k, v in tensors.items()},
                                state["optimizer_groups"])
         torch.set_rng_state(tensors["rng.torch"])
