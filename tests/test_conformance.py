@@ -13,7 +13,39 @@ NAMES = sorted(PRESETS)
 
 def tiny(name, **changes):
     cfg = tiny_version(PRESETS[name].config())
+    if cfg.arch == "encoder-decoder":
+        changes.setdefault("decoder_start_token_id", 1)
     return cfg.replace(**changes) if changes else cfg
+
+
+class Runner:
+    """Calls any family the same way: ids are the decoder-only model's tokens, or the target
+    tokens of an encoder-decoder model (then a fixed random source goes with them, and
+    ``attention_mask`` is the target's)."""
+
+    def __init__(self, model):
+        self.model, self.cfg = model, model.cfg
+        self.seq2seq = model.cfg.arch == "encoder-decoder"
+        self.src = torch.randint(0, model.cfg.vocab_size, (1, 5))
+
+    def __call__(self, ids, attention_mask=None, cache=None):
+        if self.seq2seq:
+            return self.model(self.src.expand(ids.shape[0], -1), ids, tgt_mask=attention_mask, cache=cache)
+        return self.model(ids, attention_mask=attention_mask, cache=cache)
+
+    def greedy_uncached(self, prompt, n):
+        """(ids, logits) of n greedy steps without a cache; the prompt is the source for seq2seq."""
+        if self.seq2seq:
+            src, ids = torch.tensor([prompt]), torch.tensor([[self.cfg.decoder_start_token_id]])
+            forward = lambda x: self.model(src, x)  # noqa: E731
+        else:
+            ids, forward = torch.tensor([prompt]), self.model
+        start, logits = ids.shape[1], []
+        for _ in range(n):
+            last = forward(ids).logits[:, -1]
+            logits.append(last[0])
+            ids = torch.cat([ids, last.argmax(-1, keepdim=True)], 1)
+        return ids[0, start:].tolist(), torch.stack(logits)
 
 
 @pytest.fixture(params=NAMES)
@@ -22,73 +54,74 @@ def model(request):
     return build_model(tiny(request.param)).eval()
 
 
-def test_output_shapes(model):
+@pytest.fixture
+def run(model):
+    torch.manual_seed(1)
+    return Runner(model)
+
+
+def test_output_shapes(model, run):
     cfg = model.cfg
     ids = torch.randint(0, cfg.vocab_size, (3, 11))
-    out = model(ids)
+    out = run(ids)
     assert out.logits.shape == (3, 11, cfg.vocab_size)
     assert out.hidden.shape == (3, 11, cfg.d_model)
     assert torch.isfinite(out.logits).all()
 
 
-def test_every_parameter_gets_a_gradient(model):
+def test_every_parameter_gets_a_gradient(model, run):
     model.train()
     ids = torch.randint(0, model.cfg.vocab_size, (2, 9))
-    model(ids).logits.float().logsumexp(-1).mean().backward()
+    run(ids).logits.float().logsumexp(-1).mean().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None, f"{name} got no gradient"
         assert p.grad.abs().sum() > 0, f"{name} got a zero gradient"
 
 
-def test_save_load_round_trip(model, tmp_path):
+def test_save_load_round_trip(model, run, tmp_path):
     ids = torch.randint(0, model.cfg.vocab_size, (2, 7))
     save_checkpoint(tmp_path / "ck", model, model.cfg)
     loaded, cfg, tok = load_model(tmp_path / "ck")
     assert cfg == model.cfg and tok is None
-    torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0)
+    run_loaded = Runner(loaded)
+    run_loaded.src = run.src
+    torch.testing.assert_close(run_loaded(ids).logits, run(ids).logits, rtol=0, atol=0)
 
 
-def _greedy_uncached(model, prompt, n):
-    ids = torch.tensor([prompt])
-    logits = []
-    for _ in range(n):
-        last = model(ids).logits[:, -1]
-        logits.append(last[0])
-        ids = torch.cat([ids, last.argmax(-1, keepdim=True)], 1)
-    return ids[0, len(prompt):].tolist(), torch.stack(logits)
-
-
-def test_cached_equals_uncached_greedy(model):
+def test_cached_equals_uncached_greedy(model, run):
     prompt = torch.randint(0, model.cfg.vocab_size, (6,)).tolist()
-    want_ids, want_logits = _greedy_uncached(model, prompt, 12)
+    if run.seq2seq:  # the decoder starts alone; the source is fixed
+        run.src = torch.tensor([prompt])
+        prompt = [model.cfg.decoder_start_token_id]
+    want_ids, want_logits = run.greedy_uncached(run.src[0].tolist() if run.seq2seq else prompt, 12)
     cache = model.make_cache(1, len(prompt) + 12)
     ids = torch.tensor([prompt])
     got_ids, got_logits = [], []
-    logits = model(ids, cache=cache).logits[:, -1]
+    logits = run(ids, cache=cache).logits[:, -1]
     for _ in range(12):
         got_logits.append(logits[0])
         nxt = logits.argmax(-1, keepdim=True)
         got_ids.append(nxt.item())
-        logits = model(nxt, cache=cache).logits[:, -1]
+        logits = run(nxt, cache=cache).logits[:, -1]
     assert got_ids == want_ids
     torch.testing.assert_close(torch.stack(got_logits), want_logits, rtol=0, atol=1e-5)
 
 
-def test_decode_generator_matches_uncached_for_a_padded_batch(model):
+def test_decode_generator_matches_uncached_for_a_padded_batch(model, run):
     prompts = [torch.randint(0, model.cfg.vocab_size, (n,)).tolist() for n in (3, 8, 5)]
     steps = [s for group in decode(model, prompts, SamplingParams(max_new_tokens=6, temperature=0)) for s in group]
     for i, prompt in enumerate(prompts):
-        want, _ = _greedy_uncached(model, prompt, 6)
+        want, _ = run.greedy_uncached(prompt, 6)
         assert [s.token for s in steps if s.seq == i] == want
 
 
-def test_padding_invariance(model):
+def test_padding_invariance(model, run):
     cfg = model.cfg
     ids = torch.randint(0, cfg.vocab_size, (1, 7))
-    alone = model(ids).logits
+    alone = run(ids).logits
     padded = torch.cat([torch.zeros(1, 4, dtype=torch.long), ids], 1)
     mask = torch.cat([torch.zeros(1, 4, dtype=torch.bool), torch.ones(1, 7, dtype=torch.bool)], 1)
-    torch.testing.assert_close(model(padded, attention_mask=mask).logits[:, 4:], alone, rtol=0, atol=1e-5)
+    torch.testing.assert_close(run(padded, attention_mask=mask).logits[:, 4:], alone, rtol=0, atol=1e-5)
 
 
 def test_same_seed_same_output(model):

@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-Arch = Literal["decoder"]
+Arch = Literal["decoder", "encoder-decoder"]
 Position = Literal["learned", "sinusoidal", "rotary", "none"]
 Norm = Literal["layernorm", "rmsnorm"]
 NormPlacement = Literal["pre", "post"]
@@ -55,10 +55,11 @@ class ModelConfig(ValidatedConfig):
     final norm, GPT-2 is ``"pre"`` with a final LayerNorm and tanh-GELU, and so on.
     """
 
-    arch: Arch = "decoder"  # which stack the builder wires: decoder-only (causal)
+    arch: Arch = "decoder"  # which stacks the builder wires: decoder-only (causal), or encoder-decoder
     vocab_size: int = 50257
     d_model: int = 768
-    n_layer: int = 12
+    n_layer: int = 12  # decoder blocks (decoder-only: all blocks)
+    n_encoder_layer: Optional[int] = None  # encoder-decoder: encoder blocks; None = n_layer
     n_head: int = 12
     n_kv_head: Optional[int] = None  # key/value heads; None = n_head (plain multi-head)
     d_ff: Optional[int] = None  # feed-forward width; None = 4 * d_model
@@ -73,6 +74,9 @@ class ModelConfig(ValidatedConfig):
     gated_mlp: bool = False  # SwiGLU-style gate: act(x W1) * (x W3)
     bias: bool = True  # biases in linear layers and norms
     tie_embeddings: bool = True  # LM head shares the token embedding matrix
+    share_encoder_embeddings: bool = True  # encoder-decoder: source and target share one embedding (joint vocabulary)
+    scale_embeddings: bool = False  # token embeddings times sqrt(d_model) (Vaswani et al. 2017, section 3.4)
+    decoder_start_token_id: Optional[int] = None  # encoder-decoder: the token the decoder starts from
     dropout: float = 0.0  # embedding, residual and attention-probability dropout
     init_std: float = 0.02
     scale_residual_init: bool = True  # GPT-2: output projections get std / sqrt(2 * n_layer)
@@ -85,7 +89,7 @@ class ModelConfig(ValidatedConfig):
             self.d_ff = 4 * self.d_model
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
-        for name in ("vocab_size", "d_model", "n_layer", "n_head", "n_kv_head", "d_ff", "max_seq_len"):
+        for name in ("vocab_size", "d_model", "n_layer", "encoder_layers", "n_head", "n_kv_head", "d_ff", "max_seq_len"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.d_model % self.n_head:
@@ -100,8 +104,14 @@ class ModelConfig(ValidatedConfig):
             raise ConfigError(f"position='rotary' needs an even head size; d_model / n_head = {self.head_dim}")
         if self.norm_eps <= 0 or self.init_std <= 0:
             raise ConfigError("norm_eps and init_std must be positive")
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ConfigError(f"pad_token_id ({self.pad_token_id}) is outside the vocabulary (0..{self.vocab_size - 1})")
+        for name in ("pad_token_id", "decoder_start_token_id"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < self.vocab_size:
+                raise ConfigError(f"{name} ({value}) is outside the vocabulary (0..{self.vocab_size - 1})")
+
+    @property
+    def encoder_layers(self) -> int:
+        return self.n_layer if self.n_encoder_layer is None else self.n_encoder_layer
 
     @property
     def head_dim(self) -> int:

@@ -76,6 +76,33 @@ _add("smollm2-135m", dict(LLAMA, vocab_size=49152, max_seq_len=8192, d_model=576
      "135M parameters; a modern small decoder to import with `tfamily.interop.import_hf`")
 
 
+TRANSFORMER_SOURCE = ("Vaswani et al. 2017, 'Attention Is All You Need', Table 3 (base: N=6, d_model 512, d_ff 2048, "
+                      "h=8, P_drop 0.1; big: d_model 1024, d_ff 4096, h=16, P_drop 0.3 for EN-DE), section 3.4 "
+                      "(embeddings times sqrt(d_model), shared between encoder, decoder and softmax), section 5.1 "
+                      "(a shared source-target BPE vocabulary of about 37,000 tokens for EN-DE)")
+TRANSFORMER = dict(arch="encoder-decoder", vocab_size=37000, max_seq_len=1024, position="sinusoidal",
+                   norm="layernorm", norm_eps=1e-5, norm_placement="post", final_norm=False, activation="relu",
+                   bias=True, tie_embeddings=True, share_encoder_embeddings=True, scale_embeddings=True,
+                   scale_residual_init=False, init_std=512 ** -0.5)
+_add("transformer-base", dict(TRANSFORMER, d_model=512, n_layer=6, n_encoder_layer=6, n_head=8, d_ff=2048,
+                              dropout=0.1), TRANSFORMER_SOURCE,
+     "post-LN, sinusoidal positions, ReLU; about 63M parameters with the 37k joint vocabulary")
+_add("transformer-big", dict(TRANSFORMER, d_model=1024, n_layer=6, n_encoder_layer=6, n_head=16, d_ff=4096,
+                             dropout=0.3, init_std=1024 ** -0.5), TRANSFORMER_SOURCE,
+     "post-LN, sinusoidal positions, ReLU; about 213M parameters with the 37k joint vocabulary")
+_add("transformer-tiny", dict(TRANSFORMER, vocab_size=512, max_seq_len=256, d_model=128, n_layer=2,
+                              n_encoder_layer=2, n_head=4, d_ff=512, dropout=0.0, init_std=128 ** -0.5),
+     "tfamily: the original Transformer's wiring at a size that trains in seconds on a CPU",
+     "vocab_size comes from the tokenizer")
+_add("transformer-small", dict(TRANSFORMER, vocab_size=8000, max_seq_len=256, d_model=256, n_layer=3,
+                               n_encoder_layer=3, n_head=4, d_ff=1024, dropout=0.1, norm_placement="pre",
+                               final_norm=True, init_std=256 ** -0.5),
+     "tfamily: a pre-LN Transformer for small corpora such as Multi30k, sized to train on a laptop CPU "
+     "within an hour (see configs/transformer-multi30k.yaml)",
+     "pre-LN with a final norm (Xiong et al. 2020): trains stably at a higher learning rate without "
+     "the paper's long warm-up; vocab_size comes from the tokenizer")
+
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
@@ -90,4 +117,4 @@ def tiny_version(cfg: ModelConfig) -> ModelConfig:
     n_kv = max(1, min(cfg.n_kv_head, 4 // group))
     n_head = min(n_kv * group, 4)  # a group wider than 4 becomes 4 heads over 1 key/value head
     return cfg.replace(vocab_size=min(cfg.vocab_size, 97), d_model=16 * n_head, n_head=n_head, n_kv_head=n_kv,
-                       n_layer=min(cfg.n_layer, 2), d_ff=64, max_seq_len=min(cfg.max_seq_len, 64), dropout=0.0)
+                       n_layer=min(cfg.n_layer, 2), n_encoder_layer=min(cfg.encoder_layers, 2), d_ff=64, max_seq_len=min(cfg.max_seq_len, 64), dropout=0.0)

@@ -87,6 +87,101 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[tor
     return ids.to(device), mask.to(device)
 
 
+class CausalState:
+    """Decoding state of a decoder-only model: prompts left-padded into one batch, a prefill
+    pass, then one token per row per step; the cache slides when the context is full."""
+
+    def __init__(self, model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int):
+        cfg = model.cfg
+        longest = max(len(p) for p in prompts)
+        if longest > cfg.max_seq_len:
+            raise ValueError(f"prompt of {longest} tokens is longer than the model's context of {cfg.max_seq_len} tokens")
+        self.model, self.device = model, next(model.parameters()).device
+        ids, mask = left_pad(prompts, cfg.pad_token_id or 0, self.device)
+        self.prompt_ids, self.prompt_mask = ids, mask
+        batch = ids.shape[0]
+        # every token so far (prompt + generated), preallocated; the cache holds the last cache.length of them
+        self.history = torch.zeros(batch, longest + max_new_tokens, dtype=torch.long, device=self.device)
+        self.history_mask = torch.zeros_like(self.history, dtype=torch.bool)
+        self.history[:, :longest], self.history_mask[:, :longest] = ids, mask
+        self.end = longest  # tokens in history so far
+        self.cache = model.make_cache(batch, min(longest + max_new_tokens, cfg.max_seq_len))
+        self.logits = model(ids, attention_mask=mask, cache=self.cache, last_only=True).logits[:, -1].float()  # (B, V)
+
+    def seen(self, vocab_size: int) -> torch.Tensor:
+        """(B, V) bool: tokens already in each row (the prompt), for the repetition penalty."""
+        seen = torch.zeros(self.history.shape[0], vocab_size, dtype=torch.bool, device=self.device)
+        return seen.scatter_(1, self.prompt_ids, self.prompt_mask)
+
+    def append(self, chosen: torch.Tensor) -> torch.Tensor:
+        """Feed each row's chosen token (B,); returns the next logits (B, V) in fp32."""
+        self.history[:, self.end], self.history_mask[:, self.end] = chosen, True
+        self.end += 1
+        cache, end = self.cache, self.end
+        if cache.length == cache.max_len:
+            self.logits = _slide(self.model, cache, self.history[:, :end], self.history_mask[:, :end])
+        else:
+            self.logits = self.model(chosen[:, None], attention_mask=self.history_mask[:, end - cache.length - 1:end],
+                                     cache=cache, last_only=True).logits[:, -1].float()
+        return self.logits
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Continue from rows ``rows`` (B,) of the batch (beam search)."""
+        self.history, self.history_mask = self.history[rows], self.history_mask[rows]
+        self.prompt_ids, self.prompt_mask = self.prompt_ids[rows], self.prompt_mask[rows]
+        self.cache.reorder(rows)
+
+
+class Seq2SeqState:
+    """Decoding state of an encoder-decoder model: the sources are encoded once, and the
+    decoder starts from ``decoder_start_token_id`` with a KV cache (its cross-attention
+    keys/values are projected once, on the first step)."""
+
+    def __init__(self, model: nn.Module, sources: Sequence[Sequence[int]], max_new_tokens: int):
+        cfg = model.cfg
+        if cfg.decoder_start_token_id is None:
+            raise ValueError("the model's config has no decoder_start_token_id to begin the target from")
+        longest = max(len(s) for s in sources)
+        if longest > cfg.max_seq_len:
+            raise ValueError(f"source of {longest} tokens is longer than the model's max_seq_len={cfg.max_seq_len}")
+        if max_new_tokens >= cfg.max_seq_len:
+            raise ValueError(f"max_new_tokens ({max_new_tokens}) must be below the model's max_seq_len "
+                             f"({cfg.max_seq_len}): the target has one position for the start token")
+        self.model, self.device = model, next(model.parameters()).device
+        src, src_mask = left_pad(sources, cfg.pad_token_id or 0, self.device)
+        self.src_mask = src_mask
+        self.memory = model.encode(src, src_mask)  # (B, S, d)
+        self.cache = model.make_cache(src.shape[0], max_new_tokens + 1)
+        start = torch.full((src.shape[0], 1), cfg.decoder_start_token_id, dtype=torch.long, device=self.device)
+        self.logits = self._step(start)
+
+    def _step(self, ids: torch.Tensor) -> torch.Tensor:
+        out = self.model(None, ids, src_mask=self.src_mask, memory=self.memory, cache=self.cache, last_only=True)
+        return out.logits[:, -1].float()  # (B, V)
+
+    def seen(self, vocab_size: int) -> torch.Tensor:
+        return torch.zeros(self.memory.shape[0], vocab_size, dtype=torch.bool, device=self.device)
+
+    def append(self, chosen: torch.Tensor) -> torch.Tensor:
+        self.logits = self._step(chosen[:, None])
+        return self.logits
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.memory, self.src_mask = self.memory[rows], self.src_mask[rows]
+        self.cache.reorder(rows)
+
+
+STATES = {"decoder": CausalState, "encoder-decoder": Seq2SeqState}
+
+
+def start(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int):
+    """The decoding state for ``model``'s architecture, with the first next-token logits ready.
+    For an encoder-decoder model the prompts are the sources."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    return STATES[model.cfg.arch](model, prompts, max_new_tokens)
+
+
 @torch.inference_mode()
 def decode(model: nn.Module, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None,
            should_stop: Callable[[int, list[int]], bool] | None = None) -> Iterator[list[Step]]:
@@ -94,33 +189,20 @@ def decode(model: nn.Module, prompts: Sequence[Sequence[int]], params: SamplingP
 
     ``should_stop(seq, generated_ids)`` lets a caller end a sequence early (stop strings);
     it is asked after each token. Sequences that finish stop being yielded; the batch
-    ends when all have finished or ``max_new_tokens`` is reached. Generation may run past
-    the model's context: when the cache is full it slides (see ``_slide``).
+    ends when all have finished or ``max_new_tokens`` is reached. A decoder-only model may
+    generate past its context: when the cache is full it slides (see ``_slide``). For an
+    encoder-decoder model the prompts are source sentences and the steps are the target's.
     """
     params = params or SamplingParams()
-    if not prompts or any(len(p) == 0 for p in prompts):
-        raise ValueError("every prompt needs at least one token")
-    cfg = model.cfg
-    device = next(model.parameters()).device
-    longest = max(len(p) for p in prompts)
-    if longest > cfg.max_seq_len:
-        raise ValueError(f"prompt of {longest} tokens is longer than the model's context of {cfg.max_seq_len} tokens")
+    state = start(model, prompts, params.max_new_tokens)
+    device = state.logits.device
     generator = torch.Generator(device=device).manual_seed(params.seed) if params.seed is not None else None
-    ids, mask = left_pad(prompts, cfg.pad_token_id or 0, device)
-    batch = ids.shape[0]
-    # every token so far (prompt + generated), preallocated; the cache holds the last cache.length of them
-    history = torch.zeros(batch, longest + params.max_new_tokens, dtype=torch.long, device=device)
-    history_mask = torch.zeros_like(history, dtype=torch.bool)
-    history[:, :longest], history_mask[:, :longest] = ids, mask
-    cache = model.make_cache(batch, min(longest + params.max_new_tokens, cfg.max_seq_len))
-    seen = None
-    if params.repetition_penalty != 1.0:
-        seen = torch.zeros(batch, cfg.vocab_size, dtype=torch.bool, device=device)
-        seen.scatter_(1, ids, mask)
+    batch = state.logits.shape[0]
+    seen = state.seen(model.cfg.vocab_size) if params.repetition_penalty != 1.0 else None
     running = [True] * batch
     generated: list[list[int]] = [[] for _ in range(batch)]
     stop_ids = set(params.stop_token_ids)
-    logits = model(ids, attention_mask=mask, cache=cache, last_only=True).logits[:, -1].float()  # (B, V)
+    logits = state.logits
     for index in range(params.max_new_tokens):
         chosen = pick(logits, params, seen, generator)  # (B,)
         logprobs = logits.log_softmax(-1)
@@ -136,13 +218,7 @@ def decode(model: nn.Module, prompts: Sequence[Sequence[int]], params: SamplingP
             return
         if seen is not None:
             seen[torch.arange(batch, device=device), chosen] = True
-        end = longest + index + 1  # tokens in history after appending this step's
-        history[:, end - 1], history_mask[:, end - 1] = chosen, True
-        if cache.length == cache.max_len:
-            logits = _slide(model, cache, history[:, :end], history_mask[:, :end])
-        else:
-            logits = model(chosen[:, None], attention_mask=history_mask[:, end - cache.length - 1:end], cache=cache,
-                           last_only=True).logits[:, -1].float()
+        logits = state.append(chosen)
 
 
 def _slide(model: nn.Module, cache, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,9 @@ from torch import nn
 
 from ..config import ModelConfig
 from .gpt import GPT, CausalLM, DecoderOutput, LMOutput
+from .seq2seq import EncoderDecoder, Seq2SeqOutput
 
-BUILDERS = {"decoder": CausalLM}
+BUILDERS = {"decoder": CausalLM, "encoder-decoder": EncoderDecoder}
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
@@ -36,4 +37,4 @@ def model_from_state_dict(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> n
     return model
 
 
-__all__ = ["GPT", "CausalLM", "DecoderOutput", "LMOutput", "build_model", "model_from_state_dict", "BUILDERS"]
+__all__ = ["GPT", "CausalLM", "DecoderOutput", "LMOutput", "EncoderDecoder", "Seq2SeqOutput", "build_model", "model_from_state_dict", "BUILDERS"]

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..nn import KVCache, Stack, make_positions, make_rotary, positions_from_mask
-from ..nn.masks import attend_to_self, causal_mask, combine, padding_mask
+from ..nn.masks import decoder_mask
 from .init import init_weights
 
 
@@ -32,6 +32,19 @@ class LMOutput:
     logits: torch.Tensor  # (B, T, V)
     hidden: torch.Tensor  # (B, T, d_model)
     cache: KVCache | None
+
+
+def embed(tok_emb: nn.Embedding, pos_emb: nn.Module | None, ids: torch.Tensor, positions: torch.Tensor,
+          scale: bool = False) -> torch.Tensor:
+    """Token embeddings (times sqrt(d_model) when ``scale``, as in the original Transformer,
+    so they are not drowned by the unit-size sinusoids) plus additive positions.
+    ids, positions: (B, T) -> (B, T, d)."""
+    x = tok_emb(ids)
+    if scale:
+        x = x * (x.shape[-1] ** 0.5)
+    if pos_emb is not None:
+        x = x + pos_emb(positions)
+    return x
 
 
 class GPT(nn.Module):
@@ -65,27 +78,13 @@ class GPT(nn.Module):
                 positions = positions_from_mask(attention_mask)[:, past:]
             else:
                 positions = torch.arange(past, past + t, device=ids.device).expand(b, t)
-        x = self.tok_emb(ids)  # (B, T, d)
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(positions)
-        x = self.drop(x)
+        x = self.drop(embed(self.tok_emb, self.pos_emb, ids, positions, self.cfg.scale_embeddings))  # (B, T, d)
         rotary = self.rotary(positions) if self.rotary is not None else None  # 2 x (B, T, head_dim)
-        mask, is_causal = self._mask(t, past + t, attention_mask, ids.device)
+        mask, is_causal = decoder_mask(t, past + t, attention_mask, ids.device)
         x = self.stack(x, mask=mask, is_causal=is_causal, cache=cache, rotary=rotary)
         if cache is not None:
             cache.advance(t)
         return DecoderOutput(x, cache)
-
-    @staticmethod
-    def _mask(t_q: int, t_k: int, attention_mask: torch.Tensor | None, device):
-        """(mask, is_causal): the fast is_causal path when nothing else constrains attention."""
-        if attention_mask is None:
-            if t_q == t_k:
-                return None, True
-            return (causal_mask(t_q, t_k, device) if t_q > 1 else None), False
-        mask = combine(causal_mask(t_q, t_k, device)[None, None], padding_mask(attention_mask))  # (B, 1, T, S)
-        return attend_to_self(mask, t_q, t_k), False
-
 
 class CausalLM(nn.Module):
     """GPT backbone + LM head. The head shares the token embedding when ``tie_embeddings``."""

@@ -82,11 +82,14 @@ class Attention(nn.Module):
         """Q (B, H, T, D) from x; K, V (B, H_kv, S, D) from x (self) or memory (cross)."""
         kv_dim = self.n_kv_head * self.head_dim
         if self.cross:
-            q = self.q(x)
-            k, v = self.kv(memory).split([kv_dim, kv_dim], dim=-1)
-        else:
-            q, k, v = self.qkv(x).split([self.n_head * self.head_dim, kv_dim, kv_dim], dim=-1)
+            return self._split(self.q(x), self.n_head), *self.project_memory(memory)
+        q, k, v = self.qkv(x).split([self.n_head * self.head_dim, kv_dim, kv_dim], dim=-1)
         return self._split(q, self.n_head), self._split(k, self.n_kv_head), self._split(v, self.n_kv_head)
+
+    def project_memory(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention K, V (B, H_kv, S, D) from the encoder output (B, S, d_model)."""
+        k, v = self.kv(memory).chunk(2, dim=-1)
+        return self._split(k, self.n_kv_head), self._split(v, self.n_kv_head)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
                 cache: KVCache | None = None, layer: int = 0,
@@ -96,7 +99,12 @@ class Attention(nn.Module):
         ``rotary`` (cos, sin) for these T positions turns q and k before k enters the cache,
         so cached keys keep the rotation of their own position and are never turned again.
         """
-        q, k, v = self.project(x, memory)
+        if self.cross and cache is not None:  # decoding: the memory's K, V are projected once
+            q = self._split(self.q(x), self.n_head)
+            k, v = cache.cross_kv(layer, lambda: self.project_memory(memory))
+            cache = None  # nothing of x is appended: cross-attention keys are the source's
+        else:
+            q, k, v = self.project(x, memory)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)  # (B, H, T, D), (B, H_kv, T, D)
         if cache is not None:

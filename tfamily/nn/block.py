@@ -47,7 +47,8 @@ class Block(nn.Module):
         sequence's, whose positions are not comparable, so it never gets them."""
         x = self._sublayer(x, self.norm1, lambda h: self.attn(h, mask, is_causal, cache, layer, rotary=rotary))
         if self.cross_attn is not None:
-            x = self._sublayer(x, self.norm_cross, lambda h: self.cross_attn(h, memory_mask, memory=memory))
+            x = self._sublayer(x, self.norm_cross, lambda h: self.cross_attn(h, memory_mask, cache=cache, layer=layer,
+                                                                                    memory=memory))
         return self._sublayer(x, self.norm2, self.mlp)
 
 

@@ -41,3 +41,24 @@ def attend_to_self(mask: torch.Tensor, t_q: int, t_k: int) -> torch.Tensor:
     q = torch.arange(t_q, device=mask.device)[:, None] + (t_k - t_q)
     diag = q == torch.arange(t_k, device=mask.device)[None, :]  # (T_q, T_k)
     return mask | diag
+
+
+def decoder_mask(t_q: int, t_k: int, key_valid: torch.Tensor | None, device=None):
+    """(mask, is_causal) for causal self-attention of T_q new queries over T_k keys (the
+    cached ones first). Without padding, the fast ``is_causal`` path when T_q == T_k;
+    with padding (B, T_k), causal AND padding, each query also seeing itself."""
+    if key_valid is None:
+        if t_q == t_k:
+            return None, True
+        return (causal_mask(t_q, t_k, device) if t_q > 1 else None), False
+    mask = combine(causal_mask(t_q, t_k, device)[None, None], padding_mask(key_valid))  # (B, 1, T_q, T_k)
+    return attend_to_self(mask, t_q, t_k), False
+
+
+def encoder_mask(key_valid: torch.Tensor | None) -> torch.Tensor | None:
+    """Bidirectional self-attention over (B, T) tokens: everyone sees every real token.
+    Padding queries also see themselves, so no softmax row is empty."""
+    if key_valid is None:
+        return None
+    t = key_valid.shape[-1]
+    return attend_to_self(padding_mask(key_valid), t, t)  # (B, 1, T, T)

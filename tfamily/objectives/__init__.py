@@ -5,7 +5,8 @@ They never touch a model, so each can be unit-tested on its own.
 
 from .base import IGNORE_INDEX, Batch, Objective
 from .causal_lm import CausalLMObjective
+from .seq2seq import Seq2SeqObjective
 
-OBJECTIVES = {"causal_lm": CausalLMObjective}
+OBJECTIVES = {"causal_lm": CausalLMObjective, "seq2seq": Seq2SeqObjective}
 
-__all__ = ["IGNORE_INDEX", "Batch", "Objective", "CausalLMObjective", "OBJECTIVES"]
+__all__ = ["IGNORE_INDEX", "Batch", "Objective", "CausalLMObjective", "Seq2SeqObjective", "OBJECTIVES"]

@@ -18,7 +18,10 @@ class Batch:
 
     @property
     def n_tokens(self) -> int:
-        """Input tokens processed (for tokens/s)."""
+        """Tokens processed (for tokens/s): the objective's own count when it gives one
+        (e.g. real target tokens of a padded batch), else the size of the first input."""
+        if "n_tokens" in self.extra:
+            return self.extra["n_tokens"]
         first = next(iter(self.inputs.values()))
         return first.numel()
 

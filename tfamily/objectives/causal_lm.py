@@ -9,6 +9,9 @@ from .base import IGNORE_INDEX, Batch
 
 
 class CausalLMObjective:
+    def __init__(self, label_smoothing: float = 0.0):
+        self.label_smoothing = label_smoothing
+
     def prepare(self, windows: torch.Tensor) -> Batch:
         """windows: (B, T+1) token ids -> inputs (B, T), targets shifted by one (B, T)."""
         if windows.dim() != 2 or windows.shape[1] < 2:
@@ -17,4 +20,5 @@ class CausalLMObjective:
 
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Mean cross-entropy in fp32 over all non-ignored targets. logits: (B, T, V)."""
-        return F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten(), ignore_index=IGNORE_INDEX)
+        return F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten(), ignore_index=IGNORE_INDEX,
+                               label_smoothing=self.label_smoothing)

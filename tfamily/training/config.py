@@ -18,12 +18,14 @@ class TrainConfig(ValidatedConfig):
     steps: int = 5000  # optimizer steps (the schedule's length unless max_time ends first)
     max_time: Optional[float] = None  # wall-clock budget in seconds; the schedule follows it too
     batch_size: int = 16  # sequences per optimizer step (split over grad_accum micro-batches)
+    batch_tokens: Optional[int] = None  # sequence-to-sequence: batches of about this many tokens, by length
     seq_len: int = 64
     grad_accum: int = 1
     lr: float = 6e-3
     min_lr: Optional[float] = None  # end of the cosine; None = lr / 10
     warmup: int = 50  # steps of linear warm-up
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "constant", "inverse_sqrt"] = "cosine"  # inverse_sqrt: Vaswani et al. 2017, eq. 3
+    label_smoothing: float = 0.0  # cross-entropy against (1 - eps) one-hot + eps uniform (Szegedy et al. 2016)
     optimizer: Literal["adamw", "muon"] = "muon"  # muon: Muon on hidden matrices, AdamW on the rest
     muon_momentum: float = 0.95
     weight_decay: float = 0.1  # on matrices only, not on biases, norms
@@ -51,6 +53,10 @@ class TrainConfig(ValidatedConfig):
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.max_time is not None and self.max_time <= 0:
             raise ConfigError(f"max_time must be positive seconds, got {self.max_time}")
+        if self.batch_tokens is not None and self.batch_tokens <= 0:
+            raise ConfigError(f"batch_tokens must be positive, got {self.batch_tokens}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.warmup < 0:
             raise ConfigError(f"warmup must be >= 0, got {self.warmup}")
 

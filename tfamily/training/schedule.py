@@ -21,4 +21,13 @@ def constant_with_warmup(step: int, progress: float, lr: float, final_lr: float,
     return lr * (step + 1) / warmup if step < warmup else lr
 
 
-SCHEDULES = {"cosine": warmup_cosine, "constant": constant_with_warmup}
+def inverse_sqrt(step: int, progress: float, lr: float, final_lr: float, warmup: int) -> float:
+    """The original Transformer's schedule (Vaswani et al. 2017, eq. 3), peaking at ``lr``:
+    linear warm-up, then decay with 1 / sqrt(step). The paper's d_model^-0.5 * warmup^-0.5
+    factor is the peak, which here is ``lr`` itself. It ignores the budget (``progress``)."""
+    s = step + 1
+    w = max(1, warmup)
+    return lr * min(s / w, (w / s) ** 0.5)
+
+
+SCHEDULES = {"cosine": warmup_cosine, "constant": constant_with_warmup, "inverse_sqrt": inverse_sqrt}

@@ -138,29 +138,30 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    def train_step(self) -> float:
-        """One optimizer step over the global batch for ``self.step``; returns its mean loss."""
+    def train_step(self) -> tuple[float, int]:
+        """One optimizer step over the global batch for ``self.step``; returns its mean loss
+        and the tokens it processed."""
         cfg = self.cfg
         lr = self.lr_now()
         for opt in self.optimizers:
             for group in opt.param_groups:
                 group["lr"] = lr
-        raw = self.train_data.batch(self.step)
-        total = 0.0
-        for micro in torch.chunk(raw, cfg.grad_accum) if isinstance(raw, torch.Tensor) else [raw]:
+        total, tokens = 0.0, 0
+        for micro in split_micro(self.train_data.batch(self.step), cfg.grad_accum):
             batch = self.objective.prepare(micro).to(self.device)
             with self.autocast():
                 logits = self.forward(**batch.inputs).logits
             loss = self.objective.loss(logits, batch) / cfg.grad_accum
             loss.backward()
             total += loss.item()
+            tokens += batch.n_tokens
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         for opt in self.optimizers:
             opt.step()
             opt.zero_grad(set_to_none=True)
         self.step += 1
-        return total
+        return total, tokens
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
@@ -169,7 +170,10 @@ class Trainer:
             return None
         self.model.eval()
         losses = []
-        for i in range(self.cfg.eval_batches):
+        n = self.cfg.eval_batches
+        if hasattr(self.val_data, "__len__"):  # a finite validation set: each batch once
+            n = min(n, len(self.val_data))
+        for i in range(n):
             batch = self.objective.prepare(self.val_data.batch(i)).to(self.device)
             with self.autocast():
                 logits = self.forward(**batch.inputs).logits
@@ -202,10 +206,10 @@ class Trainer:
         try:
             while self.step < last and not self._out_of_time():
                 t0 = time.perf_counter()
-                loss = self.train_step()
+                loss, tokens = self.train_step()
                 self.elapsed += time.perf_counter() - t0
                 self.losses.append(loss)
-                tokens_since += cfg.batch_size * cfg.seq_len
+                tokens_since += tokens
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss} at step {self.step}; try a lower lr or grad_clip")
                 if self.step % cfg.log_interval == 0 or self.step == cfg.steps:
@@ -240,6 +244,16 @@ class Trainer:
             self._log({"step": self.step, "val_loss": val, "elapsed": round(self.elapsed, 2)})
         self.save()
         return val
+
+
+def split_micro(raw: Any, n: int) -> list[Any]:
+    """A global batch as ``n`` micro-batches: rows of a tensor, or items of a list of examples."""
+    if n == 1:
+        return [raw]
+    if isinstance(raw, torch.Tensor):
+        return list(torch.chunk(raw, n))
+    size = -(-len(raw) // n)
+    return [raw[i:i + size] for i in range(0, len(raw), size)]
 
 
 class ProgressBar:
