@@ -494,6 +494,76 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------
+# serve, fewshot
+# ---------------------------------------------------------------------------------------
+def add_serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a checkpoint folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--model-name", default=None, help="the model id clients name (default: the checkpoint's folder name)")
+    p.add_argument("--max-batch", type=int, default=32, help="requests decoded together at most (default 32)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoint import CheckpointError
+    from .server import serve
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not 1 <= args.max_batch <= 1024:
+        raise UsageError(f"--max-batch must be in [1, 1024], got {args.max_batch}")
+    print(f"serving {args.checkpoint} on http://{args.host}:{args.port}/ (playground at /, API at /v1)",
+          file=sys.stderr)
+    try:
+        serve(args.checkpoint, args.host, args.port, model_name=args.model_name, max_batch=args.max_batch,
+              device=args.device)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+    return 0
+
+
+def add_fewshot_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a checkpoint folder")
+    p.add_argument("--instruction", default="", help="what the task is, in words (first line of the prompt)")
+    p.add_argument("--example", action="append", default=[], metavar="'INPUT => OUTPUT'",
+                   help="a worked example (repeatable)")
+    p.add_argument("--examples", metavar="FILE", help='a JSONL file of {"input": ..., "output": ...} examples')
+    p.add_argument("--query", required=True, help="the input to answer")
+    p.add_argument("--max-tokens", type=int, default=32, help="longest answer in tokens (default 32)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--show-prompt", action="store_true", help="print the prompt that was built")
+
+
+def cmd_fewshot(args: argparse.Namespace) -> int:
+    from .generation import SamplingParams, generate
+    from .generation.fewshot import fewshot_prompt, fewshot_stop, parse_example
+
+    examples = [parse_example(e) for e in args.example]
+    if args.examples:
+        path = Path(args.examples)
+        if not path.is_file():
+            raise UsageError(f"--examples: file {path} not found")
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    examples.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise UsageError(f"--examples {path}:{n}: not JSON ({e})") from None
+    prompt = fewshot_prompt(args.query, examples, args.instruction)
+    if args.show_prompt:
+        print(prompt, file=sys.stderr)
+    model, tokenizer = load_for_inference(args.checkpoint)
+    params = SamplingParams(max_new_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
+    (result,) = generate(model, tokenizer, [prompt], params, stop=fewshot_stop())
+    print(result.text.strip())
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable | None]] = {
     "train": (cmd_train, "train a model on a text file (tokenizer, shards, trainer, checkpoint)", add_train_args),
     "generate": (cmd_generate, "generate text from a checkpoint, optionally with per-token probabilities",
@@ -508,6 +578,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable | N
     "import-gguf": (cmd_import_gguf, "convert a llama.cpp GGUF file (Llama architecture) into a tfamily checkpoint",
                     add_import_gguf_args),
     "export-hf": (cmd_export_hf, "write a tfamily checkpoint as a Hugging Face model folder", add_export_args),
+    "serve": (cmd_serve, "serve a checkpoint: OpenAI-compatible API and the token-probability playground",
+              add_serve_args),
+    "fewshot": (cmd_fewshot, "answer a query from an instruction and worked examples (few-shot prompt)",
+                add_fewshot_args),
 }
 
 

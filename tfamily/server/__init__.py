@@ -1,0 +1,44 @@
+"""Serving: an OpenAI-compatible HTTP API with continuous batching, and the playground page.
+
+    tfamily serve CKPT --port 8000      # then open http://127.0.0.1:8000/
+
+``build_app(ckpt)`` gives the FastAPI app (and its engine) for embedding in other servers
+or tests; ``serve(ckpt, host, port)`` runs it under uvicorn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .engine import Chunk, Engine, Request, TokenInfo
+
+__all__ = ["Chunk", "Engine", "Request", "TokenInfo", "build_app", "serve"]
+
+
+def build_app(checkpoint: str | Path, model_name: str | None = None, max_batch: int = 32,
+              device: str = "cpu", max_body_bytes: int | None = None):
+    """(FastAPI app, Engine) for a checkpoint folder. Close the engine when done."""
+    from ..checkpoint import CheckpointError, load_model, read_chat_template
+    from ..tokenizers import Tokenizer
+    from .api import MAX_BODY_BYTES, create_app
+
+    model, _, tok_json = load_model(checkpoint, device=device)
+    if tok_json is None:
+        raise CheckpointError(f"{checkpoint} has no tokenizer.json; a server needs one to read text")
+    tokenizer = Tokenizer.from_str(tok_json)
+    engine = Engine(model, tokenizer, max_batch=max_batch)
+    name = model_name or Path(checkpoint).resolve().name
+    if name == "checkpoint":  # runs/<name>/checkpoint: the run's name says more
+        name = Path(checkpoint).resolve().parent.name
+    app = create_app(engine, tokenizer, name, read_chat_template(checkpoint),
+                     max_body_bytes=max_body_bytes or MAX_BODY_BYTES)
+    return app, engine
+
+
+def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, **kwargs) -> None:
+    import uvicorn
+    app, engine = build_app(checkpoint, **kwargs)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    finally:
+        engine.close()

@@ -1,0 +1,681 @@
+"""OpenAI-compatible HTTP API over the engine, and the playground page.
+
+    GET  /health                 engine state
+    GET  /v1/models[/{id}]       the one served model
+    POST /v1/completions         text completion (stream: server-sent events), logprobs
+    POST /v1/chat/completions    chat under the checkpoint's template, logprobs / top_logprobs
+    POST /v1/embeddings          mean-pooled, L2-normalised final hidden states
+    POST /tfamily/distribution   one step's next-token distribution before / after the filters
+    GET  /                       the playground (static HTML/JS)
+
+Wire format follows the OpenAI API reference, so the official ``openai`` client works
+unchanged. Bad input gets a 4xx with ``{"error": {"message", "type", "param", "code"}}``
+naming the field; nothing else (no traceback) ever reaches the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import math
+import struct
+import time
+import uuid
+from importlib import resources
+from typing import Any, AsyncIterator, Literal
+
+import torch
+from fastapi import FastAPI, Request as HTTPRequest
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..generation import filters
+from ..generation.chat import DEFAULT_STOP, end_of_turn_ids, render_chat
+from ..generation.decode import SamplingParams
+from ..generation.fewshot import fewshot_messages, fewshot_prompt, fewshot_stop
+from .engine import Chunk, Engine, Request, TokenInfo
+
+log = logging.getLogger("tfamily.server")
+
+MAX_BODY_BYTES = 1 << 20  # 1 MiB: far more than any prompt that fits a context
+MAX_STOP = 4  # as OpenAI
+MAX_N = 16
+MAX_LOGPROBS = 20
+MAX_BATCH_INPUTS = 64  # prompts or embedding inputs per request
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+
+
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
+                   kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status)
+
+
+# ---------------------------------------------------------------------------------------
+# request bodies (unknown fields are ignored, as clients send optional extras)
+# ---------------------------------------------------------------------------------------
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class FewShot(_Body):
+    """Extension: build the prompt from an instruction, examples and a query (see generation.fewshot)."""
+    query: str
+    examples: list[dict[str, str]] = Field(default_factory=list, max_length=64)
+    instruction: str = ""
+
+
+class _Sampling(_Body):
+    model: str
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_completion_tokens: int | None = Field(default=None, gt=0)
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)  # extension, as in vLLM
+    n: int = Field(default=1, ge=1, le=MAX_N)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    fewshot: FewShot | None = None
+    return_token_ids: bool = False  # extension: token ids in each choice (the playground uses them)
+
+
+class CompletionBody(_Sampling):
+    prompt: str | list[str] | list[int] | list[list[int]] | None = None
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    echo: bool = False
+    max_tokens: int | None = Field(default=16, gt=0)  # OpenAI's default for completions
+
+
+class Message(_Body):
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str | list[dict[str, Any]]
+
+
+class ChatBody(_Sampling):
+    messages: list[Message] = Field(default_factory=list, max_length=256)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+
+
+class EmbeddingBody(_Body):
+    model: str
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+
+
+class DistributionBody(_Body):
+    model: str
+    token_ids: list[int] = Field(min_length=1)
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    top_k: int | None = Field(default=None, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_n: int = Field(default=40, ge=1, le=1000)
+
+
+async def parse_body(request: HTTPRequest, schema: type[BaseModel]) -> Any:
+    """The JSON body as ``schema``, or an ApiError naming the offending field."""
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"the request body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        # unions report the tried alternative in loc (e.g. stop.str); keep the field path
+        loc = [str(x) for x in first["loc"] if not (isinstance(x, str) and x in _UNION_TAGS)]
+        param = ".".join(loc) or None
+        raise ApiError(400, f"{param}: {first['msg']}" if param else first["msg"], param) from None
+
+
+_UNION_TAGS = {"str", "int", "list[str]", "list[int]", "list[list[int]]", "list[dict[str,any]]", "bool", "float"}
+
+
+# ---------------------------------------------------------------------------------------
+# the service: turns bodies into engine requests
+# ---------------------------------------------------------------------------------------
+class Service:
+    def __init__(self, engine: Engine, tokenizer, model_name: str, chat_template: str | None):
+        self.engine, self.tokenizer, self.model_name = engine, tokenizer, model_name
+        self.template = chat_template
+        self.context = engine.context
+        self.vocab_size = engine.model.cfg.vocab_size
+        self.created = int(time.time())
+
+    # ---------------------------------------------------------------- checks
+    def check_model(self, name: str) -> None:
+        if name != self.model_name:
+            raise ApiError(404, f"model {name!r} does not exist; this server serves {self.model_name!r}",
+                           "model", "model_not_found")
+
+    def check_common(self, body: _Sampling) -> tuple[str, ...]:
+        self.check_model(body.model)
+        for name in ("frequency_penalty", "presence_penalty"):
+            if getattr(body, name):
+                raise ApiError(400, f"{name} is not supported (only 0)", name)
+        stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+        if len(stop) > MAX_STOP:
+            raise ApiError(400, f"stop: at most {MAX_STOP} stop strings, got {len(stop)}", "stop")
+        if any(not s for s in stop):
+            raise ApiError(400, "stop: stop strings must be non-empty", "stop")
+        if body.top_k is not None and body.top_k > self.vocab_size:
+            raise ApiError(400, f"top_k: must be <= the vocabulary size {self.vocab_size}", "top_k")
+        return tuple(stop)
+
+    def encode_prompt(self, prompt, param: str) -> list[int]:
+        if isinstance(prompt, str):
+            ids = self.tokenizer.encode(prompt)
+        else:
+            ids = list(prompt)
+            bad = [i for i in ids if not 0 <= i < self.vocab_size]
+            if bad:
+                raise ApiError(400, f"{param}: token id {bad[0]} is outside the vocabulary [0, {self.vocab_size})", param)
+        if not ids:  # an empty prompt starts from the start (or end-of-text) token, as generation.text does
+            start = self.tokenizer.bos_id if self.tokenizer.bos_id is not None else self.tokenizer.eos_id
+            if start is None:
+                raise ApiError(400, f"{param}: the prompt is empty and the tokenizer has no start token", param)
+            ids = [start]
+        if len(ids) >= self.context:
+            raise ApiError(400, f"{param}: the prompt is {len(ids)} tokens; the model's context is {self.context} "
+                           "tokens and at least one must be left to generate", param, "context_length_exceeded")
+        return ids
+
+    def max_new(self, body: _Sampling, n_prompt: int, default: int) -> int:
+        asked = body.max_completion_tokens or body.max_tokens
+        room = self.context - n_prompt
+        if asked is None:
+            return min(default, room)
+        field = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        if asked > room:
+            raise ApiError(400, f"{field}: {asked} tokens do not fit: the prompt is {n_prompt} tokens and the "
+                           f"context {self.context} (at most {room})", field, "context_length_exceeded")
+        return asked
+
+    def params(self, body: _Sampling, max_new: int, alternatives: int, stop_ids, index: int) -> SamplingParams:
+        seed = None if body.seed is None else body.seed + index  # n choices differ, each reproducible
+        return SamplingParams(max_new_tokens=max_new, temperature=body.temperature, top_k=body.top_k or None,
+                              top_p=body.top_p if body.top_p < 1 else None, seed=seed,
+                              top_alternatives=alternatives, stop_token_ids=tuple(stop_ids))
+
+    # ---------------------------------------------------------------- prompts
+    def completion_prompts(self, body: CompletionBody) -> tuple[list[list[int]], tuple[str, ...]]:
+        extra_stop: tuple[str, ...] = ()
+        if body.fewshot is not None:
+            if body.prompt is not None:
+                raise ApiError(400, "give either prompt or fewshot, not both", "fewshot")
+            prompts = [self._fewshot_text(body.fewshot)]
+            extra_stop = fewshot_stop()
+        elif body.prompt is None:
+            raise ApiError(400, "prompt: field required", "prompt")
+        elif isinstance(body.prompt, str) or (body.prompt and isinstance(body.prompt[0], int)):
+            prompts = [body.prompt]
+        else:
+            prompts = list(body.prompt)
+        if not prompts:
+            raise ApiError(400, "prompt: at least one prompt is required", "prompt")
+        if len(prompts) * body.n > MAX_BATCH_INPUTS:
+            raise ApiError(400, f"prompt: at most {MAX_BATCH_INPUTS} prompts x n per request", "prompt")
+        return [self.encode_prompt(p, "prompt") for p in prompts], extra_stop
+
+    def _fewshot_text(self, fs: FewShot) -> str:
+        try:
+            return fewshot_prompt(fs.query, fs.examples, fs.instruction)
+        except ValueError as e:
+            raise ApiError(400, f"fewshot.{e}", "fewshot.examples") from None
+
+    def chat_prompt(self, body: ChatBody) -> tuple[list[int], tuple[str, ...], tuple[int, ...]]:
+        if body.fewshot is not None:
+            if body.messages:
+                raise ApiError(400, "give either messages or fewshot, not both", "fewshot")
+            try:
+                messages = fewshot_messages(body.fewshot.query, body.fewshot.examples, body.fewshot.instruction)
+            except ValueError as e:
+                raise ApiError(400, f"fewshot.{e}", "fewshot.examples") from None
+        else:
+            if not body.messages:
+                raise ApiError(400, "messages: at least one message is required", "messages")
+            messages = [{"role": "system" if m.role == "developer" else m.role, "content": _text_content(m.content, i)}
+                        for i, m in enumerate(body.messages)]
+        try:
+            text = render_chat(messages, self.template)
+        except Exception as e:  # a template error is the checkpoint's, but report it, not a trace
+            raise ApiError(400, f"messages: the chat template could not render them: {e}", "messages") from None
+        stop = () if self.template else DEFAULT_STOP
+        stop_ids = set(end_of_turn_ids(self.tokenizer))
+        if self.tokenizer.eos_id is not None:
+            stop_ids.add(self.tokenizer.eos_id)
+        return self.encode_prompt(text, "messages"), stop, tuple(sorted(stop_ids))
+
+    # ---------------------------------------------------------------- running
+    def start(self, prompts: list[list[int]], body: _Sampling, alternatives: int, stop: tuple[str, ...],
+              stop_ids, default_max: int) -> tuple["Streams", list[int]]:
+        """Submit every (prompt, choice) pair; returns the merged output and the prompt lengths."""
+        maxes = [self.max_new(body, len(p), default_max) for p in prompts]  # check all before starting any
+        streams = Streams()
+        for p_i, ids in enumerate(prompts):
+            for c in range(body.n):
+                req = Request(ids, self.params(body, maxes[p_i], alternatives, stop_ids, c),
+                              streams.emitter(p_i * body.n + c), stop)
+                streams.requests.append(req)
+                self.engine.submit(req)
+        return streams, [len(p) for p in prompts]
+
+    async def run_job(self, fn):
+        """Run ``fn`` on the engine thread (which owns the model) without blocking the event loop."""
+        out = self.engine.call(fn)
+        result, error = await asyncio.get_running_loop().run_in_executor(None, out.get)
+        if error is not None:
+            raise error
+        return result
+
+
+def _text_content(content, i: int) -> str:
+    """Message content as text: a string, or a list of {"type": "text", "text": ...} parts."""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content:
+        if part.get("type") != "text" or not isinstance(part.get("text"), str):
+            raise ApiError(400, f"messages[{i}].content: only text parts are supported", f"messages.{i}.content")
+        parts.append(part["text"])
+    return "".join(parts)
+
+
+class Streams:
+    """The Chunks of several engine requests (choices), merged into one asyncio queue."""
+
+    def __init__(self):
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.requests: list[Request] = []
+
+    def emitter(self, index: int):
+        def emit(chunk: Chunk) -> None:  # engine thread
+            try:
+                self.loop.call_soon_threadsafe(self.queue.put_nowait, (index, chunk))
+            except RuntimeError:  # the event loop is gone (server shutting down)
+                pass
+        return emit
+
+    async def chunks(self) -> AsyncIterator[tuple[int, Chunk]]:
+        """(choice index, Chunk) until every choice has finished."""
+        left = len(self.requests)
+        while left:
+            index, chunk = await self.queue.get()
+            if chunk.error:
+                raise ApiError(500, chunk.error, kind="server_error")
+            if chunk.finish_reason:
+                left -= 1
+            yield index, chunk
+
+    def cancel(self) -> None:
+        for r in self.requests:
+            r.cancel()
+
+
+# ---------------------------------------------------------------------------------------
+# response formatting
+# ---------------------------------------------------------------------------------------
+def _lp(x: float) -> float:
+    return x if math.isfinite(x) else -9999.0
+
+
+def completion_logprobs(tokens: list[TokenInfo], offset: int) -> dict:
+    """OpenAI's legacy completions logprobs: parallel lists, top alternatives as {text: logprob}."""
+    offsets, at = [], offset
+    for t in tokens:
+        offsets.append(at)
+        at += len(t.text)
+    return {"tokens": [t.text for t in tokens], "token_logprobs": [_lp(t.logprob) for t in tokens],
+            "top_logprobs": [{text: _lp(lp) for _, text, lp in t.top} for t in tokens], "text_offset": offsets}
+
+
+def chat_logprobs(tokens: list[TokenInfo]) -> dict:
+    def entry(text: str, lp: float) -> dict:
+        return {"token": text, "logprob": _lp(lp), "bytes": list(text.encode("utf-8"))}
+    return {"content": [{**entry(t.text, t.logprob), "top_logprobs": [entry(x, lp) for _, x, lp in t.top]}
+                        for t in tokens]}
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def sse(data: dict | str) -> str:
+    return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+# ---------------------------------------------------------------------------------------
+# the app
+# ---------------------------------------------------------------------------------------
+def create_app(engine: Engine, tokenizer, model_name: str, chat_template: str | None = None,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    svc = Service(engine, tokenizer, model_name, chat_template)
+    app = FastAPI(title="tfamily", docs_url="/docs", redoc_url=None)
+    app.state.service = svc
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_, e: ApiError):
+        return error_response(e.status, e.message, e.param, e.code, e.kind)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_, e: Exception):  # logged here; the client gets no trace
+        log.exception("unexpected error")
+        return error_response(500, "internal server error", kind="server_error")
+
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_, e: StarletteHTTPException):  # 404 / 405 in the same JSON shape
+        return error_response(e.status_code, str(e.detail), code="not_found" if e.status_code == 404 else None)
+
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": svc.model_name, "running": len(engine.running),
+                "waiting": engine.waiting, "max_batch": engine.max_batch, "context": svc.context,
+                "decode_steps": engine.steps}
+
+    def model_card() -> dict:
+        return {"id": svc.model_name, "object": "model", "created": svc.created, "owned_by": "tfamily",
+                "context_length": svc.context}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{name:path}")
+    async def one_model(name: str):
+        svc.check_model(name)
+        return model_card()
+
+    @app.post("/v1/completions")
+    async def completions(request: HTTPRequest):
+        body: CompletionBody = await parse_body(request, CompletionBody)
+        stop = svc.check_common(body)
+        if body.echo:
+            raise ApiError(400, "echo is not supported", "echo")
+        prompts, extra_stop = svc.completion_prompts(body)
+        eos = (tokenizer.eos_id,) if tokenizer.eos_id is not None else ()
+        streams, lengths = svc.start(prompts, body, body.logprobs or 0, stop + extra_stop, eos, default_max=16)
+        meta = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
+                "model": svc.model_name}
+        want_lp = body.logprobs is not None
+        prompt_total = sum(lengths) * body.n
+        if body.stream:
+            return _stream(streams, _completion_chunk(meta, want_lp, body, prompts), body, prompt_total, meta)
+        texts, tokens, finish, counts = await _collect(streams)
+        choices = [{"index": i, "text": texts[i], "finish_reason": finish[i],
+                    "logprobs": completion_logprobs(tokens[i], 0) if want_lp else None,
+                    **({"token_ids": [t.id for t in tokens[i]]} if body.return_token_ids else {})}
+                   for i in range(len(texts))]
+        return {**meta, "choices": choices, "usage": usage(prompt_total, sum(counts))}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: HTTPRequest):
+        body: ChatBody = await parse_body(request, ChatBody)
+        stop = svc.check_common(body)
+        if body.top_logprobs and not body.logprobs:
+            raise ApiError(400, "top_logprobs: requires logprobs to be true", "top_logprobs")
+        ids, template_stop, stop_ids = svc.chat_prompt(body)
+        alternatives = (body.top_logprobs or 0) if body.logprobs else 0
+        streams, lengths = svc.start([ids], body, alternatives, stop + template_stop, stop_ids,
+                                     default_max=svc.context)
+        meta = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": svc.model_name}
+        prompt_total = lengths[0] * body.n
+        if body.stream:
+            return _stream(streams, _chat_chunk(meta, body, ids), body, prompt_total,
+                           {**meta, "object": "chat.completion.chunk"}, first=_chat_first(meta, body.n))
+        texts, tokens, finish, counts = await _collect(streams)
+        choices = [{"index": i, "message": {"role": "assistant", "content": texts[i]}, "finish_reason": finish[i],
+                    "logprobs": chat_logprobs(tokens[i]) if body.logprobs else None,
+                    **({"token_ids": [t.id for t in tokens[i]]} if body.return_token_ids else {})}
+                   for i in range(len(texts))]
+        return {**meta, "object": "chat.completion", "choices": choices,
+                "usage": usage(prompt_total, sum(counts)),
+                **({"prompt_token_ids": ids} if body.return_token_ids else {})}
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: HTTPRequest):
+        body: EmbeddingBody = await parse_body(request, EmbeddingBody)
+        svc.check_model(body.model)
+        inputs = body.input
+        if isinstance(inputs, str) or (inputs and isinstance(inputs[0], int)):
+            inputs = [inputs]
+        if not inputs or len(inputs) > MAX_BATCH_INPUTS:
+            raise ApiError(400, f"input: between 1 and {MAX_BATCH_INPUTS} inputs", "input")
+        encoded = [svc.encode_prompt(x, "input") for x in inputs]
+        vectors = await svc.run_job(lambda: embed(engine.model, encoded, engine.model.cfg.pad_token_id or 0))
+        if body.dimensions is not None and not 0 < body.dimensions <= len(vectors[0]):
+            raise ApiError(400, f"dimensions: must be in [1, {len(vectors[0])}]", "dimensions")
+        if body.dimensions:
+            vectors = [_normalise(v[:body.dimensions]) for v in vectors]
+        return {"object": "list", "model": svc.model_name,
+                "data": [{"object": "embedding", "index": i, "embedding": _encode_vector(v, body.encoding_format)}
+                         for i, v in enumerate(vectors)],
+                "usage": {"prompt_tokens": sum(map(len, encoded)), "total_tokens": sum(map(len, encoded))}}
+
+    @app.post("/tfamily/distribution")
+    async def distribution(request: HTTPRequest):
+        body: DistributionBody = await parse_body(request, DistributionBody)
+        svc.check_model(body.model)
+        ids = svc.encode_prompt(body.token_ids[-svc.context + 1:], "token_ids")
+        return await svc.run_job(lambda: next_token_distribution(engine.model, tokenizer, ids, body))
+
+    static = resources.files("tfamily.server") / "static"
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
+
+    @app.get("/static/{name}")
+    async def static_file(name: str):
+        types = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+        ext = name[name.rfind("."):] if "." in name else ""
+        f = static / name
+        if "/" in name or ext not in types or not f.is_file():
+            raise ApiError(404, f"no static file {name!r}", code="not_found")
+        return Response(f.read_text(encoding="utf-8"), media_type=types[ext])
+
+    return app
+
+
+# ---------------------------------------------------------------------------------------
+# streaming and collecting
+# ---------------------------------------------------------------------------------------
+async def _collect(streams: Streams):
+    n = len(streams.requests)
+    texts, tokens, finish, counts = [""] * n, [[] for _ in range(n)], [None] * n, [0] * n
+    try:
+        async for i, chunk in streams.chunks():
+            texts[i] += chunk.text
+            tokens[i].extend(chunk.tokens)
+            counts[i] = max(counts[i], chunk.completion_tokens)
+            if chunk.finish_reason:
+                finish[i] = chunk.finish_reason
+    finally:  # the client went away before the end: free the slots
+        streams.cancel()
+    return texts, tokens, finish, counts
+
+
+def _stream(streams: Streams, make_chunk, body: _Sampling, prompt_total: int, meta: dict,
+            first: list[dict] | None = None) -> StreamingResponse:
+    """Server-sent events: one ``data:`` line per chunk, then ``data: [DONE]``. A client that
+    disconnects cancels the generator, and ``finally`` frees its slots."""
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+    async def events():
+        counts = [0] * len(streams.requests)
+        offsets = [0] * len(streams.requests)
+        try:
+            for item in first or []:
+                yield sse(item)
+            async for i, chunk in streams.chunks():
+                counts[i] = max(counts[i], chunk.completion_tokens)
+                yield sse(make_chunk(i, chunk, offsets[i]))
+                offsets[i] += len(chunk.text)
+            if include_usage:
+                yield sse({**meta, "choices": [], "usage": usage(prompt_total, sum(counts))})
+            yield sse("[DONE]")
+        except ApiError as e:  # the engine failed mid-stream: say so in the stream's own format
+            yield sse({"error": {"message": e.message, "type": e.kind, "param": None, "code": None}})
+        finally:
+            streams.cancel()
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _finish(chunk: Chunk) -> str | None:
+    return "stop" if chunk.finish_reason == "cancelled" else chunk.finish_reason
+
+
+def _completion_chunk(meta: dict, want_lp: bool, body: CompletionBody, prompts: list[list[int]]):
+    def make(i: int, chunk: Chunk, offset: int) -> dict:
+        choice = {"index": i, "text": chunk.text, "finish_reason": _finish(chunk),
+                  "logprobs": completion_logprobs(chunk.tokens, offset) if want_lp else None}
+        if body.return_token_ids:
+            choice["token_ids"] = [t.id for t in chunk.tokens]
+            if offset == 0:
+                choice["prompt_token_ids"] = prompts[i // body.n]
+        return {**meta, "choices": [choice]}
+    return make
+
+
+def _chat_first(meta: dict, n: int) -> list[dict]:
+    """OpenAI opens each choice's stream with the assistant role and empty content."""
+    return [{**meta, "object": "chat.completion.chunk",
+             "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                          "finish_reason": None}]} for i in range(n)]
+
+
+def _chat_chunk(meta: dict, body: ChatBody, prompt_ids: list[int]):
+    def make(i: int, chunk: Chunk, offset: int) -> dict:
+        delta = {"content": chunk.text} if chunk.text or not chunk.finish_reason else {}
+        choice = {"index": i, "delta": delta, "finish_reason": _finish(chunk),
+                  "logprobs": chat_logprobs(chunk.tokens) if body.logprobs else None}
+        if body.return_token_ids:
+            choice["token_ids"] = [t.id for t in chunk.tokens]
+            if offset == 0:
+                choice["prompt_token_ids"] = prompt_ids
+        return {**meta, "object": "chat.completion.chunk", "choices": [choice]}
+    return make
+
+
+# ---------------------------------------------------------------------------------------
+# embeddings and distributions (run on the engine thread)
+# ---------------------------------------------------------------------------------------
+def embed(model, prompts: list[list[int]], pad_id: int, batch: int = 16) -> list[list[float]]:
+    """Mean of the final hidden states over each input's tokens, L2-normalised.
+
+    Generic on purpose: any checkpoint's backbone gives hidden states, so this works for the
+    decoders here now, and for an encoder (BERT) checkpoint unchanged when it exists."""
+    from ..generation.decode import left_pad
+    device = next(model.parameters()).device
+    out: list[list[float]] = []
+    for i in range(0, len(prompts), batch):
+        ids, mask = left_pad(prompts[i:i + batch], pad_id, device)  # (B, T)
+        hidden = model(ids, attention_mask=mask).hidden.float()  # (B, T, d)
+        m = mask[..., None].float()
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)  # (B, d)
+        out += torch.nn.functional.normalize(pooled, dim=-1).tolist()
+    return out
+
+
+def _encode_vector(v: list[float], fmt: str) -> list[float] | str:
+    """"float": a JSON list; "base64": little-endian float32 bytes (the openai client's default)."""
+    if fmt == "float":
+        return v
+    return base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode("ascii")
+
+
+def _normalise(v: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in v)) or 1.0
+    return [x / norm for x in v]
+
+
+def next_token_distribution(model, tokenizer, ids: list[int], body: DistributionBody) -> dict:
+    """The model's next-token distribution after ``ids``, and the one the sampler draws from
+    after temperature, top-k and top-p (the same filters the engine applies)."""
+    device = next(model.parameters()).device
+    x = torch.tensor([ids], device=device)
+    logits = model(x, last_only=True).logits[:, -1].float()  # (1, V)
+    probs = logits.softmax(-1)[0]
+    f = logits
+    if body.temperature == 0:
+        f = torch.full_like(logits, float("-inf")).scatter(-1, logits.argmax(-1, keepdim=True), 0.0)
+    else:
+        f = filters.temperature(f, body.temperature)
+        if body.top_k:
+            f = filters.top_k(f, body.top_k)
+        if body.top_p < 1:
+            f = filters.top_p(f, body.top_p)
+    sampled = f.softmax(-1)[0]
+    order = torch.argsort(probs, descending=True)[:body.top_n].tolist()
+    entropy = float(-(probs * probs.clamp(min=1e-30).log()).sum())
+    return {"vocab_size": probs.shape[0], "kept": int((sampled > 0).sum()), "entropy": entropy,
+            "tokens": [{"id": t, "token": tokenizer.token_text(t), "prob": float(probs[t]),
+                        "sampled_prob": float(sampled[t])} for t in order]}
+
+
+# ---------------------------------------------------------------------------------------
+# body size limit
+# ---------------------------------------------------------------------------------------
+class BodyLimit:
+    """ASGI middleware: a body over ``limit`` bytes gets 413 before any of it is parsed;
+    declared (Content-Length) or not (chunked). After the body, ``receive`` passes through,
+    so a streaming handler still hears the client disconnect."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await self._reject(send)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before sending its body
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                return await self._reject(send)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, send):
+        response = error_response(413, f"the request body is larger than {self.limit} bytes", code="body_too_large")
+        await response({"type": "http"}, None, send)
