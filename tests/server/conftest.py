@@ -10,7 +10,7 @@ import pytest
 import torch
 import uvicorn
 
-from helpers import tiny_checkpoint
+from server.helpers import tiny_checkpoint
 from tfamily.server import build_app
 
 

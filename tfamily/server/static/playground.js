@@ -1,0 +1,270 @@
+// tfamily playground: streams a completion or a chat reply from this server's OpenAI-style
+// API, shades every token by its probability, shows a token's top alternatives on hover or
+// click, and the whole next-token distribution at a clicked step under temperature / top-k /
+// top-p. Plain JS, no build step.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const SVG = "http://www.w3.org/2000/svg";
+const state = { model: null, tokens: [], promptIds: [], selected: null, abort: null, distTimer: null };
+
+// ------------------------------------------------------------------ helpers
+function shade(p) {  // red (unlikely) -> yellow -> green (likely)
+  return `hsl(${Math.round(120 * p)}, 85%, 72%)`;
+}
+
+function setStatus(text, isError = false) {
+  const s = $("status");
+  s.textContent = text;
+  s.style.color = isError ? "#c00" : "";
+}
+
+function numberOrNull(id) {
+  const v = $(id).value.trim();
+  return v === "" ? null : Number(v);
+}
+
+async function postJSON(path, body, signal) {
+  const r = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" },
+                               body: JSON.stringify(body), signal });
+  if (!r.ok) {
+    let message = `HTTP ${r.status}`;
+    try { message = (await r.json()).error.message; } catch (_) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return r;
+}
+
+// Server-sent events from a fetch body: yields each `data:` payload parsed as JSON.
+async function* sseEvents(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      for (const line of event.split("\n")) {
+        if (!line.startsWith("data: ")) continue;
+        const data = line.slice(6);
+        if (data === "[DONE]") return;
+        yield JSON.parse(data);
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------ generation
+function requestBody() {
+  const chat = document.querySelector("input[name=mode]:checked").value === "chat";
+  const alternatives = Number($("alternatives").value) || 0;
+  const body = {
+    model: state.model, stream: true, return_token_ids: true,
+    temperature: Number($("temperature").value), top_p: Number($("top_p").value),
+    max_tokens: Number($("max_tokens").value),
+  };
+  const topK = Number($("top_k").value);
+  if (topK > 0) body.top_k = topK;
+  const seed = numberOrNull("seed");
+  if (seed !== null) body.seed = seed;
+  if (chat) {
+    body.messages = [];
+    if ($("system").value.trim()) body.messages.push({ role: "system", content: $("system").value });
+    body.messages.push({ role: "user", content: $("user").value });
+    body.logprobs = true;
+    body.top_logprobs = alternatives;
+  } else {
+    body.prompt = $("prompt").value;
+    body.logprobs = alternatives;
+  }
+  return { chat, body };
+}
+
+// Tokens of one chunk as {text, prob, top: [{token, prob}]} whichever endpoint sent it.
+function chunkTokens(choice, chat) {
+  if (!choice.logprobs) return [];
+  if (chat) {
+    return choice.logprobs.content.map((t) => ({
+      text: t.token, prob: Math.exp(t.logprob),
+      top: t.top_logprobs.map((a) => ({ token: a.token, prob: Math.exp(a.logprob) })),
+    }));
+  }
+  const lp = choice.logprobs;
+  return lp.tokens.map((text, i) => ({
+    text, prob: Math.exp(lp.token_logprobs[i]),
+    top: Object.entries(lp.top_logprobs[i] || {}).map(([token, l]) => ({ token, prob: Math.exp(l) })),
+  }));
+}
+
+async function generate() {
+  const { chat, body } = requestBody();
+  state.tokens = [];
+  state.promptIds = [];
+  state.selected = null;
+  const out = $("output");
+  out.textContent = "";
+  if (!chat) {
+    const p = document.createElement("span");
+    p.className = "prompt";
+    p.textContent = body.prompt;
+    out.appendChild(p);
+  }
+  $("alternatives-card").hidden = true;
+  $("distribution-card").hidden = true;
+  state.abort = new AbortController();
+  $("generate").disabled = true;
+  $("stop").disabled = false;
+  setStatus("generating…");
+  const t0 = performance.now();
+  let finish = null;
+  try {
+    const response = await postJSON(chat ? "/v1/chat/completions" : "/v1/completions", body, state.abort.signal);
+    for await (const event of sseEvents(response)) {
+      if (event.error) throw new Error(event.error.message);
+      for (const choice of event.choices || []) {
+        if (choice.prompt_token_ids) state.promptIds = choice.prompt_token_ids;
+        const ids = choice.token_ids || [];
+        chunkTokens(choice, chat).forEach((tok, i) => addToken({ ...tok, id: ids[i] }));
+        if (choice.finish_reason) finish = choice.finish_reason;
+      }
+    }
+    const secs = (performance.now() - t0) / 1000;
+    setStatus(`done: ${state.tokens.length} tokens in ${secs.toFixed(2)} s (${finish})`);
+  } catch (e) {
+    setStatus(e.name === "AbortError" ? "stopped" : `error: ${e.message}`, e.name !== "AbortError");
+  } finally {
+    $("generate").disabled = false;
+    $("stop").disabled = true;
+  }
+}
+
+function addToken(tok) {
+  tok.index = state.tokens.length;
+  state.tokens.push(tok);
+  const span = document.createElement("span");
+  span.className = "tok";
+  span.dataset.index = tok.index;
+  span.textContent = tok.text;
+  span.style.background = shade(tok.prob);
+  span.title = `p = ${tok.prob.toFixed(3)}`;
+  span.addEventListener("mouseenter", () => showAlternatives(tok));
+  span.addEventListener("mouseleave", () => { if (state.selected) showAlternatives(state.selected); });
+  span.addEventListener("click", () => selectToken(tok, span));
+  $("output").appendChild(span);
+}
+
+// ------------------------------------------------------------------ one token's alternatives
+function showAlternatives(tok) {
+  $("alternatives-card").hidden = false;
+  $("alt-token").textContent = JSON.stringify(tok.text);
+  $("alt-prob").textContent = `p = ${tok.prob.toFixed(4)}`;
+  const rows = tok.top.length ? tok.top : [{ token: tok.text, prob: tok.prob }];
+  drawBars($("alt-chart"), rows.map((a) => ({
+    label: a.token, values: [a.prob], classes: [a.token === tok.text ? "bar-alt chosen alt-bar" : "bar-alt alt-bar"],
+  })));
+}
+
+function selectToken(tok, span) {
+  document.querySelectorAll("#output .tok.selected").forEach((s) => s.classList.remove("selected"));
+  span.classList.add("selected");
+  state.selected = tok;
+  showAlternatives(tok);
+  $("d-temperature").value = $("temperature").value;
+  $("d-top_p").value = $("top_p").value;
+  $("d-top_k").value = $("top_k").value;
+  loadDistribution();
+}
+
+// ------------------------------------------------------------------ the whole distribution
+function sliderLabels() {
+  $("d-temperature-v").textContent = $("d-temperature").value;
+  $("d-top_k-v").textContent = Number($("d-top_k").value) ? $("d-top_k").value : "off";
+  $("d-top_p-v").textContent = $("d-top_p").value;
+}
+
+async function loadDistribution() {
+  const tok = state.selected;
+  if (!tok || tok.id === undefined) return;
+  sliderLabels();
+  const ids = state.promptIds.concat(state.tokens.slice(0, tok.index).map((t) => t.id));
+  const body = { model: state.model, token_ids: ids, temperature: Number($("d-temperature").value),
+                 top_p: Number($("d-top_p").value), top_n: 25 };
+  if (Number($("d-top_k").value) > 0) body.top_k = Number($("d-top_k").value);
+  try {
+    const d = await (await postJSON("/tfamily/distribution", body)).json();
+    $("distribution-card").hidden = false;
+    $("dist-summary").textContent = `vocabulary ${d.vocab_size}; the sampler keeps ${d.kept} tokens; ` +
+      `entropy ${d.entropy.toFixed(2)} nats; showing the ${d.tokens.length} most likely`;
+    drawBars($("dist-chart"), d.tokens.map((t) => ({
+      label: t.token, values: [t.prob, t.sampled_prob], classes: ["bar-model dist-bar", "bar-sampled dist-bar"],
+      bold: t.id === tok.id,
+    })));
+  } catch (e) {
+    setStatus(`distribution: ${e.message}`, true);
+  }
+}
+
+function scheduleDistribution() {  // sliders fire often: ask once they settle
+  sliderLabels();
+  clearTimeout(state.distTimer);
+  state.distTimer = setTimeout(loadDistribution, 120);
+}
+
+// ------------------------------------------------------------------ a small SVG bar chart
+// rows: [{label, values: [v0, v1?] in [0, 1], classes: [...], bold}]: one bar per value, stacked in a row.
+function drawBars(svg, rows) {
+  while (svg.firstChild) svg.removeChild(svg.firstChild);
+  const width = svg.clientWidth || 300, labelW = 70, rowH = 18, gap = 4;
+  const per = rows.length ? rows[0].values.length : 1;
+  const barH = (rowH - 2) / per;
+  svg.setAttribute("height", rows.length * (rowH + gap) + 4);
+  rows.forEach((row, r) => {
+    const y = r * (rowH + gap) + 2;
+    const label = document.createElementNS(SVG, "text");
+    label.setAttribute("x", 0);
+    label.setAttribute("y", y + rowH - 5);
+    label.textContent = JSON.stringify(row.label).slice(0, 10);
+    if (row.bold) label.setAttribute("font-weight", "bold");
+    svg.appendChild(label);
+    row.values.forEach((v, i) => {
+      const rect = document.createElementNS(SVG, "rect");
+      rect.setAttribute("x", labelW);
+      rect.setAttribute("y", y + i * barH);
+      rect.setAttribute("width", Math.max(1, v * (width - labelW - 50)));
+      rect.setAttribute("height", barH - 1);
+      rect.setAttribute("class", row.classes[i]);
+      svg.appendChild(rect);
+    });
+    const value = document.createElementNS(SVG, "text");
+    value.setAttribute("x", width - 46);
+    value.setAttribute("y", y + rowH - 5);
+    value.textContent = row.values[row.values.length - 1].toFixed(3);
+    svg.appendChild(value);
+  });
+}
+
+// ------------------------------------------------------------------ wiring
+async function init() {
+  document.querySelectorAll("input[name=mode]").forEach((r) => r.addEventListener("change", () => {
+    const chat = document.querySelector("input[name=mode]:checked").value === "chat";
+    $("completion-box").hidden = chat;
+    $("chat-box").hidden = !chat;
+  }));
+  $("generate").addEventListener("click", generate);
+  $("stop").addEventListener("click", () => state.abort && state.abort.abort());
+  ["d-temperature", "d-top_k", "d-top_p"].forEach((id) => $(id).addEventListener("input", scheduleDistribution));
+  try {
+    const models = await (await fetch("/v1/models")).json();
+    state.model = models.data[0].id;
+    $("model-name").textContent = `${state.model} · context ${models.data[0].context_length} tokens`;
+    document.body.dataset.ready = "1";
+  } catch (e) {
+    setStatus(`cannot reach the server: ${e.message}`, true);
+  }
+}
+
+init();
