@@ -262,6 +262,7 @@ class Engine:
         self.inbox: queue.Queue = queue.Queue()
         self.steps = 0  # batched decode forwards so far (for /health and tests)
         self.max_running = 0  # the most requests ever decoded together
+        self.cancelled = 0  # requests whose slot was freed because the client went away
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="tfamily-engine", daemon=True)
         self._thread.start()
@@ -414,6 +415,7 @@ class Engine:
     def _drop_cancelled(self) -> None:
         for row in reversed(range(len(self.running))):
             if self.running[row].req.cancelled:
+                self.cancelled += 1
                 self.running[row].req.emit(Chunk(finish_reason="cancelled",
                                                  completion_tokens=self.running[row].generated))
                 self._retire(row)
