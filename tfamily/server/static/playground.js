@@ -197,7 +197,9 @@ async function loadDistribution() {
   try {
     const d = await (await postJSON("/tfamily/distribution", body)).json();
     $("distribution-card").hidden = false;
-    $("dist-summary").textContent = `vocabulary ${d.vocab_size}; the sampler keeps ${d.kept} tokens; ` +
+    $("dist-step").textContent = tok.index + 1;
+    $("dist-token").textContent = JSON.stringify(tok.text);
+    $("dist-summary").textContent = `vocabulary ${d.vocab_size}; the sampler keeps ${d.kept} token${d.kept === 1 ? "" : "s"}; ` +
       `entropy ${d.entropy.toFixed(2)} nats; showing the ${d.tokens.length} most likely`;
     drawBars($("dist-chart"), d.tokens.map((t) => ({
       label: t.token, values: [t.prob, t.sampled_prob], classes: ["bar-model dist-bar", "bar-sampled dist-bar"],
