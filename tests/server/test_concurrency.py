@@ -26,16 +26,18 @@ def long_server(tmp_path_factory):
 def test_32_concurrent_streams_beat_sequential(long_server):
     sequential, concurrent = compare(long_server.url, "tiny", clients=32, max_tokens=32)
     assert sequential.errors == [] and concurrent.errors == []
-    assert concurrent.tokens == sequential.tokens > 32 * 5  # same seeds, same tokens
+    assert concurrent.tokens == sequential.tokens == 32 * 32  # ignore_eos: every client gets max_tokens
     assert long_server.engine.max_running >= 16  # they really shared batches
     print(f"\n32 clients: sequential {sequential.tokens_per_s:.0f} tok/s, concurrent {concurrent.tokens_per_s:.0f} tok/s")
-    assert concurrent.tokens_per_s > 1.5 * sequential.tokens_per_s
+    # 2-3x on an idle 2-core machine (client and server share this process); the margin
+    # leaves room for a loaded CI machine, the claim is only that batching wins
+    assert concurrent.tokens_per_s > 1.1 * sequential.tokens_per_s
 
 
 def test_a_closed_stream_frees_its_slot(long_server):
     engine = long_server.engine
     before_steps, before_cancelled = engine.steps, engine.cancelled
-    body = {"model": "tiny", "prompt": "hello", "max_tokens": 500, "stream": True}
+    body = {"model": "tiny", "prompt": "hello", "max_tokens": 500, "stream": True, "ignore_eos": True}
     with httpx.Client(base_url=long_server.url, timeout=30) as c:
         with c.stream("POST", "/v1/completions", json=body) as r:
             lines = r.iter_lines()

@@ -92,6 +92,7 @@ class _Sampling(_Body):
     presence_penalty: float = 0.0
     fewshot: FewShot | None = None
     return_token_ids: bool = False  # extension: token ids in each choice (the playground uses them)
+    ignore_eos: bool = False  # extension, as in vLLM: run to max_tokens (benchmarks, load tests)
 
 
 class CompletionBody(_Sampling):
@@ -417,7 +418,7 @@ def create_app(engine: Engine, tokenizer, model_name: str, chat_template: str | 
         if body.echo:
             raise ApiError(400, "echo is not supported", "echo")
         prompts, extra_stop = svc.completion_prompts(body)
-        eos = (tokenizer.eos_id,) if tokenizer.eos_id is not None else ()
+        eos = (tokenizer.eos_id,) if tokenizer.eos_id is not None and not body.ignore_eos else ()
         streams, lengths = svc.start(prompts, body, body.logprobs or 0, stop + extra_stop, eos, default_max=16)
         meta = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
                 "model": svc.model_name}
@@ -439,6 +440,7 @@ def create_app(engine: Engine, tokenizer, model_name: str, chat_template: str | 
         if body.top_logprobs and not body.logprobs:
             raise ApiError(400, "top_logprobs: requires logprobs to be true", "top_logprobs")
         ids, template_stop, stop_ids = svc.chat_prompt(body)
+        stop_ids = () if body.ignore_eos else stop_ids
         alternatives = (body.top_logprobs or 0) if body.logprobs else 0
         streams, lengths = svc.start([ids], body, alternatives, stop + template_stop, stop_ids,
                                      default_max=svc.context)

@@ -26,7 +26,8 @@ class LoadResult:
 
 async def _one(client, model: str, prompt: str, max_tokens: int, seed: int) -> int:
     stream = await client.completions.create(model=model, prompt=prompt, max_tokens=max_tokens, seed=seed,
-                                             temperature=1.0, stream=True, stream_options={"include_usage": True})
+                                             temperature=1.0, stream=True, stream_options={"include_usage": True},
+                                             extra_body={"ignore_eos": True})  # every client gets max_tokens
     tokens, finished = 0, False
     async for chunk in stream:
         if chunk.usage is not None:
