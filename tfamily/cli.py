@@ -29,6 +29,7 @@ TRAIN_FLAGS = {  # CLI flag -> (type, help); each sets the TrainConfig field of 
     "steps": (int, "optimizer steps; the schedule's length unless --max-time ends first (default 5000)"),
     "max_time": (float, "wall-clock budget in seconds, counted across resumes; the schedule anneals over it"),
     "batch_size": (int, "sequences per optimizer step (default 16)"),
+    "batch_tokens": (int, "translation: tokens per batch, sentences grouped by length (default 4096)"),
     "seq_len": (int, "tokens per training sequence, and the new model's context (default 64)"),
     "grad_accum": (int, "micro-batches per step; batch-size is split over them (default 1)"),
     "lr": (float, "peak learning rate (default 6e-3)"),
@@ -38,6 +39,8 @@ TRAIN_FLAGS = {  # CLI flag -> (type, help); each sets the TrainConfig field of 
     "beta2": (float, "AdamW beta2 (default 0.99)"),
     "weight_decay": (float, "decoupled weight decay on matrices (default 0.1)"),
     "grad_clip": (float, "max global gradient norm (default 1.0)"),
+    "schedule": (str, "cosine, constant or inverse_sqrt (default cosine)"),
+    "label_smoothing": (float, "label smoothing of the cross-entropy (default 0)"),
     "eval_interval": (int, "steps between validation passes and checkpoints (default 250)"),
     "eval_batches": (int, "validation batches per pass (default 20)"),
     "log_interval": (int, "steps between metrics.jsonl lines (default 10)"),
@@ -50,7 +53,12 @@ TRAIN_FLAGS = {  # CLI flag -> (type, help); each sets the TrainConfig field of 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML run config (see configs/); flags given here override it")
     p.add_argument("--data", help="a UTF-8 text file, or the name of a bundled corpus ('shakespeare')")
-    p.add_argument("--tokenizer", choices=["char", "word", "bpe"], help="tokenizer to train on the data (default char)")
+    p.add_argument("--src", help="translation: source sentences, one a line (.gz is fine); needs an encoder-decoder preset")
+    p.add_argument("--tgt", help="translation: target sentences, aligned line by line with --src")
+    p.add_argument("--pairs", help="translation: one TSV file of source<TAB>target lines, instead of --src/--tgt")
+    p.add_argument("--val-src", help="translation: validation source file (default: hold out --val-fraction)")
+    p.add_argument("--val-tgt", help="translation: validation target file")
+    p.add_argument("--tokenizer", choices=["char", "word", "bpe"], help="tokenizer to train on the data (default char; bpe for translation)")
     p.add_argument("--vocab-size", type=int, help="vocabulary size for word/bpe tokenizers (default 4096)")
     p.add_argument("--preset", help="model preset (see `tfamily presets`; default gpt-tiny)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -109,9 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import load_trainer_state, read_chat_template, read_config
-    from .data import TokenShards, WindowSampler, prepare_corpus
     from .models import build_model
-    from .objectives import CausalLMObjective
     from .presets import get_preset
     from .tokenizers import Tokenizer
     from .training import TrainConfig, Trainer
@@ -141,7 +147,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if not ckpt.is_dir():
             raise UsageError(f"--resume: no checkpoint in {out} to resume from")
-        fixed = [flag for flag, given in (("--data", args.data), ("--tokenizer", args.tokenizer),
+        fixed = [flag for flag, given in (("--data", args.data), ("--src", args.src), ("--tgt", args.tgt),
+                                          ("--pairs", args.pairs), ("--tokenizer", args.tokenizer),
                                           ("--preset", args.preset), ("--set", args.set), ("--init", args.init),
                                           ("--lora", args.lora)) if given]
         if fixed:
@@ -162,32 +169,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_cfg = TrainConfig.from_dict({**train_sec, "out_dir": str(out)})
         if args.lora and not args.init:
             raise UsageError("--lora adapts an existing model: give it with --init CKPT")
-        if not args.init:
-            get_preset(preset).config(**{**model_sec, "vocab_size": 256})  # check fields before tokenizing
-        corpus = resolve_corpus(args.data or data_sec.get("path") or "shakespeare")
-        kind = args.tokenizer or data_sec.get("tokenizer", "char")
-        vocab = args.vocab_size or data_sec.get("vocab_size", 4096)
-        t0 = time.perf_counter()
         if args.init:  # fine-tuning keeps the model's own tokenizer and shape
-            init_cfg = read_config(args.init)
+            model_cfg = read_config(args.init)
             tokenizer = Tokenizer.load(Path(args.init) / "tokenizer.json")
-        else:
-            tokenizer = Tokenizer.train(kind, [str(corpus)], vocab_size=vocab)
-        data_dir = out / "data"
-        info = prepare_corpus(corpus, tokenizer, data_dir, val_fraction=data_sec.get("val_fraction", 0.1))
-        print(f"data: {corpus} -> {tokenizer.kind} tokenizer, {tokenizer.vocab_size} tokens in vocabulary; "
-              f"{info.train_tokens:,} train / {info.val_tokens:,} val tokens ({time.perf_counter() - t0:.1f}s)",
-              file=sys.stderr)
-        if args.init:
-            model_cfg = init_cfg
             preset = f"init:{args.init}"
         else:
+            model_cfg = get_preset(preset).config(**{**model_sec, "vocab_size": 256})  # check fields before tokenizing
+            tokenizer = None
+        data_dir = out / "data"
+        prepare = _prepare_pairs if model_cfg.arch == "encoder-decoder" else _prepare_text
+        tokenizer = prepare(args, data_sec, tokenizer, data_dir, model_cfg.max_seq_len)
+        if not args.init:
             fields = {**model_sec, "vocab_size": tokenizer.vocab_size}
             if tokenizer.pad_id is not None:
                 fields.setdefault("pad_token_id", tokenizer.pad_id)
-            fields.setdefault("max_seq_len", train_cfg.seq_len)  # a context as long as what it trains on
+            if model_cfg.arch == "encoder-decoder":
+                if tokenizer.bos_id is not None:
+                    fields.setdefault("decoder_start_token_id", tokenizer.bos_id)  # the target starts from <s>
+            else:
+                fields.setdefault("max_seq_len", train_cfg.seq_len)  # a context as long as what it trains on
             model_cfg = get_preset(preset).config(**fields)
-    if train_cfg.seq_len > model_cfg.max_seq_len:
+    if model_cfg.arch == "decoder" and train_cfg.seq_len > model_cfg.max_seq_len:
         raise UsageError(f"seq_len {train_cfg.seq_len} exceeds the model's max_seq_len {model_cfg.max_seq_len}")
 
     torch.manual_seed(train_cfg.seed)
@@ -197,7 +199,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         model = build_model(model_cfg)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {preset}, {n_params / 1e6:.2f}M parameters, {model_cfg.n_layer} layers x {model_cfg.d_model} wide",
+    layers = (f"{model_cfg.encoder_layers} + {model_cfg.n_layer}" if model_cfg.arch == "encoder-decoder"
+              else f"{model_cfg.n_layer}")
+    print(f"model: {preset}, {n_params / 1e6:.2f}M parameters, {layers} layers x {model_cfg.d_model} wide",
           file=sys.stderr)
     if args.lora:
         from .nn.lora import add_lora
@@ -205,15 +209,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainable = add_lora(model, r=args.lora, alpha=2.0 * args.lora, targets=targets)
         print(f"LoRA rank {args.lora} on {', '.join(targets)}: {trainable:,} trainable parameters "
               f"({100 * trainable / n_params:.2f}% of {n_params:,})", file=sys.stderr)
-    train = WindowSampler(TokenShards(data_dir, "train"), train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed)
-    val = WindowSampler(TokenShards(data_dir, "val"), train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed + 1)
-    trainer = Trainer(model, model_cfg, CausalLMObjective(), train, val, train_cfg,
+    train, val, objective = _training_data(model_cfg, tokenizer, data_dir, train_cfg)
+    trainer = Trainer(model, model_cfg, objective, train, val, train_cfg,
                       tokenizer_json=tokenizer.to_str(),
                       extra_state={"data_dir": str(data_dir), "preset": preset, "lora": args.lora or 0},
                       chat_template=read_chat_template(args.init or ckpt) if (args.init or args.resume) else None)
     if args.resume:
         trainer.resume(ckpt)
-    print(f"training: {' + '.join(type(o).__name__ for o in trainer.optimizers)}, lr {train_cfg.lr:g}, batch {train_cfg.batch_size} x {train_cfg.seq_len}, "
+    batch = (f"{train_cfg.batch_tokens or DEFAULT_BATCH_TOKENS} tokens" if model_cfg.arch == "encoder-decoder"
+             else f"{train_cfg.batch_size} x {train_cfg.seq_len}")
+    print(f"training: {' + '.join(type(o).__name__ for o in trainer.optimizers)}, lr {train_cfg.lr:g}, batch {batch}, "
           f"bf16 autocast {'on' if trainer.bf16 else 'off'}, on {trainer.device}; until step {train_cfg.steps}"
           + (f" or {train_cfg.max_time:g}s" if train_cfg.max_time else ""), file=sys.stderr)
     result = trainer.fit()
@@ -225,6 +230,98 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"interrupted; continue with: tfamily train --out {out} --resume", file=sys.stderr)
         return 130
     return 0
+
+
+DEFAULT_BATCH_TOKENS = 4096
+PAIRS_FILE = "{split}.pairs.safetensors"
+
+
+def _prepare_text(args, data_sec: dict, tokenizer, data_dir: Path, max_len: int):
+    """Language modelling data: one text file -> a tokenizer (unless given) -> token shards."""
+    from .data import prepare_corpus
+    from .tokenizers import Tokenizer
+    if args.src or args.tgt or args.pairs or args.val_src or args.val_tgt:
+        raise UsageError("--src/--tgt/--pairs/--val-src/--val-tgt are translation data; "
+                         "choose an encoder-decoder preset (e.g. transformer-small) for them")
+    corpus = resolve_corpus(args.data or data_sec.get("path") or "shakespeare")
+    t0 = time.perf_counter()
+    if tokenizer is None:
+        tokenizer = Tokenizer.train(args.tokenizer or data_sec.get("tokenizer", "char"), [str(corpus)],
+                                    vocab_size=args.vocab_size or data_sec.get("vocab_size", 4096))
+    info = prepare_corpus(corpus, tokenizer, data_dir, val_fraction=data_sec.get("val_fraction", 0.1))
+    print(f"data: {corpus} -> {tokenizer.kind} tokenizer, {tokenizer.vocab_size} tokens in vocabulary; "
+          f"{info.train_tokens:,} train / {info.val_tokens:,} val tokens ({time.perf_counter() - t0:.1f}s)",
+          file=sys.stderr)
+    return tokenizer
+
+
+def _prepare_pairs(args, data_sec: dict, tokenizer, data_dir: Path, max_len: int):
+    """Translation data: aligned files or a TSV -> a joint tokenizer on both sides (unless
+    given) -> token pairs for train and val in the run folder."""
+    import numpy as np
+
+    from .data.parallel import TokenPairs, read_parallel
+    from .tokenizers import Tokenizer
+    if args.data:
+        raise UsageError("--data is a text corpus for language models; translation takes --src/--tgt or --pairs")
+    pick = lambda flag, key: getattr(args, flag) or data_sec.get(key)  # noqa: E731
+    src, tgt, tsv = pick("src", "src"), pick("tgt", "tgt"), pick("pairs", "pairs")
+    if not (tsv or (src and tgt)):
+        raise UsageError("an encoder-decoder model trains on translation pairs: give --src and --tgt files "
+                         "(one sentence a line) or --pairs FILE.tsv")
+    t0 = time.perf_counter()
+    train_pairs = read_parallel(src, tgt) if not tsv else read_parallel(tsv=tsv)
+    val_src, val_tgt = pick("val_src", "val_src"), pick("val_tgt", "val_tgt")
+    if bool(val_src) != bool(val_tgt):
+        raise UsageError("give both --val-src and --val-tgt, or neither")
+    if val_src:
+        val_pairs = read_parallel(val_src, val_tgt)
+    else:  # hold out a seeded random slice of the training pairs
+        fraction = data_sec.get("val_fraction", 0.05)
+        order = np.random.default_rng(0).permutation(len(train_pairs))
+        n_val = max(1, int(len(train_pairs) * fraction))
+        val_pairs = [train_pairs[i] for i in order[:n_val]]
+        train_pairs = [train_pairs[i] for i in order[n_val:]]
+    if not train_pairs or not val_pairs:
+        raise UsageError("translation data needs at least one training and one validation pair")
+    if tokenizer is None:
+        kind = args.tokenizer or data_sec.get("tokenizer", "bpe")
+        texts = [s for s, _ in train_pairs] + [t for _, t in train_pairs]
+        tokenizer = Tokenizer.train(kind, texts, vocab_size=args.vocab_size or data_sec.get("vocab_size", 8000))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    counts = []
+    for split, pairs in (("train", train_pairs), ("val", val_pairs)):
+        encoded = TokenPairs.encode(tokenizer, pairs, max_len=max_len - 1)  # room for BOS / EOS
+        encoded.save(data_dir / PAIRS_FILE.format(split=split))
+        counts.append((len(encoded), int(encoded.lengths()[0].sum()), int(encoded.lengths()[1].sum())))
+    tokenizer.save(data_dir / "tokenizer.json")
+    (tr, tr_s, tr_t), (va, _, _) = counts
+    print(f"data: {len(train_pairs):,} train / {va:,} val pairs -> joint {tokenizer.kind} tokenizer of "
+          f"{tokenizer.vocab_size} tokens; {tr_s:,} source / {tr_t:,} target train tokens "
+          f"({time.perf_counter() - t0:.1f}s)", file=sys.stderr)
+    return tokenizer
+
+
+def _training_data(model_cfg, tokenizer, data_dir: Path, train_cfg):
+    """(train batches, val batches, objective) for the model's architecture."""
+    if model_cfg.arch == "encoder-decoder":
+        from .data.parallel import TokenBatches, TokenPairs
+        from .objectives import Seq2SeqObjective
+        for role in ("pad", "bos", "eos"):
+            if tokenizer.special_ids.get(role) is None:
+                raise UsageError(f"translation needs a tokenizer with a {role} token")
+        budget = train_cfg.batch_tokens or DEFAULT_BATCH_TOKENS
+        train = TokenBatches(TokenPairs.load(data_dir / PAIRS_FILE.format(split="train")), budget, train_cfg.seed)
+        val = TokenBatches(TokenPairs.load(data_dir / PAIRS_FILE.format(split="val")), budget, shuffle=False)
+        start = model_cfg.decoder_start_token_id
+        objective = Seq2SeqObjective(tokenizer.pad_id, tokenizer.bos_id if start is None else start,
+                                     tokenizer.eos_id, train_cfg.label_smoothing)
+        return train, val, objective
+    from .data import TokenShards, WindowSampler
+    from .objectives import CausalLMObjective
+    train = WindowSampler(TokenShards(data_dir, "train"), train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed)
+    val = WindowSampler(TokenShards(data_dir, "val"), train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed + 1)
+    return train, val, CausalLMObjective(train_cfg.label_smoothing)
 
 
 # ---------------------------------------------------------------------------------------
@@ -369,7 +466,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------
 def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint folder")
-    p.add_argument("--data", required=True, help="a UTF-8 text file, or a bundled corpus name")
+    p.add_argument("--data", help="language models: a UTF-8 text file, or a bundled corpus name (perplexity)")
+    p.add_argument("--src", help="translation models: source sentences, one a line (.gz is fine)")
+    p.add_argument("--ref", help="translation models: reference translations, aligned with --src (BLEU, chrF)")
+    p.add_argument("--beam", type=int, default=5, help="translation: beam size (default 5)")
+    p.add_argument("--length-penalty", type=float, default=1.0, help="translation: length penalty (default 1.0)")
+    p.add_argument("--output", help="translation: also write the hypotheses here, one a line")
     p.add_argument("--stride", type=int, default=None, help="window step in tokens (default: half the context)")
     p.add_argument("--max-chars", type=int, default=None, help="score only the first N characters")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -379,6 +481,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import perplexity
 
     model, tokenizer = load_for_inference(args.checkpoint)
+    if model.cfg.arch == "encoder-decoder":
+        return _eval_translation(args, model, tokenizer)
+    if not args.data:
+        raise UsageError("--data is required: the text to measure perplexity on")
     path = resolve_corpus(args.data)
     try:
         text = path.read_text(encoding="utf-8")
@@ -392,6 +498,79 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(f"{path}: {r.tokens:,} tokens scored, loss {r.nll:.4f} nats/token, perplexity {r.perplexity:.3f}, "
               f"{r.bits_per_byte:.4f} bits/byte")
+    return 0
+
+
+def _eval_translation(args: argparse.Namespace, model, tokenizer) -> int:
+    """Translate --src, score against --ref with sacreBLEU (detokenised: as a user reads it)."""
+    from .data.parallel import read_lines
+    from .evaluation import bleu
+    from .generation import translate
+
+    if not (args.src and args.ref):
+        raise UsageError("a translation model is evaluated with --src SOURCES --ref REFERENCES (BLEU and chrF)")
+    sources, refs = read_lines(args.src), read_lines(args.ref)
+    if len(sources) != len(refs):
+        raise UsageError(f"--src has {len(sources)} lines but --ref has {len(refs)}")
+    t0 = time.perf_counter()
+    hyps = [t.text for t in translate(model, tokenizer, sources, beam_size=args.beam,
+                                      length_penalty=args.length_penalty, progress=sys.stderr.isatty())]
+    seconds = time.perf_counter() - t0
+    if args.output:
+        Path(args.output).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+    r = bleu(hyps, refs)
+    if args.json:
+        print(json.dumps({"bleu": r.bleu, "chrf": r.chrf, "bleu_signature": r.bleu_signature,
+                          "chrf_signature": r.chrf_signature, "sentences": r.sentences, "beam": args.beam,
+                          "seconds": round(seconds, 1)}))
+    else:
+        print(r.format())
+        print(f"  beam {args.beam}, length penalty {args.length_penalty:g}; {len(hyps)} sentences in {seconds:.1f}s")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# translate
+# ---------------------------------------------------------------------------------------
+def add_translate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="an encoder-decoder checkpoint folder")
+    p.add_argument("text", nargs="*", help="sentences to translate (or use --input)")
+    p.add_argument("--input", help="a file of sentences, one a line (.gz is fine); '-' reads stdin")
+    p.add_argument("--output", help="write translations here, one a line (default: stdout)")
+    p.add_argument("--beam", type=int, default=5, help="beam size; 1 = greedy (default 5)")
+    p.add_argument("--length-penalty", type=float, default=1.0,
+                   help="hypotheses are ranked by logprob / length^penalty (default 1.0)")
+    p.add_argument("--max-len-a", type=float, default=1.5, help="output length limit: a * source tokens + b")
+    p.add_argument("--max-len-b", type=int, default=10)
+    p.add_argument("--show-probs", action="store_true",
+                   help="after each translation, a table of each token's probability and its top alternatives")
+    p.add_argument("--alternatives", type=int, default=5, help="alternatives per token with --show-probs")
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from .data.parallel import read_lines
+    from .generation import translate
+    from .generation.show import format_steps
+
+    if bool(args.text) == bool(args.input):
+        raise UsageError("give the sentences either as arguments or with --input FILE, not both or neither")
+    model, tokenizer = load_for_inference(args.checkpoint)
+    if args.input == "-":
+        sentences = [line.rstrip("\r\n") for line in sys.stdin]
+    else:
+        sentences = read_lines(args.input) if args.input else list(args.text)
+    alternatives = args.alternatives if args.show_probs else 0
+    results = translate(model, tokenizer, sentences, beam_size=args.beam, length_penalty=args.length_penalty,
+                        max_len_a=args.max_len_a, max_len_b=args.max_len_b, top_alternatives=alternatives,
+                        progress=bool(args.input) and sys.stderr.isatty())
+    if args.output:
+        Path(args.output).write_text("".join(r.text + "\n" for r in results), encoding="utf-8")
+        print(f"{len(results)} translations written to {args.output}", file=sys.stderr)
+        return 0
+    for r in results:
+        print(r.text)
+        if args.show_probs:
+            print(format_steps([s for s in r.steps if s.token != tokenizer.eos_id], tokenizer))
     return 0
 
 
@@ -570,7 +749,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable | N
                  add_generate_args),
     "chat": (cmd_chat, "chat with a checkpoint under a system prompt (its chat template, or a plain one)",
              add_chat_args),
-    "eval": (cmd_eval, "perplexity and bits per byte of a checkpoint on a text file", add_eval_args),
+    "translate": (cmd_translate, "translate sentences or a file with an encoder-decoder checkpoint (beam search)",
+                  add_translate_args),
+    "eval": (cmd_eval, "perplexity on a text file (language models), or BLEU and chrF on a test set (translation)",
+             add_eval_args),
     "inspect": (cmd_inspect, "parameters, FLOPs per token and training memory of a preset or checkpoint",
                 add_inspect_args),
     "presets": (cmd_presets, "list the model presets and their sources", None),
