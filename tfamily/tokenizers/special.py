@@ -27,6 +27,17 @@ SPECIAL_TOKENS: dict[str, str] = {
     "eos": "<|endoftext|>",
 }
 
+# role -> token string for our BERT-style (wordpiece) tokenizers: BERT's own names, in
+# the order that makes [PAD] id 0 (its vocab.txt has [UNK] 100, [CLS] 101, ... after 99
+# unused slots; ours need no gaps).
+WORDPIECE_SPECIAL_TOKENS: dict[str, str] = {
+    "pad": "[PAD]",
+    "unk": "[UNK]",
+    "cls": "[CLS]",
+    "sep": "[SEP]",
+    "mask": "[MASK]",
+}
+
 # role -> known token strings, most preferred first. A name may serve several roles:
 # GPT-2 has a single special, "<|endoftext|>", used as bos, eos and unk alike, so it is
 # listed (last) under each of them. ChatML's "<|im_start|>" / "<|im_end|>" come after the

@@ -4,8 +4,11 @@ The `tokenizers` library does the real work (training, fast encoding, the
 tokenizer.json format). This wrapper only fixes the choices the rest of tfamily relies
 on:
 
-* ``decode(encode(s)) == s`` exactly: no normalizer, no cleanup of spaces, and decoders
-  that concatenate (``Fuse``) or undo the byte mapping (``ByteLevel``).
+* ``decode(encode(s)) == s`` exactly for char, word and bpe: no normalizer, no cleanup of
+  spaces, and decoders that concatenate (``Fuse``) or undo the byte mapping (``ByteLevel``).
+  WordPiece is the exception by design (BERT's own choice): it normalises (lower-cases,
+  strips accents, drops control characters) and forgets how words were spaced, so its
+  decode gives the words back joined by single spaces.
 * Encoding never adds BOS/EOS; the objective or generation code adds what it needs.
 * Special tokens have *roles* (pad, unk, bos, eos, ...) inferred from their names via
   ``special.py``, so GPT-2's lone ``<|endoftext|>`` is understood as bos, eos and unk.
@@ -18,29 +21,40 @@ Kinds we train::
           text round-trips exactly; a run of CJK without spaces is ONE word ("中文字符")
     bpe   byte-level BPE (GPT-2 style); every byte is in the vocabulary, so any Unicode
           string round-trips and nothing is ever unk
+    wordpiece
+          BERT's tokenizer: BertNormalizer (optional lower-casing, accents stripped when
+          lower-casing, CJK characters split apart so each is a word of its own),
+          BertPreTokenizer (whitespace and punctuation), WordPiece pieces with "##"
+          marking a continuation ("playing" -> "play", "##ing"); unseen words -> [UNK].
+          Default specials [PAD] [UNK] [CLS] [SEP] [MASK] (ids 0-4). A BERT ``vocab.txt``
+          loads with `Tokenizer.from_vocab_txt`.
+
+Loaded tokenizer.json files of other kinds keep the model's own name ("unigram", ...).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from .special import SPECIAL_TOKENS, check_special_tokens, infer_roles
+from .special import KNOWN_SPECIAL_TOKENS, SPECIAL_TOKENS, WORDPIECE_SPECIAL_TOKENS, check_special_tokens, infer_roles
 from .textio import iter_text_chunks
 
-KINDS = ("char", "word", "bpe")
+KINDS = ("char", "word", "bpe", "wordpiece")
 
 # One code point per token. "[\s\S]" rather than "." because "." skips newlines.
 CHAR_PATTERN = r"[\s\S]"
 # Words, punctuation runs, whitespace runs: together they cover every character.
 WORD_PATTERN = r"\w+|[^\w\s]+|\s+"
 
-DEFAULT_VOCAB_SIZE = {"char": None, "word": 32_000, "bpe": 8_192}
+DEFAULT_VOCAB_SIZE = {"char": None, "word": 32_000, "bpe": 8_192, "wordpiece": 8_192}
+WORDPIECE_PREFIX = "##"  # marks a piece that continues the previous one inside a word
+Segmenter = Callable[[str], Iterable[str]]  # text -> its words in order (e.g. jieba.cut)
 UNLIMITED_VOCAB = 2**31 - 1  # what "no cap" means to the WordLevel trainer
 
 TextSource = str | os.PathLike
@@ -71,6 +85,7 @@ class Tokenizer:
         vocab_size: int | None = None,
         special_tokens: Mapping[str, str] | None = None,
         min_frequency: int = 0,
+        lowercase: bool | None = None,
     ) -> Tokenizer:
         """Train a ``kind`` tokenizer ("char", "word" or "bpe") on texts and/or files.
 
@@ -80,21 +95,33 @@ class Tokenizer:
         ``vocab_size`` counts special tokens. For "char" it is an optional cap (default:
         every character seen); for "word" the most frequent words are kept (default
         32,000); for "bpe" it must leave room for the 256 bytes (default 8,192).
-        ``special_tokens`` maps role -> token (default ``SPECIAL_TOKENS``); ids are given
-        in its order, starting at 0.
+        For "wordpiece" it counts the "##" pieces too (default 8,192).
+        ``special_tokens`` maps role -> token (default ``SPECIAL_TOKENS``, and
+        ``WORDPIECE_SPECIAL_TOKENS`` = [PAD] [UNK] [CLS] [SEP] [MASK] for "wordpiece"); ids
+        are given in its order, starting at 0. ``lowercase`` (wordpiece only, default
+        True as in BERT "uncased") lower-cases and strips accents before splitting.
         """
         if kind not in KINDS:
             raise ValueError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}")
-        specials = check_special_tokens(SPECIAL_TOKENS if special_tokens is None else special_tokens)
-        if kind in ("char", "word") and "unk" not in specials:
+        if lowercase is not None and kind != "wordpiece":
+            raise ValueError(f"lowercase applies to the wordpiece kind only, not to {kind!r}")
+        default_specials = WORDPIECE_SPECIAL_TOKENS if kind == "wordpiece" else SPECIAL_TOKENS
+        specials = check_special_tokens(default_specials if special_tokens is None else special_tokens)
+        if kind in ("char", "word", "wordpiece") and "unk" not in specials:
             raise ValueError(f"a {kind} tokenizer needs an 'unk' special token for unseen input")
         tokens = list(dict.fromkeys(specials.values()))  # one id per distinct string
         if vocab_size is None:
             vocab_size = DEFAULT_VOCAB_SIZE[kind]
         _check_vocab_size(kind, vocab_size, len(tokens))
 
-        backend, trainer = _BUILDERS[kind](tokens, vocab_size, min_frequency, specials.get("unk"))
+        if kind == "wordpiece":
+            backend, trainer = _build_wordpiece(tokens, vocab_size, min_frequency, specials,
+                                                lowercase=True if lowercase is None else lowercase)
+        else:
+            backend, trainer = _BUILDERS[kind](tokens, vocab_size, min_frequency, specials.get("unk"))
         backend.train_from_iterator(_iter_texts(texts_or_files), trainer=trainer)
+        if kind == "wordpiece":
+            _add_bert_template(backend, backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]"))
         tok = cls(backend, kind)
         if tok.vocab_size <= len(tokens) and kind != "bpe":
             raise ValueError(f"no text to train the {kind} tokenizer on (the input was empty)")
@@ -108,6 +135,24 @@ class Tokenizer:
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """`encode` for many texts at once (parallel inside the library)."""
         return [e.ids for e in self.backend.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode_with_words(self, text: str, segmenter: Segmenter | None = None) -> tuple[list[int], list[int]]:
+        """Token ids of ``text`` and, for each token, the index of the word it belongs to.
+
+        Whole-word masking needs to know which tokens make one word: "playing" ->
+        "play" "##ing" must be masked together. Words are the pre-tokenizer's pieces
+        (for wordpiece: whitespace / punctuation splits, each CJK character alone; for
+        byte-level bpe: a word with its leading space). Chinese words are runs of
+        characters, which only a segmenter knows: pass one (``text -> words in order``,
+        e.g. ``jieba.cut``) and each token's word is the segment its first character
+        falls in. Word indices start at 0 and never decrease.
+        """
+        enc = self.backend.encode(text, add_special_tokens=False)
+        if segmenter is None:
+            words = _number_words(enc.word_ids)
+        else:
+            words = _number_words(_segment_of_offsets(text, [start for start, _ in enc.offsets], segmenter))
+        return enc.ids, words
 
     def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
         """The text of ``ids``, exactly: no spaces added or cleaned up."""
@@ -150,6 +195,18 @@ class Tokenizer:
     def eos_id(self) -> int | None:
         return self.special_ids.get("eos")
 
+    @property
+    def cls_id(self) -> int | None:
+        return self.special_ids.get("cls")
+
+    @property
+    def sep_id(self) -> int | None:
+        return self.special_ids.get("sep")
+
+    @property
+    def mask_id(self) -> int | None:
+        return self.special_ids.get("mask")
+
     # ------------------------------------------------------------------ persistence
     def to_str(self) -> str:
         """The tokenizer.json text, compact (embed it in a checkpoint)."""
@@ -184,6 +241,33 @@ class Tokenizer:
         except UnicodeDecodeError:
             raise ValueError(f"{path} is not a tokenizer.json file (not UTF-8 text)") from None
         return cls(_backend_from_str(text, str(path)))
+
+    @classmethod
+    def from_vocab_txt(cls, path: str | os.PathLike, lowercase: bool = True,
+                       handle_chinese_chars: bool = True) -> Tokenizer:
+        """A wordpiece tokenizer from a BERT ``vocab.txt`` (one token a line; line N is id N).
+
+        This is what Google's BERT checkpoints and older HF folders ship instead of a
+        tokenizer.json. ``lowercase`` must match the checkpoint (True for "uncased"
+        models: tokenizer_config.json's ``do_lower_case``). The bracketed specials of the
+        file ([PAD] [UNK] [CLS] [SEP] [MASK]) become special tokens with their ids kept.
+        """
+        path = Path(path)
+        if path.is_dir():
+            path = path / "vocab.txt"
+        if not path.is_file():
+            raise FileNotFoundError(f"vocabulary file {path} not found")
+        vocab = _read_vocab_txt(path)
+        unk = next((t for t in ("[UNK]", "<unk>") if t in vocab), None)
+        if unk is None:
+            raise ValueError(f"{path}: no [UNK] token in the vocabulary; a WordPiece vocabulary needs one")
+        backend = HFTokenizer(models.WordPiece(vocab, unk_token=unk, continuing_subword_prefix=WORDPIECE_PREFIX,
+                                               max_input_chars_per_word=100))
+        _dress_wordpiece(backend, lowercase, handle_chinese_chars)
+        specials = [t for role in WORDPIECE_SPECIAL_TOKENS for t in KNOWN_SPECIAL_TOKENS[role] if t in vocab]
+        backend.add_special_tokens(specials)  # already in the vocabulary: ids unchanged
+        _add_bert_template(backend, vocab.get("[CLS]"), vocab.get("[SEP]"))
+        return cls(backend, "wordpiece")
 
     def __len__(self) -> int:
         return self.vocab_size
@@ -237,6 +321,63 @@ def _build_bpe(tokens, vocab_size, min_frequency, unk):
     return backend, trainer
 
 
+def _build_wordpiece(tokens: list[str], vocab_size: int, min_frequency: int, specials: dict[str, str],
+                     lowercase: bool):
+    """BERT's pipeline: normalise, split on space / punctuation / CJK, then WordPiece."""
+    backend = HFTokenizer(models.WordPiece(unk_token=specials["unk"], continuing_subword_prefix=WORDPIECE_PREFIX,
+                                           max_input_chars_per_word=100))
+    _dress_wordpiece(backend, lowercase, handle_chinese_chars=True)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=tokens,
+        continuing_subword_prefix=WORDPIECE_PREFIX,
+        show_progress=False,
+    )
+    return backend, trainer
+
+
+def _dress_wordpiece(backend: HFTokenizer, lowercase: bool, handle_chinese_chars: bool) -> None:
+    """Normalizer, pre-tokenizer and decoder of BERT's tokenizer, set on ``backend``.
+
+    ``strip_accents=None`` follows ``lowercase``, as BERT's own BasicTokenizer does."""
+    backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=handle_chinese_chars,
+                                                    strip_accents=None, lowercase=lowercase)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix=WORDPIECE_PREFIX, cleanup=True)
+
+
+def _add_bert_template(backend: HFTokenizer, cls_id: int | None, sep_id: int | None) -> None:
+    """The [CLS] A [SEP] B [SEP] template, so the saved tokenizer.json behaves like BERT's in
+    other tools. tfamily itself never applies it: `encode` adds no specials."""
+    if cls_id is None or sep_id is None:
+        return
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+
+
+def _read_vocab_txt(path: Path) -> dict[str, int]:
+    """token -> id from a vocab.txt; a repeated token is an error (it would shift ids)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text: {e}") from None
+    if lines and lines[-1] == "":
+        lines.pop()
+    vocab: dict[str, int] = {}
+    for i, token in enumerate(lines):
+        token = token.rstrip("\r")
+        if not token:
+            raise ValueError(f"{path}, line {i + 1}: empty token")
+        if token in vocab:
+            raise ValueError(f"{path}, line {i + 1}: token {token!r} repeats line {vocab[token] + 1}")
+        vocab[token] = i
+    if not vocab:
+        raise ValueError(f"{path} is empty")
+    return vocab
+
+
 _BUILDERS = {"char": _build_char, "word": _build_word, "bpe": _build_bpe}
 
 
@@ -252,6 +393,31 @@ def _check_vocab_size(kind: str, vocab_size: int | None, n_special: int) -> None
             f"vocab_size {vocab_size} is too small for a {kind} tokenizer: it must hold "
             f"{n_special} special tokens plus {what} (>= {floor})"
         )
+
+
+# ---------------------------------------------------------------------- words
+def _number_words(word_ids: Sequence[int | None]) -> list[int]:
+    """Renumber word ids 0, 1, 2, ... in order of appearance; a token without a word
+    (None: an added token) is a word of its own."""
+    out: list[int] = []
+    last, current = object(), -1
+    for w in word_ids:
+        if w is None or w != last:
+            current += 1
+        out.append(current)
+        last = w
+    return out
+
+
+def _segment_of_offsets(text: str, starts: Sequence[int], segmenter: Segmenter) -> list[int]:
+    """For each token's first character (``starts``), the index of the segment holding it."""
+    segment_of_char: list[int] = []
+    for index, piece in enumerate(segmenter(text)):
+        segment_of_char.extend([index] * len(piece))
+    if len(segment_of_char) != len(text):
+        raise ValueError(f"the segmenter's words cover {len(segment_of_char)} characters of a text of "
+                         f"{len(text)}; it must return the text's words in order, nothing dropped or added")
+    return [segment_of_char[s] if s < len(text) else -1 for s in starts]
 
 
 # ---------------------------------------------------------------------- inputs
