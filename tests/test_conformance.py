@@ -9,6 +9,7 @@ from tfamily.models import build_model
 from tfamily.presets import PRESETS, tiny_version
 
 NAMES = sorted(PRESETS)
+GENERATIVE = [n for n in NAMES if PRESETS[n].fields["arch"] != "encoder"]  # encoders do not generate
 
 
 def tiny(name, **changes):
@@ -29,6 +30,9 @@ class Runner:
         self.src = torch.randint(0, model.cfg.vocab_size, (1, 5))
 
     def __call__(self, ids, attention_mask=None, cache=None):
+        if self.cfg.arch == "encoder":
+            assert cache is None
+            return self.model(ids, attention_mask=attention_mask)
         if self.seq2seq:
             return self.model(self.src.expand(ids.shape[0], -1), ids, tgt_mask=attention_mask, cache=cache)
         return self.model(ids, attention_mask=attention_mask, cache=cache)
@@ -54,6 +58,12 @@ def model(request):
     return build_model(tiny(request.param)).eval()
 
 
+@pytest.fixture(params=GENERATIVE)
+def generator_model(request):
+    torch.manual_seed(0)
+    return build_model(tiny(request.param)).eval()
+
+
 @pytest.fixture
 def run(model):
     torch.manual_seed(1)
@@ -72,7 +82,11 @@ def test_output_shapes(model, run):
 def test_every_parameter_gets_a_gradient(model, run):
     model.train()
     ids = torch.randint(0, model.cfg.vocab_size, (2, 9))
-    run(ids).logits.float().logsumexp(-1).mean().backward()
+    out = run(ids)
+    loss = out.logits.float().logsumexp(-1).mean()
+    if getattr(out, "nsp_logits", None) is not None:  # BERT's next-sentence head
+        loss = loss + out.nsp_logits.float().logsumexp(-1).mean()
+    loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None, f"{name} got no gradient"
         assert p.grad.abs().sum() > 0, f"{name} got a zero gradient"
@@ -88,7 +102,9 @@ def test_save_load_round_trip(model, run, tmp_path):
     torch.testing.assert_close(run_loaded(ids).logits, run(ids).logits, rtol=0, atol=0)
 
 
-def test_cached_equals_uncached_greedy(model, run):
+def test_cached_equals_uncached_greedy(generator_model):
+    model = generator_model
+    run = Runner(model)
     prompt = torch.randint(0, model.cfg.vocab_size, (6,)).tolist()
     if run.seq2seq:  # the decoder starts alone; the source is fixed
         run.src = torch.tensor([prompt])
@@ -107,7 +123,9 @@ def test_cached_equals_uncached_greedy(model, run):
     torch.testing.assert_close(torch.stack(got_logits), want_logits, rtol=0, atol=1e-5)
 
 
-def test_decode_generator_matches_uncached_for_a_padded_batch(model, run):
+def test_decode_generator_matches_uncached_for_a_padded_batch(generator_model):
+    model = generator_model
+    run = Runner(model)
     prompts = [torch.randint(0, model.cfg.vocab_size, (n,)).tolist() for n in (3, 8, 5)]
     steps = [s for group in decode(model, prompts, SamplingParams(max_new_tokens=6, temperature=0)) for s in group]
     for i, prompt in enumerate(prompts):
@@ -124,7 +142,8 @@ def test_padding_invariance(model, run):
     torch.testing.assert_close(run(padded, attention_mask=mask).logits[:, 4:], alone, rtol=0, atol=1e-5)
 
 
-def test_same_seed_same_output(model):
+def test_same_seed_same_output(generator_model):
+    model = generator_model
     prompt = [[1, 2, 3]]
     params = SamplingParams(max_new_tokens=10, temperature=1.0, top_k=20, seed=7)
     a = [s.token for g in decode(model, prompt, params) for s in g]

@@ -13,7 +13,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-Arch = Literal["decoder", "encoder-decoder"]
+Arch = Literal["decoder", "encoder", "encoder-decoder"]
+Head = Literal["lm", "none", "sequence_classification", "token_classification", "span"]
+Pooling = Literal["pooler", "first", "mean", "last"]
 Position = Literal["learned", "sinusoidal", "rotary", "none"]
 Norm = Literal["layernorm", "rmsnorm"]
 NormPlacement = Literal["pre", "post"]
@@ -55,7 +57,11 @@ class ModelConfig(ValidatedConfig):
     final norm, GPT-2 is ``"pre"`` with a final LayerNorm and tanh-GELU, and so on.
     """
 
-    arch: Arch = "decoder"  # which stacks the builder wires: decoder-only (causal), or encoder-decoder
+    arch: Arch = "decoder"  # which stacks the builder wires: decoder-only (causal), encoder-only, encoder-decoder
+    head: Head = "lm"  # lm: the family's pretraining head (causal LM, MLM for encoders); none: the bare backbone; else a task
+    num_labels: int = 2  # classes of a classification head (labels' names go in extra["labels"])
+    pooling: Pooling = "pooler"  # sequence classification: pooler = dense + tanh on the first token (BERT)
+    nsp: bool = False  # encoder pretraining (head="lm"): also predict whether sentence B follows A (NSP)
     vocab_size: int = 50257
     d_model: int = 768
     n_layer: int = 12  # decoder blocks (decoder-only: all blocks)
@@ -75,6 +81,8 @@ class ModelConfig(ValidatedConfig):
     bias: bool = True  # biases in linear layers and norms
     tie_embeddings: bool = True  # LM head shares the token embedding matrix
     share_encoder_embeddings: bool = True  # encoder-decoder: source and target share one embedding (joint vocabulary)
+    type_vocab_size: int = 0  # segment embeddings (BERT's sentence A / B); 0 = none
+    embed_norm: bool = False  # a norm right after the embeddings (BERT, BART)
     scale_embeddings: bool = False  # token embeddings times sqrt(d_model) (Vaswani et al. 2017, section 3.4)
     decoder_start_token_id: Optional[int] = None  # encoder-decoder: the token the decoder starts from
     dropout: float = 0.0  # embedding, residual and attention-probability dropout
@@ -96,6 +104,15 @@ class ModelConfig(ValidatedConfig):
             raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
         if self.n_head % self.n_kv_head:
             raise ConfigError(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head})")
+        if self.num_labels <= 0 or self.type_vocab_size < 0:
+            raise ConfigError("num_labels must be positive and type_vocab_size >= 0")
+        if self.head != "lm" and self.arch == "encoder-decoder":
+            raise ConfigError(f"head={self.head!r} needs an encoder or decoder backbone, not arch='encoder-decoder'")
+        if self.head == "sequence_classification" and self.arch == "decoder" and self.pooling in ("pooler", "first"):
+            raise ConfigError(f"pooling={self.pooling!r} reads the first token, which a causal decoder computes "
+                              "before seeing the rest; use pooling='last' (GPT-1) or 'mean'")
+        if self.nsp and self.arch != "encoder":
+            raise ConfigError(f"nsp (next-sentence prediction) needs arch='encoder', not {self.arch!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.rope_theta <= 0:

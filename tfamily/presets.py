@@ -103,6 +103,22 @@ _add("transformer-small", dict(TRANSFORMER, vocab_size=8000, max_seq_len=256, d_
      "the paper's long warm-up; vocab_size comes from the tokenizer")
 
 
+BERT_SOURCE = ("Devlin et al. 2019, 'BERT: Pre-training of Deep Bidirectional Transformers', section 3 (base: L=12, "
+               "H=768, A=12, 110M; large: L=24, H=1024, A=16, 340M; 512 positions, 2 segments, GELU, a 30,000 "
+               "WordPiece vocabulary); HF google-bert/bert-base-uncased config.json (vocab 30522, eps 1e-12)")
+BERT = dict(arch="encoder", vocab_size=30522, max_seq_len=512, position="learned", type_vocab_size=2, embed_norm=True,
+            norm="layernorm", norm_eps=1e-12, norm_placement="post", final_norm=False, activation="gelu", bias=True,
+            tie_embeddings=True, dropout=0.1, scale_residual_init=False, nsp=True, pad_token_id=0)
+_add("bert-base", dict(BERT, d_model=768, n_layer=12, n_head=12, d_ff=3072), BERT_SOURCE, "110M parameters")
+_add("bert-large", dict(BERT, d_model=1024, n_layer=24, n_head=16, d_ff=4096), BERT_SOURCE, "340M parameters")
+_add("bert-tiny", dict(BERT, vocab_size=8000, max_seq_len=128, d_model=128, n_layer=2, n_head=2, d_ff=512),
+     "Turc et al. 2019, 'Well-Read Students Learn Better' (the BERT-Tiny size: L=2, H=128, A=2)",
+     "trains in minutes on a CPU; vocab_size comes from the tokenizer")
+_add("bert-mini", dict(BERT, vocab_size=8000, max_seq_len=128, d_model=256, n_layer=4, n_head=4, d_ff=1024),
+     "Turc et al. 2019, 'Well-Read Students Learn Better' (the BERT-Mini size: L=4, H=256, A=4)",
+     "vocab_size comes from the tokenizer")
+
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]

@@ -187,13 +187,19 @@ def _cut(order: np.ndarray, size: np.ndarray, max_tokens: int) -> list[np.ndarra
 
 def pad_batch(seqs: Sequence[np.ndarray | list[int]], pad: int, prefix: int | None = None,
               suffix: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad sequences (optionally with a token before / after each) -> ids (B, T), mask (B, T)."""
-    rows = [([prefix] if prefix is not None else []) + list(map(int, s)) + ([suffix] if suffix is not None else [])
-            for s in seqs]
-    width = max(1, max(len(r) for r in rows))
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, :len(r)] = True
-    return ids, mask
+    """Right-pad sequences (optionally with a token before / after each) -> ids (B, T), mask (B, T).
+
+    Filled in numpy and handed to torch once: per-row tensor writes cost more than the
+    model's own small layers for a batch of a few hundred short sentences."""
+    lengths = np.array([len(s) for s in seqs], dtype=np.int64) + (prefix is not None) + (suffix is not None)
+    width = max(1, int(lengths.max()) if len(seqs) else 1)
+    ids = np.full((len(seqs), width), pad, dtype=np.int64)
+    start = 1 if prefix is not None else 0
+    if prefix is not None:
+        ids[:, 0] = prefix
+    for i, s in enumerate(seqs):
+        ids[i, start:start + len(s)] = s
+    if suffix is not None:
+        ids[np.arange(len(seqs)), lengths - 1] = suffix
+    mask = np.arange(width)[None, :] < lengths[:, None]
+    return torch.from_numpy(ids), torch.from_numpy(mask)

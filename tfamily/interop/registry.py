@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, ModelConfig
-from . import hf_gpt2, hf_llama
+from . import hf_bert, hf_gpt2, hf_llama
 from .io import InteropError, StateDict, read_config, read_tokenizer_json, read_weights, write_folder
 
 
@@ -40,6 +40,8 @@ def register(family: HFFamily) -> None:
 
 register(HFFamily(hf_gpt2.MODEL_TYPE, hf_gpt2.config_from_hf, hf_gpt2.config_to_hf,
                   hf_gpt2.state_dict_from_hf, hf_gpt2.state_dict_to_hf))
+register(HFFamily(hf_bert.MODEL_TYPE, hf_bert.config_from_hf, hf_bert.config_to_hf,
+                  hf_bert.state_dict_from_hf, hf_bert.state_dict_to_hf))
 register(HFFamily(hf_llama.MODEL_TYPE, hf_llama.config_from_hf, hf_llama.config_to_hf,
                   hf_llama.state_dict_from_hf, hf_llama.state_dict_to_hf))
 
@@ -67,9 +69,34 @@ def import_hf(folder: str | os.PathLike, dtype: torch.dtype | None = None) -> tu
         raise ConfigError(f"{Path(folder) / 'config.json'}: {e}") from None
     state = family.state_dict_from_hf(read_weights(folder), cfg)
     model = model_from_state_dict(cfg, {k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    pooling = sentence_embedding_config(folder)
+    if pooling:
+        model.cfg.extra["sentence_embedding"] = pooling
     if dtype is not None:
         model.to(dtype)
     return model.eval(), read_tokenizer_json(folder)
+
+
+def sentence_embedding_config(folder: str | os.PathLike) -> dict | None:
+    """How a sentence-transformers folder pools its embeddings ({"pooling": "mean" | "first",
+    "normalize": bool}) from its 1_Pooling/config.json and modules.json, or None."""
+    import json
+
+    folder = Path(folder)
+    pooling_file = folder / "1_Pooling" / "config.json"
+    if not pooling_file.is_file():
+        return None
+    try:
+        pooling = json.loads(pooling_file.read_text(encoding="utf-8"))
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8")) \
+            if (folder / "modules.json").is_file() else []
+    except (OSError, ValueError):
+        return None
+    mode = "mean" if pooling.get("pooling_mode_mean_tokens") else "first" if pooling.get("pooling_mode_cls_token") else None
+    if mode is None:
+        return None
+    normalize = any(isinstance(m, dict) and str(m.get("type", "")).endswith("Normalize") for m in modules)
+    return {"pooling": mode, "normalize": normalize}
 
 
 def export_hf(model: nn.Module, folder: str | os.PathLike, tokenizer_json: str | None = None,

@@ -7,16 +7,19 @@ from torch import nn
 
 from ..config import ModelConfig
 from .gpt import GPT, CausalLM, DecoderOutput, LMOutput
+from .bert import Encoder, EncoderOutput, MaskedLM, MaskedLMOutput
 from .seq2seq import EncoderDecoder, Seq2SeqOutput
+from .tasks import TASK_MODELS, SequenceClassifier, SpanExtractor, TaskOutput, TokenClassifier
 
-BUILDERS = {"decoder": CausalLM, "encoder-decoder": EncoderDecoder}
+BUILDERS = {"decoder": CausalLM, "encoder": MaskedLM, "encoder-decoder": EncoderDecoder}  # pretraining models
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
-    try:
-        return BUILDERS[cfg.arch](cfg)
-    except KeyError:
-        raise ValueError(f"no builder for arch {cfg.arch!r}; known: {sorted(BUILDERS)}") from None
+    """The family's pretraining model (``head="lm"``), or a backbone with a task head."""
+    builder = BUILDERS.get(cfg.arch) if cfg.head == "lm" else TASK_MODELS.get(cfg.head)
+    if builder is None:
+        raise ValueError(f"no builder for arch {cfg.arch!r} with head {cfg.head!r}")
+    return builder(cfg)
 
 
 def model_from_state_dict(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> nn.Module:
@@ -37,4 +40,6 @@ def model_from_state_dict(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> n
     return model
 
 
-__all__ = ["GPT", "CausalLM", "DecoderOutput", "LMOutput", "EncoderDecoder", "Seq2SeqOutput", "build_model", "model_from_state_dict", "BUILDERS"]
+__all__ = ["GPT", "CausalLM", "DecoderOutput", "LMOutput", "EncoderDecoder", "Seq2SeqOutput", "Encoder",
+           "EncoderOutput", "MaskedLM", "MaskedLMOutput", "SequenceClassifier", "TokenClassifier", "SpanExtractor",
+           "TaskOutput", "TASK_MODELS", "build_model", "model_from_state_dict", "BUILDERS"]

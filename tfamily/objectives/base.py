@@ -31,7 +31,15 @@ class Batch:
                      {k: move(v) for k, v in self.extra.items()})
 
 
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits of a model output (a dataclass with ``.logits``), or the tensor itself."""
+    return output if isinstance(output, torch.Tensor) else output.logits
+
+
 class Objective(Protocol):
     def prepare(self, raw: Any) -> Batch: ...
 
-    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor: ...
+    def loss(self, output: Any, batch: Batch) -> torch.Tensor:
+        """The loss of a model ``output`` (its dataclass: logits and, for some families, more
+        such as next-sentence logits) or of bare logits."""
+        ...

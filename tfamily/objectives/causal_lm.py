@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import IGNORE_INDEX, Batch
+from .base import IGNORE_INDEX, Batch, logits_of
 
 
 class CausalLMObjective:
@@ -18,7 +18,7 @@ class CausalLMObjective:
             raise ValueError(f"causal LM needs (batch, T+1) windows with T >= 1, got {tuple(windows.shape)}")
         return Batch({"ids": windows[:, :-1]}, windows[:, 1:])
 
-    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def loss(self, output, batch: Batch) -> torch.Tensor:
         """Mean cross-entropy in fp32 over all non-ignored targets. logits: (B, T, V)."""
-        return F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten(), ignore_index=IGNORE_INDEX,
+        return F.cross_entropy(logits_of(output).flatten(0, 1).float(), batch.targets.flatten(), ignore_index=IGNORE_INDEX,
                                label_smoothing=self.label_smoothing)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.parallel import pad_batch
-from .base import IGNORE_INDEX, Batch
+from .base import IGNORE_INDEX, Batch, logits_of
 
 
 class Seq2SeqObjective:
@@ -40,7 +40,7 @@ class Seq2SeqObjective:
         return Batch({"src_ids": src_ids, "tgt_ids": tgt_in, "src_mask": src_mask}, targets,
                      {"n_tokens": int(tgt_mask.sum())})
 
-    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def loss(self, output, batch: Batch) -> torch.Tensor:
         """Mean (label-smoothed) cross-entropy in fp32 over the real target tokens. logits: (B, T, V)."""
-        return F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten(), ignore_index=IGNORE_INDEX,
+        return F.cross_entropy(logits_of(output).flatten(0, 1).float(), batch.targets.flatten(), ignore_index=IGNORE_INDEX,
                                label_smoothing=self.label_smoothing)

@@ -3,7 +3,7 @@
     for step in steps:                       # until `steps` or `max_time`, whichever first
         lr = schedule(step, progress)
         for micro-batch in split(data.batch(step), grad_accum):
-            loss = objective.loss(model(**batch.inputs).logits, batch) / grad_accum
+            loss = objective.loss(model(**batch.inputs), batch) / grad_accum
             loss.backward()                  # under bf16 autocast when asked
         clip grad norm; AdamW step; zero grads
         every eval_interval: validation loss, checkpoint (atomic)
@@ -150,8 +150,8 @@ class Trainer:
         for micro in split_micro(self.train_data.batch(self.step), cfg.grad_accum):
             batch = self.objective.prepare(micro).to(self.device)
             with self.autocast():
-                logits = self.forward(**batch.inputs).logits
-            loss = self.objective.loss(logits, batch) / cfg.grad_accum
+                output = self.forward(**batch.inputs)
+            loss = self.objective.loss(output, batch) / cfg.grad_accum
             loss.backward()
             total += loss.item()
             tokens += batch.n_tokens
@@ -176,8 +176,8 @@ class Trainer:
         for i in range(n):
             batch = self.objective.prepare(self.val_data.batch(i)).to(self.device)
             with self.autocast():
-                logits = self.forward(**batch.inputs).logits
-            losses.append(self.objective.loss(logits, batch).item())
+                output = self.forward(**batch.inputs)
+            losses.append(self.objective.loss(output, batch).item())
         self.model.train()
         return sum(losses) / len(losses)
 
