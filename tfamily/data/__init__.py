@@ -6,6 +6,7 @@
 """
 
 from .bundled import available_corpora, bundled_corpus
+from .sentences import SentencePairs, SentencePairSampler, Sentences, SentencesInfo, prepare_sentences
 from .shards import CorpusInfo, TokenShards, WindowSampler, prepare_corpus, read_meta, token_dtype
 
 __all__ = [
@@ -17,4 +18,9 @@ __all__ = [
     "WindowSampler",
     "read_meta",
     "token_dtype",
+    "Sentences",
+    "SentencesInfo",
+    "SentencePairs",
+    "SentencePairSampler",
+    "prepare_sentences",
 ]
