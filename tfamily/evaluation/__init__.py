@@ -1,6 +1,16 @@
-"""Evaluation metrics: perplexity, BLEU and chrF; accuracy and F1 come with their families."""
+"""Evaluation metrics: perplexity, BLEU and chrF; accuracy / F1, entity F1 (seqeval), QA exact match / F1."""
 
 from .bleu import BleuResult, bleu
+from .classification import (
+    ClassificationResult,
+    EntityResult,
+    QAResult,
+    classification_scores,
+    entity_f1,
+    normalize_answer,
+    qa_scores,
+)
 from .perplexity import PerplexityResult, perplexity
 
-__all__ = ["BleuResult", "bleu", "PerplexityResult", "perplexity"]
+__all__ = ["BleuResult", "bleu", "PerplexityResult", "perplexity", "ClassificationResult", "classification_scores",
+           "EntityResult", "entity_f1", "QAResult", "qa_scores", "normalize_answer"]
