@@ -355,6 +355,25 @@ def load_for_inference(path: str):
     return model, Tokenizer.from_str(tok_json)
 
 
+def load_any(path: str):
+    """(model, tokenizer) from a tfamily checkpoint or, converted on the fly, a Hugging Face
+    folder (its config.json names a ``model_type``)."""
+    config = Path(path) / "config.json"
+    if config.is_file():
+        try:
+            is_hf = "model_type" in json.loads(config.read_text(encoding="utf-8"))
+        except ValueError:
+            is_hf = False
+        if is_hf:
+            from .interop import import_hf
+            from .tokenizers import Tokenizer
+            model, tok_json = import_hf(path)
+            if tok_json is None:
+                raise UsageError(f"{path} has no tokenizer (tokenizer.json, vocab.txt, or vocab.json + merges.txt)")
+            return model, Tokenizer.from_str(tok_json)
+    return load_for_inference(path)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from .generation import SamplingParams, generate
     from .generation.show import format_steps, shade
@@ -575,6 +594,46 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# embed
+# ---------------------------------------------------------------------------------------
+def add_embed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a tfamily checkpoint or a Hugging Face folder (e.g. a sentence encoder)")
+    p.add_argument("text", nargs="*", help="texts to embed (or use --input)")
+    p.add_argument("--input", help="a file of texts, one a line (.gz is fine)")
+    p.add_argument("--output", help="write the embeddings here: .npy (an N x d array) or .jsonl (default: stdout)")
+    p.add_argument("--pooling", choices=["mean", "first", "pooler", "last"],
+                   help="how token states become one vector (default: the checkpoint's own, else mean; "
+                        "last for causal decoders)")
+    p.add_argument("--no-normalize", action="store_true", help="keep the raw length (default: unit vectors)")
+    p.add_argument("--batch-size", type=int, default=64)
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .data.parallel import read_lines
+    from .evaluation.embeddings import embed_texts
+
+    if bool(args.text) == bool(args.input):
+        raise UsageError("give the texts either as arguments or with --input FILE, not both or neither")
+    model, tokenizer = load_any(args.checkpoint)
+    texts = read_lines(args.input) if args.input else list(args.text)
+    vectors = embed_texts(model, tokenizer, texts, pooling=args.pooling, normalize=not args.no_normalize,
+                          batch_size=args.batch_size)
+    if args.output and args.output.endswith(".npy"):
+        import numpy as np
+        np.save(args.output, vectors.numpy())
+    else:
+        lines = "".join(json.dumps({"text": t, "embedding": [round(x, 6) for x in v]}, ensure_ascii=False) + "\n"
+                        for t, v in zip(texts, vectors.tolist()))
+        if args.output:
+            Path(args.output).write_text(lines, encoding="utf-8")
+        else:
+            sys.stdout.write(lines)
+    if args.output:
+        print(f"{len(texts)} embeddings of size {vectors.shape[1]} written to {args.output}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 # inspect, presets, interop
 # ---------------------------------------------------------------------------------------
 def add_inspect_args(p: argparse.ArgumentParser) -> None:
@@ -751,6 +810,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable | N
              add_chat_args),
     "translate": (cmd_translate, "translate sentences or a file with an encoder-decoder checkpoint (beam search)",
                   add_translate_args),
+    "embed": (cmd_embed, "sentence embeddings (mean / [CLS] / pooler / last token) from any checkpoint",
+              add_embed_args),
     "eval": (cmd_eval, "perplexity on a text file (language models), or BLEU and chrF on a test set (translation)",
              add_eval_args),
     "inspect": (cmd_inspect, "parameters, FLOPs per token and training memory of a preset or checkpoint",

@@ -181,3 +181,17 @@ def test_real_minilm_gives_the_reference_embeddings():
     torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
     sims = got @ got.T
     assert sims[0, 1] > 0.5 > sims[0, 2]  # paraphrases close, unrelated far: the weights are really pretrained
+
+
+def test_a_folder_with_only_vocab_txt_gets_the_same_tokens(tmp_path):
+    """Older BERT folders ship vocab.txt, not tokenizer.json: the WordPiece built from it
+    tokenises as the real tokenizer.json does."""
+    import shutil
+    from tfamily.tokenizers import Tokenizer
+    folder = minilm_folder()
+    for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"):
+        shutil.copy(folder / name, tmp_path / name)
+    _, tok_json = import_hf(tmp_path)
+    ours, real_tok = Tokenizer.from_str(tok_json), Tokenizer.from_str((folder / "tokenizer.json").read_text())
+    text = "Hello, Berlinerstraße! Unaffordable 中文 naïve."
+    assert ours.encode(text) == real_tok.encode(text)

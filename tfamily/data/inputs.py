@@ -63,3 +63,27 @@ def pad_rows(rows: Sequence[tuple[list[int], list[int]]], pad_id: int | None, wi
         types[i, :len(row)] = torch.tensor(segs, dtype=torch.long)
         mask[i, :len(row)] = True
     return EncodedBatch(ids, mask, types if with_types else None)
+
+
+class ExampleBatches:
+    """Batches of ``batch_size`` examples from a list, each epoch in a new random order;
+    ``batch(step)`` is a pure function of (seed, step), so training resumes exactly. With
+    ``shuffle=False`` (evaluation) batches come in order and ``len()`` counts them."""
+
+    def __init__(self, examples: Sequence, batch_size: int, seed: int = 0, shuffle: bool = True):
+        if not examples:
+            raise ValueError("no examples to batch")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.examples, self.batch_size, self.seed, self.shuffle = list(examples), batch_size, seed, shuffle
+        self.per_epoch = -(-len(self.examples) // batch_size) if not shuffle else max(1, len(self.examples) // batch_size)
+
+    def __len__(self) -> int:
+        return self.per_epoch
+
+    def batch(self, step: int) -> list:
+        import numpy as np
+        epoch, i = divmod(step, self.per_epoch)
+        order = (np.random.default_rng([self.seed, epoch]).permutation(len(self.examples)) if self.shuffle
+                 else np.arange(len(self.examples)))
+        return [self.examples[j] for j in order[i * self.batch_size:(i + 1) * self.batch_size]]

@@ -129,7 +129,8 @@ def read_tokenizer_json(folder: str | os.PathLike) -> str | None:
     """The folder's tokenizer as tokenizer.json text, or None when it has none.
 
     tokenizer.json is returned as is; a vocab.json + merges.txt pair (GPT-2 folders that
-    predate tokenizer.json) is turned into the equivalent byte-level BPE tokenizer.
+    predate tokenizer.json) is turned into the equivalent byte-level BPE tokenizer, and a
+    BERT vocab.txt into a WordPiece tokenizer (lower-casing as tokenizer_config.json says).
     """
     folder = Path(folder)
     path = folder / TOKENIZER_FILE
@@ -138,7 +139,20 @@ def read_tokenizer_json(folder: str | os.PathLike) -> str | None:
     if (folder / VOCAB_FILE).is_file() and (folder / MERGES_FILE).is_file():
         return byte_level_bpe_from_files(folder / VOCAB_FILE, folder / MERGES_FILE,
                                          _declared_special_tokens(folder)).to_str()
+    if (folder / "vocab.txt").is_file():
+        from ..tokenizers import Tokenizer
+        return Tokenizer.from_vocab_txt(folder / "vocab.txt", lowercase=_do_lower_case(folder)).to_str()
     return None
+
+
+def _do_lower_case(folder: Path) -> bool:
+    """tokenizer_config.json's do_lower_case (BERT's default, True, when it is not given)."""
+    path = folder / "tokenizer_config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except ValueError:
+        config = {}
+    return bool(config.get("do_lower_case", True)) if isinstance(config, dict) else True
 
 
 def byte_level_bpe_from_files(vocab: Path, merges: Path, special_tokens: list[str] = ()):

@@ -9,7 +9,7 @@ from ..config import ModelConfig
 from .gpt import GPT, CausalLM, DecoderOutput, LMOutput
 from .bert import Encoder, EncoderOutput, MaskedLM, MaskedLMOutput
 from .seq2seq import EncoderDecoder, Seq2SeqOutput
-from .tasks import TASK_MODELS, SequenceClassifier, SpanExtractor, TaskOutput, TokenClassifier
+from .tasks import TASK_MODELS, FeatureExtractor, SequenceClassifier, SpanExtractor, TaskOutput, TokenClassifier
 
 BUILDERS = {"decoder": CausalLM, "encoder": MaskedLM, "encoder-decoder": EncoderDecoder}  # pretraining models
 
@@ -42,4 +42,4 @@ def model_from_state_dict(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> n
 
 __all__ = ["GPT", "CausalLM", "DecoderOutput", "LMOutput", "EncoderDecoder", "Seq2SeqOutput", "Encoder",
            "EncoderOutput", "MaskedLM", "MaskedLMOutput", "SequenceClassifier", "TokenClassifier", "SpanExtractor",
-           "TaskOutput", "TASK_MODELS", "build_model", "model_from_state_dict", "BUILDERS"]
+           "TaskOutput", "TASK_MODELS", "FeatureExtractor", "build_model", "model_from_state_dict", "BUILDERS"]
