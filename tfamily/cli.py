@@ -58,7 +58,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", help="translation: one TSV file of source<TAB>target lines, instead of --src/--tgt")
     p.add_argument("--val-src", help="translation: validation source file (default: hold out --val-fraction)")
     p.add_argument("--val-tgt", help="translation: validation target file")
-    p.add_argument("--tokenizer", choices=["char", "word", "bpe"], help="tokenizer to train on the data (default char; bpe for translation)")
+    p.add_argument("--tokenizer", choices=["char", "word", "bpe", "wordpiece"],
+                   help="tokenizer to train on the data (default char; bpe for translation, wordpiece for BERT)")
     p.add_argument("--vocab-size", type=int, help="vocabulary size for word/bpe tokenizers (default 4096)")
     p.add_argument("--preset", help="model preset (see `tfamily presets`; default gpt-tiny)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -177,7 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             model_cfg = get_preset(preset).config(**{**model_sec, "vocab_size": 256})  # check fields before tokenizing
             tokenizer = None
         data_dir = out / "data"
-        prepare = _prepare_pairs if model_cfg.arch == "encoder-decoder" else _prepare_text
+        prepare = PREPARE[model_cfg.arch]
         tokenizer = prepare(args, data_sec, tokenizer, data_dir, model_cfg.max_seq_len)
         if not args.init:
             fields = {**model_sec, "vocab_size": tokenizer.vocab_size}
@@ -186,10 +187,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             if model_cfg.arch == "encoder-decoder":
                 if tokenizer.bos_id is not None:
                     fields.setdefault("decoder_start_token_id", tokenizer.bos_id)  # the target starts from <s>
-            else:
+            elif model_cfg.arch == "decoder":
                 fields.setdefault("max_seq_len", train_cfg.seq_len)  # a context as long as what it trains on
             model_cfg = get_preset(preset).config(**fields)
-    if model_cfg.arch == "decoder" and train_cfg.seq_len > model_cfg.max_seq_len:
+    if model_cfg.arch != "encoder-decoder" and train_cfg.seq_len > model_cfg.max_seq_len:
         raise UsageError(f"seq_len {train_cfg.seq_len} exceeds the model's max_seq_len {model_cfg.max_seq_len}")
 
     torch.manual_seed(train_cfg.seed)
@@ -209,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainable = add_lora(model, r=args.lora, alpha=2.0 * args.lora, targets=targets)
         print(f"LoRA rank {args.lora} on {', '.join(targets)}: {trainable:,} trainable parameters "
               f"({100 * trainable / n_params:.2f}% of {n_params:,})", file=sys.stderr)
-    train, val, objective = _training_data(model_cfg, tokenizer, data_dir, train_cfg)
+    train, val, objective = _training_data(model_cfg, tokenizer, data_dir, train_cfg, data_sec)
     trainer = Trainer(model, model_cfg, objective, train, val, train_cfg,
                       tokenizer_json=tokenizer.to_str(),
                       extra_state={"data_dir": str(data_dir), "preset": preset, "lora": args.lora or 0},
@@ -302,8 +303,57 @@ def _prepare_pairs(args, data_sec: dict, tokenizer, data_dir: Path, max_len: int
     return tokenizer
 
 
-def _training_data(model_cfg, tokenizer, data_dir: Path, train_cfg):
+def _prepare_sentences(args, data_sec: dict, tokenizer, data_dir: Path, max_len: int):
+    """Masked-LM pretraining data: a text file (one sentence a line, blank lines between
+    documents) -> a WordPiece tokenizer (unless given) -> tokenised sentences."""
+    from .data.sentences import prepare_sentences
+    from .tokenizers import Tokenizer
+    if args.src or args.tgt or args.pairs:
+        raise UsageError("--src/--tgt/--pairs are translation data; an encoder pretrains on --data TEXT")
+    corpus = resolve_corpus(args.data or data_sec.get("path") or "shakespeare")
+    t0 = time.perf_counter()
+    if tokenizer is None:
+        kind = args.tokenizer or data_sec.get("tokenizer", "wordpiece")
+        tokenizer = Tokenizer.train(kind, [str(corpus)], vocab_size=args.vocab_size or data_sec.get("vocab_size", 8000))
+    segmenter = _segmenter(data_sec.get("segmenter"))
+    info = prepare_sentences(corpus, tokenizer, data_dir, val_fraction=data_sec.get("val_fraction", 0.1),
+                             segmenter=segmenter)
+    if info.val_path is None:
+        raise UsageError(f"{corpus}: too little text to hold out validation sentences")
+    tokenizer.save(data_dir / "tokenizer.json")
+    print(f"data: {corpus} -> {tokenizer.kind} tokenizer, {tokenizer.vocab_size} tokens in vocabulary; "
+          f"{info.train_sentences:,} train sentences in {info.train_docs:,} documents, {info.val_sentences:,} val "
+          f"({time.perf_counter() - t0:.1f}s)", file=sys.stderr)
+    return tokenizer
+
+
+def _segmenter(name: str | None):
+    """A word segmenter for whole-word masking of Chinese (``jieba``), or None."""
+    if not name:
+        return None
+    if name != "jieba":
+        raise UsageError(f"data.segmenter: unknown segmenter {name!r}; known: jieba")
+    try:
+        import jieba
+    except ImportError:
+        raise UsageError("data.segmenter 'jieba' needs the jieba package: pip install jieba") from None
+    return lambda text: list(jieba.cut(text))
+
+
+PREPARE = {"decoder": _prepare_text, "encoder": _prepare_sentences, "encoder-decoder": _prepare_pairs}
+
+
+def _training_data(model_cfg, tokenizer, data_dir: Path, train_cfg, data_sec: dict | None = None):
     """(train batches, val batches, objective) for the model's architecture."""
+    if model_cfg.arch == "encoder":
+        from .data.sentences import SentencePairSampler, Sentences
+        from .objectives.mlm import MaskedLMObjective
+        objective = MaskedLMObjective.from_tokenizer(tokenizer, whole_word=bool((data_sec or {}).get("whole_word")),
+                                                     nsp_weight=1.0 if model_cfg.nsp else 0.0)
+        load = lambda split: Sentences.load(data_dir / f"{split}.sentences.safetensors")  # noqa: E731
+        train = SentencePairSampler(load("train"), train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed)
+        val = SentencePairSampler(load("val"), train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed + 1)
+        return train, val, objective
     if model_cfg.arch == "encoder-decoder":
         from .data.parallel import TokenBatches, TokenPairs
         from .objectives import Seq2SeqObjective
