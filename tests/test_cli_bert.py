@@ -45,3 +45,46 @@ def test_embed_writes_unit_vectors(pretrained, tmp_path, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 2 and len(rows[0]["embedding"]) == 32
     assert abs(sum(x * x for x in rows[0]["embedding"]) - 1) < 1e-4
+
+
+SENTIMENT = [("pos", "a wonderful warm film"), ("neg", "a terrible dull film"), ("pos", "great acting, a moving story"),
+             ("neg", "boring and far too long"), ("pos", "I loved every minute"), ("neg", "I hated every minute")]
+
+
+@pytest.fixture(scope="module")
+def sentiment(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sentiment")
+    for split in ("train", "val"):
+        (folder / f"{split}.tsv").write_text("".join(f"{y}\t{x}\n" for y, x in SENTIMENT), encoding="utf-8")
+    return folder
+
+
+def test_finetune_a_classifier_then_eval_it(pretrained, sentiment, tmp_path, capsys):
+    out = tmp_path / "cls"
+    assert main(["finetune", str(pretrained / "checkpoint"), "--train", str(sentiment / "train.tsv"),
+                 "--val", str(sentiment / "val.tsv"), "--out", str(out), "--epochs", "2", "--batch-size", "2",
+                 "--lr", "1e-3", "--no-progress", "--threads", "1"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["labels"] == ["neg", "pos"] and results["val"]["n"] == 6
+    cfg = json.loads((out / "checkpoint" / "config.json").read_text())
+    assert cfg["head"] == "sequence_classification" and cfg["extra"]["labels"] == ["neg", "pos"]
+    capsys.readouterr()
+    assert main(["eval", str(out / "checkpoint"), "--data", str(sentiment / "val.tsv"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == results["val"]["accuracy"]
+
+
+def test_finetune_a_tagger(pretrained, tmp_path):
+    conll = tmp_path / "ner.conll"
+    conll.write_text("The\tO\ncat\tB-ANIMAL\nsat\tO\n\nA\tO\ndog\tB-ANIMAL\nslept\tO\n\n", encoding="utf-8")
+    out = tmp_path / "tag"
+    assert main(["finetune", str(pretrained / "checkpoint"), "--task", "tag", "--train", str(conll), "--val", str(conll),
+                 "--out", str(out), "--epochs", "1", "--batch-size", "2", "--no-progress", "--threads", "1"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["labels"] == ["O", "B-ANIMAL"] and 0 <= results["val"]["f1"] <= 1
+
+
+def test_knn_over_embeddings(pretrained, sentiment, capsys):
+    assert main(["knn", str(pretrained / "checkpoint"), "--train", str(sentiment / "train.tsv"),
+                 "--test", str(sentiment / "val.tsv"), "--k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy 100.00" in out  # k = 1 on the training texts themselves: each finds itself

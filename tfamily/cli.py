@@ -535,7 +535,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------
 def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint folder")
-    p.add_argument("--data", help="language models: a UTF-8 text file, or a bundled corpus name (perplexity)")
+    p.add_argument("--data", help="language models: a UTF-8 text file or a bundled corpus name (perplexity); "
+                                  "fine-tuned classifiers / taggers: labelled examples (TSV / CoNLL)")
     p.add_argument("--src", help="translation models: source sentences, one a line (.gz is fine)")
     p.add_argument("--ref", help="translation models: reference translations, aligned with --src (BLEU, chrF)")
     p.add_argument("--beam", type=int, default=5, help="translation: beam size (default 5)")
@@ -552,6 +553,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, tokenizer = load_for_inference(args.checkpoint)
     if model.cfg.arch == "encoder-decoder":
         return _eval_translation(args, model, tokenizer)
+    if model.cfg.head in ("sequence_classification", "token_classification"):
+        return _eval_task(args, model, tokenizer)
+    if model.cfg.arch == "encoder":
+        raise UsageError("perplexity needs a causal model; score an encoder through a fine-tuned checkpoint "
+                         "(tfamily finetune) or its embeddings (tfamily knn)")
     if not args.data:
         raise UsageError("--data is required: the text to measure perplexity on")
     path = resolve_corpus(args.data)
@@ -567,6 +573,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(f"{path}: {r.tokens:,} tokens scored, loss {r.nll:.4f} nats/token, perplexity {r.perplexity:.3f}, "
               f"{r.bits_per_byte:.4f} bits/byte")
+    return 0
+
+
+def _eval_task(args: argparse.Namespace, model, tokenizer) -> int:
+    """Accuracy / F1 or entity F1 of a fine-tuned checkpoint on a labelled file (--data)."""
+    if not args.data:
+        raise UsageError("--data is required: labelled examples (a TSV for classifiers, CoNLL for taggers)")
+    task = "classify" if model.cfg.head == "sequence_classification" else "tag"
+    names = model.cfg.extra.get("labels") or [str(i) for i in range(model.cfg.num_labels)]
+    examples, _ = _task_data(task, args.data, names)
+    scores = task_scores(task, model, tokenizer, examples, names, model.cfg.max_seq_len)
+    print(json.dumps(_score_summary(scores)) if args.json else f"{args.data}: {scores.format()}")
     return 0
 
 
@@ -640,6 +658,182 @@ def cmd_translate(args: argparse.Namespace) -> int:
         print(r.text)
         if args.show_probs:
             print(format_steps([s for s in r.steps if s.token != tokenizer.eos_id], tokenizer))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# finetune, knn
+# ---------------------------------------------------------------------------------------
+FINETUNE_DEFAULTS = dict(optimizer="adamw", lr=5e-5, batch_size=32, weight_decay=0.01, beta2=0.999,
+                         grad_clip=1.0, log_interval=10)
+
+
+def add_finetune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("init", help="the pretrained model: a tfamily checkpoint or a Hugging Face folder")
+    p.add_argument("--task", choices=["classify", "tag"], default="classify",
+                   help="classify: a label per text (TSV: label<TAB>text[<TAB>text_b]); "
+                        "tag: a tag per word (CoNLL: token<TAB>tag, blank line between sentences)")
+    p.add_argument("--train", required=True, help="training examples")
+    p.add_argument("--val", required=True, help="validation examples (scored every epoch and at the end)")
+    p.add_argument("--test", help="test examples, scored once at the end")
+    p.add_argument("--out", required=True, help="run folder: checkpoint, metrics.jsonl, results.json")
+    p.add_argument("--epochs", type=float, default=3.0, help="passes over the training set (default 3)")
+    p.add_argument("--max-len", type=int, default=128, help="tokens per example, specials included (default 128)")
+    p.add_argument("--pooling", choices=["pooler", "first", "mean", "last"],
+                   help="classify: how the text becomes one vector (default: the checkpoint's sentence pooling, "
+                        "else BERT's pooler when it has one, else first; last for decoders)")
+    for name in ("lr", "batch_size", "warmup", "weight_decay", "optimizer", "max_time", "seed", "threads", "device",
+                 "label_smoothing"):
+        typ, help_text = TRAIN_FLAGS[name]
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, dest=name, help=help_text)
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _task_data(task: str, path: str, names: list[str] | None = None):
+    """(examples, label names) of a classification TSV or a CoNLL file, with ids in ``names`` order."""
+    from .data.labelled import read_conll, read_labelled_tsv
+    if task == "classify":
+        data = read_labelled_tsv(path)
+        names = names or data.label_names
+        ids = data.label_ids(names).tolist()
+        texts_b = data.texts_b or [None] * len(data)
+        return [(t, b, i) for t, b, i in zip(data.texts, texts_b, ids)], names
+    data = read_conll(path)
+    names = names or data.tag_names
+    index = {n: i for i, n in enumerate(names)}
+    unknown = sorted({t for tags in data.tags for t in tags} - set(index))
+    if unknown:
+        raise UsageError(f"{path}: tag(s) {', '.join(unknown)} never appear in the training data")
+    return [(tokens, [index[t] for t in tags]) for tokens, tags in zip(data.tokens, data.tags)], names
+
+
+def _default_pooling(model) -> str:
+    from .evaluation.embeddings import default_pooling
+    if model.cfg.arch == "decoder":
+        return "last"
+    saved = model.cfg.extra.get("sentence_embedding") if isinstance(model.cfg.extra, dict) else None
+    if saved:
+        return default_pooling(model)
+    return "pooler" if getattr(model, "pooler", None) is not None else "first"
+
+
+def task_scores(task: str, model, tokenizer, examples, names: list[str], max_len: int):
+    """Accuracy / F1 (classify) or entity-level F1 (tag) of ``model`` on ``examples``."""
+    from .evaluation.classification import classification_scores, entity_f1
+    from .evaluation.tasks import predict_classes, predict_tags
+    model.eval()
+    if task == "classify":
+        has_b = any(e[1] is not None for e in examples)
+        pred = predict_classes(model, tokenizer, [e[0] for e in examples],
+                               [e[1] or "" for e in examples] if has_b else None, max_len)
+        return classification_scores([names[p] for p in pred], [names[e[2]] for e in examples],
+                                     positive=_positive(names))
+    pred = predict_tags(model, tokenizer, [e[0] for e in examples], max_len)
+    return entity_f1([[names[t] for t in p] for p in pred], [[names[t] for t in e[1]] for e in examples])
+
+
+def _positive(names: list[str]) -> str | None:
+    """The positive class of a binary task, when its name says so."""
+    for candidate in ("pos", "positive", "fresh", "1", "true", "yes"):
+        if len(names) == 2 and candidate in names:
+            return candidate
+    return None
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    import math
+
+    import torch
+
+    from .data.inputs import ExampleBatches
+    from .models import build_model
+    from .objectives.classification import SequenceClassificationObjective, TokenClassificationObjective
+    from .training import TrainConfig, Trainer
+
+    out = Path(args.out)
+    if (out / "checkpoint").exists():
+        raise UsageError(f"{out} already holds a checkpoint; choose another --out")
+    pretrained, tokenizer = load_any(args.init)
+    if pretrained.cfg.arch not in ("encoder", "decoder"):
+        raise UsageError(f"fine-tuning heads sit on an encoder or a decoder; {args.init} is {pretrained.cfg.arch!r}")
+    train_examples, names = _task_data(args.task, args.train)
+    val_examples, _ = _task_data(args.task, args.val, names)
+    test_examples = _task_data(args.task, args.test, names)[0] if args.test else None
+    max_len = min(args.max_len, pretrained.cfg.max_seq_len)
+    head = "sequence_classification" if args.task == "classify" else "token_classification"
+    pooling = args.pooling or (_default_pooling(pretrained) if args.task == "classify" else pretrained.cfg.pooling)
+    cfg = pretrained.cfg.replace(head=head, num_labels=len(names), pooling=pooling,
+                                 extra={**pretrained.cfg.extra, "labels": names, "task": args.task,
+                                        "finetuned_from": str(args.init)})
+    torch.manual_seed(args.seed if args.seed is not None else 1337)
+    model = build_model(cfg)
+    missing, _ = model.load_state_dict(pretrained.state_dict(), strict=False)
+    not_loaded = [k for k in missing if k.startswith("backbone.")]
+    if not_loaded:
+        raise UsageError(f"{args.init}: the backbone weights do not fit ({not_loaded[:3]} ...)")
+    fresh = sorted({k.rsplit(".", 1)[0] for k in missing})
+    given = {k: getattr(args, k) for k in ("lr", "batch_size", "warmup", "weight_decay", "optimizer", "max_time",
+                                           "seed", "threads", "device", "label_smoothing", "bf16")
+             if getattr(args, k) is not None}
+    batch_size = given.get("batch_size", FINETUNE_DEFAULTS["batch_size"])
+    per_epoch = max(1, len(train_examples) // batch_size)
+    steps = max(1, math.ceil(args.epochs * per_epoch))
+    train_cfg = TrainConfig.from_dict({**FINETUNE_DEFAULTS, "steps": steps, "warmup": max(1, steps // 10),
+                                       "eval_interval": per_epoch, "eval_batches": 10**6, "out_dir": str(out),
+                                       "progress": not args.no_progress, **given})
+    objective_cls = SequenceClassificationObjective if args.task == "classify" else TokenClassificationObjective
+    objective = objective_cls(tokenizer, max_len, train_cfg.label_smoothing)
+    trainer = Trainer(model, cfg, objective, ExampleBatches(train_examples, batch_size, train_cfg.seed),
+                      ExampleBatches(val_examples, 64, shuffle=False), train_cfg, tokenizer_json=tokenizer.to_str(),
+                      extra_state={"task": args.task, "init": str(args.init)})
+    print(f"fine-tuning {args.init} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; "
+          f"new: {', '.join(fresh)}) to {args.task} {len(names)} classes on {len(train_examples):,} examples: "
+          f"{steps} steps of {batch_size} ({args.epochs:g} epochs), {train_cfg.optimizer} lr {train_cfg.lr:g}"
+          + (f", pooling {pooling}" if args.task == "classify" else ""), file=sys.stderr)
+    t0 = time.perf_counter()
+    result = trainer.fit()
+    seconds = time.perf_counter() - t0
+    results = {"task": args.task, "labels": names, "train_examples": len(train_examples), "steps": result["step"],
+               "train_seconds": round(seconds, 1)}
+    for split, examples in (("val", val_examples), ("test", test_examples)):
+        if examples:
+            scores = task_scores(args.task, trainer.model, tokenizer, examples, names, max_len)
+            print(f"{split}: {scores.format()}")
+            results[split] = _score_summary(scores)
+    (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    print(f"checkpoint: {result['checkpoint']}   results: {out / 'results.json'}   ({seconds:.0f}s)")
+    return 0
+
+
+def _score_summary(scores) -> dict:
+    if hasattr(scores, "accuracy"):
+        return {"accuracy": scores.accuracy, "macro_f1": scores.macro_f1, "f1": scores.positive_f1, "n": scores.n}
+    return {"precision": scores.precision, "recall": scores.recall, "f1": scores.f1, "sentences": scores.sentences}
+
+
+def add_knn_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="the encoder that embeds: a tfamily checkpoint or a Hugging Face folder")
+    p.add_argument("--train", required=True, help="labelled texts (TSV: label<TAB>text): the kNN 'model'")
+    p.add_argument("--test", required=True, help="labelled texts to classify and score")
+    p.add_argument("--k", type=int, default=5, help="neighbours that vote (default 5)")
+    p.add_argument("--pooling", choices=["mean", "first", "pooler", "last"], help="as for `tfamily embed`")
+
+
+def cmd_knn(args: argparse.Namespace) -> int:
+    from .evaluation.classification import classification_scores
+    from .evaluation.embeddings import embed_texts, knn_predict
+
+    model, tokenizer = load_any(args.model)
+    train, names = _task_data("classify", args.train)
+    test, _ = _task_data("classify", args.test, names)
+    t0 = time.perf_counter()
+    embed = lambda examples: embed_texts(model, tokenizer, [e[0] for e in examples], pooling=args.pooling)  # noqa: E731
+    train_vec, test_vec = embed(train), embed(test)
+    pred = knn_predict(train_vec, [e[2] for e in train], test_vec, k=args.k)
+    scores = classification_scores([names[p] for p in pred], [names[e[2]] for e in test], positive=_positive(names))
+    print(f"kNN (k={args.k}) over {len(train):,} embedded training texts: {scores.format()}")
+    print(f"({time.perf_counter() - t0:.0f}s)")
     return 0
 
 
@@ -860,6 +1054,9 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable | N
              add_chat_args),
     "translate": (cmd_translate, "translate sentences or a file with an encoder-decoder checkpoint (beam search)",
                   add_translate_args),
+    "finetune": (cmd_finetune, "fine-tune a pretrained encoder or decoder to classify texts or tag words",
+                 add_finetune_args),
+    "knn": (cmd_knn, "k-nearest-neighbour classification over a model's sentence embeddings", add_knn_args),
     "embed": (cmd_embed, "sentence embeddings (mean / [CLS] / pooler / last token) from any checkpoint",
               add_embed_args),
     "eval": (cmd_eval, "perplexity on a text file (language models), or BLEU and chrF on a test set (translation)",
