@@ -48,7 +48,7 @@ def test_iter_sentences_splits_documents_on_blank_lines(tmp_path):
 def test_iter_sentences_names_bad_utf8_file(tmp_path):
     path = tmp_path / "bad.txt"
     path.write_bytes(b"fine\n\xff\xfe broken\n")
-    with pytest.raises(ValueError, match="bad.txt.*not UTF-8"):
+    with pytest.raises(ValueError, match="bad.txt, line 2: not UTF-8"):
         list(iter_sentences(path))
 
 

@@ -121,17 +121,12 @@ def iter_sentences(path: str | Path) -> Iterator[tuple[int, int, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"text file {path} not found")
     doc, seen_text, in_gap = 0, False, False
-    with open(path, encoding="utf-8", newline="") as f:
-        line_no = 0
-        while True:
+    with open(path, "rb") as f:  # bytes, decoded line by line, so a bad byte is pinned to its line
+        for line_no, raw in enumerate(f, 1):
             try:
-                line = f.readline()
+                text = raw.decode("utf-8").strip()
             except UnicodeDecodeError as e:
-                raise ValueError(f"{path}, after line {line_no}: not UTF-8 text ({e.reason})") from None
-            if not line:
-                return
-            line_no += 1
-            text = line.strip()
+                raise ValueError(f"{path}, line {line_no}: not UTF-8 text ({e.reason} at byte {e.start})") from None
             if not text:
                 in_gap = seen_text
                 continue
