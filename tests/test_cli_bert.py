@@ -88,3 +88,20 @@ def test_knn_over_embeddings(pretrained, sentiment, capsys):
                  "--test", str(sentiment / "val.tsv"), "--k", "1"]) == 0
     out = capsys.readouterr().out
     assert "accuracy 100.00" in out  # k = 1 on the training texts themselves: each finds itself
+
+
+def test_finetune_question_answering(pretrained, tmp_path, capsys):
+    rows = [{"question": "Who sat?", "context": "The cat sat on the mat.", "answers": ["The cat"]},
+            {"question": "Where did the dog sleep?", "context": "A dog slept by the door.", "answer": "by the door"},
+            {"question": "What was hot?", "context": "We cooked soup. The soup was hot.", "answers": ["The soup"],
+             "answer_start": 16}]
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "qa"
+    assert main(["finetune", str(pretrained / "checkpoint"), "--task", "qa", "--train", str(data), "--val", str(data),
+                 "--out", str(out), "--epochs", "1", "--batch-size", "2", "--no-progress", "--threads", "1"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["val"]["n"] == 3 and 0 <= results["val"]["exact_match"] <= results["val"]["f1"] <= 1
+    capsys.readouterr()
+    assert main(["eval", str(out / "checkpoint"), "--data", str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["f1"] == results["val"]["f1"]

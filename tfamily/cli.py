@@ -553,7 +553,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, tokenizer = load_for_inference(args.checkpoint)
     if model.cfg.arch == "encoder-decoder":
         return _eval_translation(args, model, tokenizer)
-    if model.cfg.head in ("sequence_classification", "token_classification"):
+    if model.cfg.head in ("sequence_classification", "token_classification", "span"):
         return _eval_task(args, model, tokenizer)
     if model.cfg.arch == "encoder":
         raise UsageError("perplexity needs a causal model; score an encoder through a fine-tuned checkpoint "
@@ -580,7 +580,7 @@ def _eval_task(args: argparse.Namespace, model, tokenizer) -> int:
     """Accuracy / F1 or entity F1 of a fine-tuned checkpoint on a labelled file (--data)."""
     if not args.data:
         raise UsageError("--data is required: labelled examples (a TSV for classifiers, CoNLL for taggers)")
-    task = "classify" if model.cfg.head == "sequence_classification" else "tag"
+    task = {"sequence_classification": "classify", "token_classification": "tag", "span": "qa"}[model.cfg.head]
     names = model.cfg.extra.get("labels") or [str(i) for i in range(model.cfg.num_labels)]
     examples, _ = _task_data(task, args.data, names)
     scores = task_scores(task, model, tokenizer, examples, names, model.cfg.max_seq_len)
@@ -670,9 +670,10 @@ FINETUNE_DEFAULTS = dict(optimizer="adamw", lr=5e-5, batch_size=32, weight_decay
 
 def add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("init", help="the pretrained model: a tfamily checkpoint or a Hugging Face folder")
-    p.add_argument("--task", choices=["classify", "tag"], default="classify",
+    p.add_argument("--task", choices=["classify", "tag", "qa"], default="classify",
                    help="classify: a label per text (TSV: label<TAB>text[<TAB>text_b]); "
-                        "tag: a tag per word (CoNLL: token<TAB>tag, blank line between sentences)")
+                        "tag: a tag per word (CoNLL: token<TAB>tag, blank line between sentences); "
+                        "qa: an answer span in a context (JSONL: question, context, answers)")
     p.add_argument("--train", required=True, help="training examples")
     p.add_argument("--val", required=True, help="validation examples (scored every epoch and at the end)")
     p.add_argument("--test", help="test examples, scored once at the end")
@@ -693,6 +694,9 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
 def _task_data(task: str, path: str, names: list[str] | None = None):
     """(examples, label names) of a classification TSV or a CoNLL file, with ids in ``names`` order."""
     from .data.labelled import read_conll, read_labelled_tsv
+    if task == "qa":
+        from .data.qa import read_qa_jsonl
+        return read_qa_jsonl(path), ["start", "end"]
     if task == "classify":
         data = read_labelled_tsv(path)
         names = names or data.label_names
@@ -719,10 +723,12 @@ def _default_pooling(model) -> str:
 
 
 def task_scores(task: str, model, tokenizer, examples, names: list[str], max_len: int):
-    """Accuracy / F1 (classify) or entity-level F1 (tag) of ``model`` on ``examples``."""
-    from .evaluation.classification import classification_scores, entity_f1
-    from .evaluation.tasks import predict_classes, predict_tags
+    """Accuracy / F1 (classify), entity-level F1 (tag), or exact match / F1 (qa) of ``model``."""
+    from .evaluation.classification import classification_scores, entity_f1, qa_scores
+    from .evaluation.tasks import predict_answers, predict_classes, predict_tags
     model.eval()
+    if task == "qa":
+        return qa_scores(predict_answers(model, tokenizer, examples, max_len), [e.answers or [""] for e in examples])
     if task == "classify":
         has_b = any(e[1] is not None for e in examples)
         pred = predict_classes(model, tokenizer, [e[0] for e in examples],
@@ -761,7 +767,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     val_examples, _ = _task_data(args.task, args.val, names)
     test_examples = _task_data(args.task, args.test, names)[0] if args.test else None
     max_len = min(args.max_len, pretrained.cfg.max_seq_len)
-    head = "sequence_classification" if args.task == "classify" else "token_classification"
+    head = {"classify": "sequence_classification", "tag": "token_classification", "qa": "span"}[args.task]
     pooling = args.pooling or (_default_pooling(pretrained) if args.task == "classify" else pretrained.cfg.pooling)
     cfg = pretrained.cfg.replace(head=head, num_labels=len(names), pooling=pooling,
                                  extra={**pretrained.cfg.extra, "labels": names, "task": args.task,
@@ -782,13 +788,18 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     train_cfg = TrainConfig.from_dict({**FINETUNE_DEFAULTS, "steps": steps, "warmup": max(1, steps // 10),
                                        "eval_interval": per_epoch, "eval_batches": 10**6, "out_dir": str(out),
                                        "progress": not args.no_progress, **given})
-    objective_cls = SequenceClassificationObjective if args.task == "classify" else TokenClassificationObjective
-    objective = objective_cls(tokenizer, max_len, train_cfg.label_smoothing)
+    if args.task == "qa":
+        from .objectives.span import SpanObjective
+        objective = SpanObjective(tokenizer, max_len)
+    else:
+        objective_cls = SequenceClassificationObjective if args.task == "classify" else TokenClassificationObjective
+        objective = objective_cls(tokenizer, max_len, train_cfg.label_smoothing)
     trainer = Trainer(model, cfg, objective, ExampleBatches(train_examples, batch_size, train_cfg.seed),
                       ExampleBatches(val_examples, 64, shuffle=False), train_cfg, tokenizer_json=tokenizer.to_str(),
                       extra_state={"task": args.task, "init": str(args.init)})
     print(f"fine-tuning {args.init} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; "
-          f"new: {', '.join(fresh)}) to {args.task} {len(names)} classes on {len(train_examples):,} examples: "
+          f"new: {', '.join(fresh)}) to {args.task}"
+          + (f" {len(names)} classes" if args.task != "qa" else "") + f" on {len(train_examples):,} examples: "
           f"{steps} steps of {batch_size} ({args.epochs:g} epochs), {train_cfg.optimizer} lr {train_cfg.lr:g}"
           + (f", pooling {pooling}" if args.task == "classify" else ""), file=sys.stderr)
     t0 = time.perf_counter()
@@ -807,6 +818,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _score_summary(scores) -> dict:
+    if hasattr(scores, "exact_match"):
+        return {"exact_match": scores.exact_match, "f1": scores.f1, "n": scores.n}
     if hasattr(scores, "accuracy"):
         return {"accuracy": scores.accuracy, "macro_f1": scores.macro_f1, "f1": scores.positive_f1, "n": scores.n}
     return {"precision": scores.precision, "recall": scores.recall, "f1": scores.f1, "sentences": scores.sentences}

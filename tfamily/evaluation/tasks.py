@@ -44,3 +44,21 @@ def predict_tags(model: nn.Module, tokenizer, sentences: Sequence[Sequence[str]]
         for words, tags in zip(chunk, word_predictions(_run(model, batch), batch)):
             out.append(tags + [0] * (len(words) - len(tags)))
     return out
+
+
+@torch.inference_mode()
+def predict_answers(model: nn.Module, tokenizer, examples: Sequence, max_len: int | None = None,
+                    batch_size: int = 32) -> list[str]:
+    """The answer text each QAExample's context holds, by the best start / end token pair."""
+    from ..objectives.span import SpanObjective, best_spans
+    objective = SpanObjective(tokenizer, max_len or model.cfg.max_seq_len)
+    answers = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        batch = objective.prepare(chunk)
+        for ex, row_spans, best in zip(chunk, batch.extra["spans"], best_spans(_run(model, batch), batch.extra["spans"])):
+            if best is None:
+                answers.append("")
+                continue
+            answers.append(ex.context[row_spans[best[0]][0]:row_spans[best[1]][1]])
+    return answers
