@@ -190,3 +190,18 @@ def test_bad_arguments_are_named(prepared):
         SentencePairSampler(s, 4, 16, seed=0, rank=2, world_size=2)
     with pytest.raises(ValueError, match="step must be"):
         SentencePairSampler(s, 4, 16, seed=0).batch(-1)
+
+
+def test_prepare_with_a_segmenter_stores_chinese_words(tmp_path):
+    text = "举头望明月\n低头思故乡\n\n床前明月光\n疑是地上霜\n"
+    path = tmp_path / "zh.txt"
+    path.write_text(text, encoding="utf-8")
+    tok = Tokenizer.train("wordpiece", [text], vocab_size=60)
+    words = {"举头望明月": ["举头", "望", "明月"], "低头思故乡": ["低头", "思", "故乡"],
+             "床前明月光": ["床前", "明月光"], "疑是地上霜": ["疑是", "地上", "霜"]}
+    info = prepare_sentences(path, tok, tmp_path / "out", val_fraction=0.0, segmenter=lambda t: words[t])
+    s = Sentences.load(info.train_path)
+    assert info.val_path is None and info.train_docs == 2 and s.docs.tolist() == [0, 0, 1, 1]
+    assert s.words[:5].tolist() == [0, 0, 1, 2, 2] and s.words[10:15].tolist() == [0, 0, 1, 1, 1]
+    plain = Sentences.load(prepare_sentences(path, tok, tmp_path / "plain", val_fraction=0.0).train_path)
+    assert plain.words[:5].tolist() == [0, 1, 2, 3, 4]  # without a segmenter: one character, one word

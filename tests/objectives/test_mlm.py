@@ -171,3 +171,38 @@ def test_from_tokenizer_and_errors():
         objective(replace_probs=(0.8, 0.1, 0.2))
     with pytest.raises(ValueError, match="mask_prob"):
         objective(mask_prob=0.0)
+
+
+def test_whole_word_masking_keeps_wordpiece_words_whole_end_to_end(tmp_path):
+    """Real pieces: a '##' continuation is chosen exactly when the piece before it is."""
+    from tfamily.data.sentences import SentencePairSampler, Sentences, prepare_sentences
+    from tfamily.tokenizers import Tokenizer
+
+    words = ["playing", "unbelievable", "dogs", "walked", "quickly", "thinking", "the", "a", "runners"]
+    rng = np.random.default_rng(0)
+    lines = []
+    for d in range(20):
+        lines += [" ".join(rng.choice(words, size=8)) for _ in range(6)] + [""]
+    path = tmp_path / "t.txt"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    tok = Tokenizer.train("wordpiece", [path.read_text()[:200]], vocab_size=40)  # small: words split into pieces
+    info = prepare_sentences(path, tok, tmp_path / "d", val_fraction=0.0)
+    raw = SentencePairSampler(Sentences.load(info.train_path), 300, 40, seed=0).batch(0)
+    batch = MaskedLMObjective.from_tokenizer(tok, whole_word=True).prepare(raw)
+    ids = originals_of(batch)
+    chosen = batch.targets != IGNORE_INDEX
+    continuation = torch.tensor([[tok.id_to_token(int(i)).startswith("##") for i in row] for row in ids])
+    continuation[:, 0] = False
+    # where a row is a truncated segment it may start with '##': skip the first token of each segment
+    seg_start = torch.zeros_like(continuation)
+    seg_start[:, 1] = True
+    seg_start[torch.arange(len(raw)), torch.tensor([len(a) + 2 for a in raw.a])] = True
+    check = continuation & ~seg_start
+    assert check.sum() > 1000
+    assert torch.equal(chosen[:, 1:][check[:, 1:]], chosen[:, :-1][check[:, 1:]])
+    assert abs(chosen.sum() / batch.inputs["attention_mask"].sum() - 0.15 * 0.95) < 0.03
+
+
+def originals_of(batch):
+    """Unmasked ids: targets where chosen, inputs elsewhere."""
+    return torch.where(batch.targets != IGNORE_INDEX, batch.targets, batch.inputs["ids"])
