@@ -59,6 +59,7 @@ def test_prepare_holds_out_whole_documents(prepared, tok):
     first_val = where(tok, val.ids[val.offsets[0]:val.offsets[1]])
     assert first_val == [(27, 0)] and val.docs[0] == 0  # renumbered from 0
     assert train.n_tokens == prepared.train_tokens and len(train.words) == train.n_tokens
+    assert Tokenizer.load(prepared.train_path.parent).encode("doc1 sent2") == tok.encode("doc1 sent2")
 
 
 def test_split_point_single_document_cuts_at_a_sentence():

@@ -191,7 +191,9 @@ class SentencesInfo:
 def prepare_sentences(text_path: str | Path, tokenizer, out_dir: str | Path, val_fraction: float = 0.1,
                       segmenter: Callable[[str], Iterable[str]] | None = None) -> SentencesInfo:
     """Tokenise a text file (one sentence a line, blank line between documents) into
-    ``out_dir/train.sentences.safetensors`` and ``val.sentences.safetensors``.
+    ``out_dir/train.sentences.safetensors`` and ``val.sentences.safetensors`` (with the
+    tokenizer.json that made them). The text is streamed; the token arrays are built in
+    memory (8 bytes a token) and written once.
 
     The last documents, about ``val_fraction`` of the sentences, are held out whole, so
     no validation pair shares a document with training. A single-document corpus is cut
@@ -210,6 +212,7 @@ def prepare_sentences(text_path: str | Path, tokenizer, out_dir: str | Path, val
     meta = {"source": str(text_path), "vocab_size": str(tokenizer.vocab_size), "tokenizer_kind": tokenizer.kind}
     train_path = train.save(out_dir / "train.sentences.safetensors", {**meta, "split": "train"})
     val_path = val.save(out_dir / "val.sentences.safetensors", {**meta, "split": "val"}) if len(val) else None
+    tokenizer.save(out_dir / "tokenizer.json")  # the ids can always be decoded again
     return SentencesInfo(train_path, val_path, len(train), len(val), train.n_docs, val.n_docs if len(val) else 0,
                          train.n_tokens, val.n_tokens)
 
