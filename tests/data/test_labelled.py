@@ -107,3 +107,23 @@ def test_grouped_split_keeps_each_group_on_one_side():
     sides = [{groups[i] for i in part} for part in parts]
     assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
     assert abs(len(parts[0]) - 800) < 60 and len(parts[1]) > 0 and len(parts[2]) > 0
+
+
+def test_encode_tagged_puts_each_tag_on_the_first_piece(tmp_path):
+    from tfamily.data.labelled import IGNORE_INDEX, encode_tagged
+    from tfamily.tokenizers import Tokenizer
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "wash", "##ington", "visited", "北", "京"]),
+                     encoding="utf-8")
+    tok = Tokenizer.from_vocab_txt(vocab)
+    names = ["O", "B-LOC", "I-LOC", "B-PER"]
+    enc = encode_tagged(tok, ["Washington", "visited", "北", "京", "\x00"], ["B-PER", "O", "B-LOC", "I-LOC", "O"], names)
+    assert [tok.id_to_token(i) for i in enc.ids] == ["wash", "##ington", "visited", "北", "京"]
+    assert enc.labels == [3, IGNORE_INDEX, 0, 1, 2]
+    assert enc.first_piece == [0, 2, 3, 4, -1]  # the control character gave no piece
+    assert encode_tagged(tok, ["visited"]).labels is None
+    with pytest.raises(ValueError, match="'B-ORG' are not among"):
+        encode_tagged(tok, ["visited"], ["B-ORG"], names)
+    with pytest.raises(ValueError, match="1 tokens but 2 tags"):
+        encode_tagged(tok, ["visited"], ["O", "O"], names)

@@ -13,6 +13,7 @@ from .labelled import (
     LabelledTexts,
     TaggedSentences,
     deduplicate,
+    encode_tagged,
     read_conll,
     read_labelled_tsv,
     split_examples,
@@ -44,4 +45,5 @@ __all__ = [
     "write_conll",
     "deduplicate",
     "split_examples",
+    "encode_tagged",
 ]

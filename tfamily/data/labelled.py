@@ -15,7 +15,8 @@ the last column (tab- or space-separated), a blank line between sentences, and
 
     ...
 
-Helpers for building such sets honestly: `deduplicate` (exact duplicates kept once,
+`encode_tagged` turns a tagged sentence into token ids with each word's tag on its first
+piece. Helpers for building such sets honestly: `deduplicate` (exact duplicates kept once,
 texts seen with different labels dropped, so a test set never repeats a training text)
 and `split_examples` (seeded train / val / test, optionally keeping groups such as all
 reviews of one movie on one side).
@@ -192,6 +193,50 @@ def write_conll(path: str | os.PathLike, sentences: Iterable[tuple[Sequence[str]
             n += 1
     os.replace(tmp, path)
     return n
+
+
+IGNORE_INDEX = -100  # as in tfamily.objectives: no loss at this position
+
+
+@dataclass
+class TaggedEncoding:
+    """One tagged sentence as token ids, with the tag of each word on its first piece."""
+
+    ids: list[int]  # (L,) token ids, no specials added
+    labels: list[int] | None  # (L,) tag id on each word's first piece, IGNORE_INDEX on the rest
+    first_piece: list[int]  # (n_words,) index in ``ids`` of each word's first piece, -1 if it has none
+
+
+def encode_tagged(tokenizer, tokens: Sequence[str], tags: Sequence[str] | None = None,
+                  tag_names: Sequence[str] | None = None) -> TaggedEncoding:
+    """Encode a sentence given as words (or Chinese characters) for token classification.
+
+    A word may become several pieces ("Washington" -> "wash", "##ington"); as in BERT's
+    NER recipe the word's tag is learned and predicted on its first piece only, so
+    ``labels`` holds the tag id there and IGNORE_INDEX on the other pieces. A word that
+    yields no piece at all (say, a lone control character) keeps ``first_piece = -1``:
+    its prediction must default to "O" when the tags are read back.
+    """
+    if tags is not None:
+        if len(tags) != len(tokens):
+            raise ValueError(f"{len(tokens)} tokens but {len(tags)} tags")
+        if tag_names is None:
+            raise ValueError("give tag_names (e.g. the training set's tag_names) to turn tags into ids")
+        index = {name: i for i, name in enumerate(tag_names)}
+        unknown = sorted(set(tags) - set(index))
+        if unknown:
+            raise ValueError(f"tag(s) {', '.join(map(repr, unknown))} are not among {list(tag_names)}")
+    if not tokens:
+        return TaggedEncoding([], [] if tags is not None else None, [])
+    enc = tokenizer.backend.encode(list(tokens), is_pretokenized=True, add_special_tokens=False)
+    first_piece = [-1] * len(tokens)
+    labels = [IGNORE_INDEX] * len(enc.ids) if tags is not None else None
+    for position, word in enumerate(enc.word_ids):
+        if word is not None and first_piece[word] < 0:
+            first_piece[word] = position
+            if labels is not None:
+                labels[position] = index[tags[word]]
+    return TaggedEncoding(list(enc.ids), labels, first_piece)
 
 
 # ---------------------------------------------------------------------- building sets
