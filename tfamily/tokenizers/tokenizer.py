@@ -87,7 +87,7 @@ class Tokenizer:
         min_frequency: int = 0,
         lowercase: bool | None = None,
     ) -> Tokenizer:
-        """Train a ``kind`` tokenizer ("char", "word" or "bpe") on texts and/or files.
+        """Train a ``kind`` tokenizer ("char", "word", "bpe" or "wordpiece") on texts and/or files.
 
         ``texts_or_files`` is one item or an iterable of items. A ``pathlib.Path`` (any
         ``os.PathLike``) is a UTF-8 file, streamed in chunks; a ``str`` naming an existing
