@@ -16,7 +16,7 @@ from typing import Any, Literal, Optional
 Arch = Literal["decoder", "encoder", "encoder-decoder"]
 Head = Literal["lm", "none", "sequence_classification", "token_classification", "span"]
 Pooling = Literal["pooler", "first", "mean", "last"]
-Position = Literal["learned", "sinusoidal", "rotary", "none"]
+Position = Literal["learned", "sinusoidal", "rotary", "t5_relative", "none"]
 Norm = Literal["layernorm", "rmsnorm"]
 NormPlacement = Literal["pre", "post"]
 Activation = Literal["gelu", "gelu_tanh", "relu", "silu"]
@@ -67,11 +67,16 @@ class ModelConfig(ValidatedConfig):
     n_layer: int = 12  # decoder blocks (decoder-only: all blocks)
     n_encoder_layer: Optional[int] = None  # encoder-decoder: encoder blocks; None = n_layer
     n_head: int = 12
+    d_head: Optional[int] = None  # size of one attention head; None = d_model / n_head (T5 v1.1 sets its own)
+    attention_scale: Optional[float] = None  # scores times this; None = 1 / sqrt(head size); T5 folds it into init: 1.0
     n_kv_head: Optional[int] = None  # key/value heads; None = n_head (plain multi-head)
     d_ff: Optional[int] = None  # feed-forward width; None = 4 * d_model
     max_seq_len: int = 1024  # longest sequence the position module supports
     position: Position = "learned"  # learned / sinusoidal: added to the embeddings; rotary: turns q and k
     rope_theta: float = 10000.0  # rotary base: frequencies theta^(-2i/head_dim) (Su et al. 2021)
+    relative_buckets: int = 32  # t5_relative: log-spaced distance buckets, one learned bias per bucket and head
+    relative_max_distance: int = 128  # t5_relative: distances beyond this share the last bucket
+    position_offset: int = 0  # learned positions: table rows start here (BART keeps 2 unused rows first)
     norm: Norm = "layernorm"
     norm_eps: float = 1e-5
     norm_placement: NormPlacement = "pre"
@@ -80,6 +85,8 @@ class ModelConfig(ValidatedConfig):
     gated_mlp: bool = False  # SwiGLU-style gate: act(x W1) * (x W3)
     bias: bool = True  # biases in linear layers and norms
     tie_embeddings: bool = True  # LM head shares the token embedding matrix
+    lm_head_bias: bool = False  # a bias on the vocabulary logits (BART's final_logits_bias)
+    scale_tied_output: bool = False  # hidden states times d_model^-0.5 before a tied LM head (T5)
     share_encoder_embeddings: bool = True  # encoder-decoder: source and target share one embedding (joint vocabulary)
     type_vocab_size: int = 0  # segment embeddings (BERT's sentence A / B); 0 = none
     embed_norm: bool = False  # a norm right after the embeddings (BERT, BART)
@@ -87,6 +94,7 @@ class ModelConfig(ValidatedConfig):
     decoder_start_token_id: Optional[int] = None  # encoder-decoder: the token the decoder starts from
     dropout: float = 0.0  # embedding, residual and attention-probability dropout
     init_std: float = 0.02
+    init_fan_in: bool = False  # linears ~ N(0, 1 / fan_in), embeddings ~ N(0, init_std^2): T5's (Mesh TensorFlow) init
     scale_residual_init: bool = True  # GPT-2: output projections get std / sqrt(2 * n_layer)
     pad_token_id: Optional[int] = None
     extra: dict = field(default_factory=dict)  # free-form notes (source, tokenizer name); not used by models
@@ -100,8 +108,14 @@ class ModelConfig(ValidatedConfig):
         for name in ("vocab_size", "d_model", "n_layer", "encoder_layers", "n_head", "n_kv_head", "d_ff", "max_seq_len"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.d_model % self.n_head:
-            raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+        if self.d_head is None and self.d_model % self.n_head:
+            raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head}), or set d_head")
+        if self.d_head is not None and self.d_head <= 0:
+            raise ConfigError(f"d_head must be positive, got {self.d_head}")
+        if self.position == "t5_relative" and self.arch != "encoder-decoder":
+            raise ConfigError("position='t5_relative' is wired for arch='encoder-decoder' (T5)")
+        if self.relative_buckets <= 1 or self.relative_max_distance <= 1 or self.position_offset < 0:
+            raise ConfigError("relative_buckets and relative_max_distance must be > 1, position_offset >= 0")
         if self.n_head % self.n_kv_head:
             raise ConfigError(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head})")
         if self.num_labels <= 0 or self.type_vocab_size < 0:
@@ -132,7 +146,7 @@ class ModelConfig(ValidatedConfig):
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_head
+        return self.d_head if self.d_head is not None else self.d_model // self.n_head
 
     # ---- serialisation -------------------------------------------------------------
     def to_json(self) -> str:

@@ -103,6 +103,33 @@ _add("transformer-small", dict(TRANSFORMER, vocab_size=8000, max_seq_len=256, d_
      "the paper's long warm-up; vocab_size comes from the tokenizer")
 
 
+T5_SOURCE = ("Raffel et al. 2020, 'Exploring the Limits of Transfer Learning with a Unified Text-to-Text "
+             "Transformer', section 3.1 (small: 6+6 blocks, d_model 512, d_ff 2048, 8 heads of 64; relative position "
+             "buckets shared across layers; no layer-norm bias); HF google-t5/t5-small config.json (vocab 32128, "
+             "32 buckets, max distance 128, eps 1e-6, relu, tied embeddings)")
+T5 = dict(arch="encoder-decoder", vocab_size=32128, max_seq_len=512, position="t5_relative", relative_buckets=32,
+          relative_max_distance=128, norm="rmsnorm", norm_eps=1e-6, norm_placement="pre", final_norm=True,
+          activation="relu", gated_mlp=False, bias=False, tie_embeddings=True, share_encoder_embeddings=True,
+          scale_embeddings=False, scale_tied_output=True, attention_scale=1.0, dropout=0.1, init_std=1.0,
+          init_fan_in=True, scale_residual_init=False, pad_token_id=0, decoder_start_token_id=0)
+_add("t5-small", dict(T5, d_model=512, n_layer=6, n_encoder_layer=6, n_head=8, d_ff=2048), T5_SOURCE,
+     "60.5M parameters; T5 v1.1 is activation='gelu_tanh', gated_mlp=True, tie_embeddings=False")
+_add("t5-tiny", dict(T5, vocab_size=8000, max_seq_len=256, d_model=128, n_layer=2, n_encoder_layer=2, n_head=4,
+                     d_ff=512, dropout=0.0), "tfamily: T5 wiring at a CPU size", "vocab_size comes from the tokenizer")
+BART_SOURCE = ("Lewis et al. 2020, 'BART: Denoising Sequence-to-Sequence Pre-training', section 2.1 (base: 6+6 "
+               "layers, GELU, BERT-like post-LN with a LayerNorm on the embeddings); HF facebook/bart-base config.json "
+               "(d_model 768, 12 heads, ffn 3072, vocab 50265, 1024 positions stored from row 2, final_logits_bias)")
+BART = dict(arch="encoder-decoder", vocab_size=50265, max_seq_len=1024, position="learned", position_offset=2,
+            norm="layernorm", norm_eps=1e-5, norm_placement="post", final_norm=False, embed_norm=True,
+            activation="gelu", gated_mlp=False, bias=True, tie_embeddings=True, share_encoder_embeddings=True,
+            scale_embeddings=False, lm_head_bias=True, dropout=0.1, scale_residual_init=False, pad_token_id=1,
+            decoder_start_token_id=2)
+_add("bart-base", dict(BART, d_model=768, n_layer=6, n_encoder_layer=6, n_head=12, d_ff=3072), BART_SOURCE,
+     "139M parameters")
+_add("bart-tiny", dict(BART, vocab_size=8000, max_seq_len=256, d_model=128, n_layer=2, n_encoder_layer=2, n_head=4,
+                       d_ff=512, dropout=0.0, pad_token_id=0, decoder_start_token_id=2),
+     "tfamily: BART wiring at a CPU size", "vocab_size comes from the tokenizer")
+
 BERT_SOURCE = ("Devlin et al. 2019, 'BERT: Pre-training of Deep Bidirectional Transformers', section 3 (base: L=12, "
                "H=768, A=12, 110M; large: L=24, H=1024, A=16, 340M; 512 positions, 2 segments, GELU, a 30,000 "
                "WordPiece vocabulary); HF google-bert/bert-base-uncased config.json (vocab 30522, eps 1e-12)")

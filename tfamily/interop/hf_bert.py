@@ -37,7 +37,7 @@ import torch
 
 from ..config import ConfigError, ModelConfig
 from .hf_gpt2 import ACTIVATIONS_FROM_HF, ACTIVATIONS_TO_HF
-from .io import InteropError, StateDict, check_names_and_shapes, merged_hf_config, model_shapes, strip_prefix
+from .io import StateDict, merged_hf_config, stacked_from_hf, stacked_to_hf, strip_prefix
 
 MODEL_TYPE = "bert"
 PREFIX = "bert."
@@ -182,40 +182,11 @@ def state_dict_from_hf(sd: Mapping[str, torch.Tensor], cfg: ModelConfig) -> Stat
         hf = strip_prefix(hf, PREFIX, _IGNORED)  # a BertModel saved from inside a task model keeps its prefix
     if cfg.tie_embeddings:
         hf.pop("cls.predictions.decoder.weight", None)
-    pairs = list(name_map(cfg))
-    check_names_and_shapes(hf, _hf_shapes(cfg, pairs), "BERT weights do not match config.json")
-    return {ours: torch.cat([hf[n] for n in names], dim=0).contiguous() for ours, names in pairs}
+    return stacked_from_hf(hf, cfg, list(name_map(cfg)), "BERT")
 
 
 def state_dict_to_hf(sd: Mapping[str, torch.Tensor], cfg: ModelConfig) -> StateDict:
     """A BERT state dict as the matching ``Bert*`` class saves it: q|k|v split, a tied decoder
     written once (as the word embedding)."""
-    pairs = list(name_map(cfg))
-    shapes = _our_shapes(cfg, pairs)
-    check_names_and_shapes(sd, shapes, "model state dict does not match its config")
-    out: StateDict = {}
-    for ours, names in pairs:
-        if ours == "mlm.decoder.weight" and cfg.tie_embeddings:
-            continue
-        for name, part in zip(names, sd[ours].chunk(len(names), dim=0)):
-            out[name] = part.detach().contiguous()
-    return out
-
-
-def _hf_shapes(cfg: ModelConfig, pairs: list) -> dict[str, tuple]:
-    ours = _our_shapes(cfg, pairs)
-    shapes = {}
-    for our_name, names in pairs:
-        rows = ours[our_name][0] // len(names)
-        for n in names:
-            shapes[n] = (rows, *ours[our_name][1:])
-    return shapes
-
-
-def _our_shapes(cfg: ModelConfig, pairs: list) -> dict[str, tuple]:
-    shapes = model_shapes(cfg)
-    mapped = {ours for ours, _ in pairs}
-    if mapped != set(shapes):  # a bug in this file, not in the user's
-        raise InteropError(f"BERT mapping and model disagree: unmapped {sorted(set(shapes) - mapped)}, "
-                           f"unknown {sorted(mapped - set(shapes))}")
-    return shapes
+    skip = frozenset({"mlm.decoder.weight"} if cfg.tie_embeddings else ())
+    return stacked_to_hf(sd, cfg, list(name_map(cfg)), "BERT", skip)

@@ -328,3 +328,45 @@ def merged_hf_config(hf: Mapping, model_type: str, defaults: Mapping, required: 
         if c[name] != allowed:
             raise ConfigError(f"{name}={c[name]!r} is not supported (only {allowed!r}): {wiring} has no such option")
     return c
+
+
+# ---- stacked name maps -------------------------------------------------------------------
+# A family's mapping is a list of (our name, HF names): our tensor is the HF tensors stacked
+# along rows in that order (q|k|v, k|v), each with an equal share of the rows.
+
+def stacked_shapes(cfg, pairs: list[tuple[str, tuple[str, ...]]], family: str) -> tuple[dict, dict]:
+    """(our shapes, HF shapes) for the mapping, checking it covers our state dict exactly (a
+    mismatch is a bug in the family's mapping, not in the user's file)."""
+    ours = model_shapes(cfg)
+    mapped = {name for name, _ in pairs}
+    if mapped != set(ours):
+        raise InteropError(f"{family} mapping and model disagree: unmapped {sorted(set(ours) - mapped)}, "
+                           f"unknown {sorted(mapped - set(ours))}")
+    theirs = {}
+    for name, hf_names in pairs:
+        rows = ours[name][0] // len(hf_names)
+        for n in hf_names:
+            theirs[n] = (rows, *ours[name][1:])
+    return ours, theirs
+
+
+def stacked_from_hf(hf: Mapping[str, torch.Tensor], cfg, pairs: list, family: str) -> StateDict:
+    """Our state dict from HF tensors (names and shapes checked first, all problems in one error)."""
+    _, theirs = stacked_shapes(cfg, pairs, family)
+    check_names_and_shapes(hf, theirs, f"{family} weights do not match config.json")
+    return {ours: torch.cat([hf[n] for n in names], dim=0).contiguous() for ours, names in pairs}
+
+
+def stacked_to_hf(sd: Mapping[str, torch.Tensor], cfg, pairs: list, family: str,
+                  skip: frozenset[str] = frozenset()) -> StateDict:
+    """HF tensors from our state dict, split back along rows; ``skip`` our names not written
+    (a tied head, stored once as the embedding)."""
+    ours, _ = stacked_shapes(cfg, pairs, family)
+    check_names_and_shapes(sd, ours, "model state dict does not match its config")
+    out: StateDict = {}
+    for name, hf_names in pairs:
+        if name in skip:
+            continue
+        for hf_name, part in zip(hf_names, sd[name].chunk(len(hf_names), dim=0)):
+            out[hf_name] = part.detach().contiguous()
+    return out

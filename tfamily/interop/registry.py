@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, ModelConfig
-from . import hf_bert, hf_gpt2, hf_llama
+from . import hf_bart, hf_bert, hf_gpt2, hf_llama, hf_t5
 from .io import InteropError, StateDict, read_config, read_tokenizer_json, read_weights, write_folder
 
 
@@ -42,6 +42,10 @@ register(HFFamily(hf_gpt2.MODEL_TYPE, hf_gpt2.config_from_hf, hf_gpt2.config_to_
                   hf_gpt2.state_dict_from_hf, hf_gpt2.state_dict_to_hf))
 register(HFFamily(hf_bert.MODEL_TYPE, hf_bert.config_from_hf, hf_bert.config_to_hf,
                   hf_bert.state_dict_from_hf, hf_bert.state_dict_to_hf))
+register(HFFamily(hf_t5.MODEL_TYPE, hf_t5.config_from_hf, hf_t5.config_to_hf,
+                  hf_t5.state_dict_from_hf, hf_t5.state_dict_to_hf))
+register(HFFamily(hf_bart.MODEL_TYPE, hf_bart.config_from_hf, hf_bart.config_to_hf,
+                  hf_bart.state_dict_from_hf, hf_bart.state_dict_to_hf))
 register(HFFamily(hf_llama.MODEL_TYPE, hf_llama.config_from_hf, hf_llama.config_to_hf,
                   hf_llama.state_dict_from_hf, hf_llama.state_dict_to_hf))
 

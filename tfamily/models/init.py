@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 from ..config import ModelConfig
@@ -21,8 +22,11 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
     resid_std = cfg.init_std / math.sqrt(2 * cfg.n_layer) if cfg.scale_residual_init else cfg.init_std
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear):
-            std = resid_std if name.endswith((".out", ".fc_out")) else cfg.init_std
-            nn.init.normal_(module.weight, 0.0, std)
+            if cfg.init_fan_in:
+                _fan_in_init(name, module, cfg)
+            else:
+                std = resid_std if name.endswith((".out", ".fc_out")) else cfg.init_std
+                nn.init.normal_(module.weight, 0.0, std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
@@ -33,3 +37,19 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
             nn.init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
+
+
+def _fan_in_init(name: str, linear: nn.Linear, cfg: ModelConfig) -> None:
+    """N(0, 1 / fan_in) (T5). With ``attention_scale`` 1.0 the scores are not divided by
+    sqrt(head size), so the query projection is drawn that much smaller instead."""
+    std = linear.in_features ** -0.5
+    nn.init.normal_(linear.weight, 0.0, std)
+    if cfg.attention_scale is None:
+        return
+    q_rows = cfg.n_head * cfg.head_dim
+    fold = cfg.attention_scale * cfg.head_dim ** 0.5  # 1.0 -> shrink q by 1/sqrt(head size)
+    with torch.no_grad():
+        if name.endswith(".qkv"):
+            linear.weight[:q_rows] /= fold
+        elif name.endswith(".q"):
+            linear.weight /= fold

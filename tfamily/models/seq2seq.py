@@ -22,6 +22,8 @@ from torch import nn
 from ..config import ModelConfig
 from ..nn import KVCache, Stack, make_positions, make_rotary, positions_from_mask
 from ..nn.masks import decoder_mask, encoder_mask, padding_mask
+from ..nn.norms import make_norm
+from ..nn.positions import make_relative_bias
 from .gpt import embed
 from .init import init_weights
 
@@ -43,13 +45,19 @@ class EncoderDecoder(nn.Module):
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)  # target side (and source, when shared)
         self.src_emb = None if cfg.share_encoder_embeddings else nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.enc_pos = make_positions(cfg.position, cfg.max_seq_len, cfg.d_model)
-        self.dec_pos = make_positions(cfg.position, cfg.max_seq_len, cfg.d_model)
+        self.enc_pos = make_positions(cfg.position, cfg.max_seq_len, cfg.d_model, cfg.position_offset)
+        self.dec_pos = make_positions(cfg.position, cfg.max_seq_len, cfg.d_model, cfg.position_offset)
         self.rotary = make_rotary(cfg.position, cfg.head_dim, cfg.rope_theta, cfg.max_seq_len)
+        self.enc_rel = make_relative_bias(cfg, bidirectional=True)  # T5: a learned bias per distance bucket
+        self.dec_rel = make_relative_bias(cfg, bidirectional=False)
+        self.enc_norm = self.dec_norm = None
+        if cfg.embed_norm:  # BART: a LayerNorm on each side's embeddings
+            self.enc_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+            self.dec_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
         self.encoder = Stack(cfg.replace(n_layer=cfg.encoder_layers))
         self.decoder = Stack(cfg, cross_attention=True)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.lm_head_bias)
         init_weights(self, cfg)
         self.tie_weights()
 
@@ -68,9 +76,14 @@ class EncoderDecoder(nn.Module):
         else:
             positions = torch.arange(s, device=src_ids.device).expand(b, s)
         table = self.src_emb if self.src_emb is not None else self.tok_emb
-        x = self.drop(embed(table, self.enc_pos, src_ids, positions, self.cfg.scale_embeddings))
+        x = embed(table, self.enc_pos, src_ids, positions, self.cfg.scale_embeddings)
+        x = self.drop(self.enc_norm(x) if self.enc_norm is not None else x)
         rotary = self.rotary(positions) if self.rotary is not None else None
-        return self.encoder(x, mask=encoder_mask(src_mask), rotary=rotary)
+        bias = None
+        if self.enc_rel is not None:  # distances in index order: left padding shifts both sides alike
+            idx = torch.arange(s, device=src_ids.device)
+            bias = self.enc_rel(idx, idx)  # (1, H, S, S)
+        return self.encoder(x, mask=encoder_mask(src_mask), rotary=rotary, bias=bias)
 
     def decode(self, tgt_ids: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor | None = None,
                tgt_mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
@@ -86,12 +99,17 @@ class EncoderDecoder(nn.Module):
             positions = positions_from_mask(tgt_mask)[:, past:]
         else:
             positions = torch.arange(past, past + t, device=tgt_ids.device).expand(b, t)
-        x = self.drop(embed(self.tok_emb, self.dec_pos, tgt_ids, positions, self.cfg.scale_embeddings))
+        x = embed(self.tok_emb, self.dec_pos, tgt_ids, positions, self.cfg.scale_embeddings)
+        x = self.drop(self.dec_norm(x) if self.dec_norm is not None else x)
         rotary = self.rotary(positions) if self.rotary is not None else None
+        bias = None
+        if self.dec_rel is not None:  # the new queries against every key so far
+            keys = torch.arange(past + t, device=tgt_ids.device)
+            bias = self.dec_rel(keys[past:], keys)  # (1, H, T, past + T)
         mask, is_causal = decoder_mask(t, past + t, tgt_mask, tgt_ids.device)
         memory_mask = padding_mask(src_mask.bool()) if src_mask is not None else None  # (B, 1, 1, S)
         h = self.decoder(x, mask=mask, is_causal=is_causal, cache=cache, memory=memory, memory_mask=memory_mask,
-                         rotary=rotary)
+                         rotary=rotary, bias=bias)
         if cache is not None:
             cache.advance(t)
         return h
@@ -104,7 +122,10 @@ class EncoderDecoder(nn.Module):
         if memory is None:
             memory = self.encode(src_ids, src_mask)
         h = self.decode(tgt_ids, memory, src_mask, tgt_mask, cache)
-        logits = self.lm_head(h[:, -1:] if last_only else h)
+        out = h[:, -1:] if last_only else h
+        if self.cfg.scale_tied_output:  # T5: the tied embedding is also the output matrix, at d^-0.5
+            out = out * self.cfg.d_model ** -0.5
+        logits = self.lm_head(out)
         return Seq2SeqOutput(logits, h, memory, cache)
 
     def make_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:

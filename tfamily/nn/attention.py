@@ -18,8 +18,10 @@ EXPLICIT_MAX_KEYS = 1024  # beyond this the (T, S) score matrix costs more memor
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool,
-           dropout_p: float) -> torch.Tensor:
-    """softmax(q k^T / sqrt(D) + mask) v.  q: (B, H, T, D); k, v: (B, H_kv, S, D); mask: bool, True = attend.
+           dropout_p: float, bias: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
+    """softmax(scale * q k^T + bias + mask) v.  q: (B, H, T, D); k, v: (B, H_kv, S, D); mask: bool,
+    True = attend; bias: additive float (B | 1, H, T, S), e.g. T5's relative positions; scale
+    defaults to 1 / sqrt(D).
 
     ``F.scaled_dot_product_attention`` everywhere but one measured case: bf16 on a CPU with
     short sequences, where its flash kernel (forward + backward) ran 2-2.6x slower than the
@@ -28,23 +30,29 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     and 8 x 256 the benchmark harness saw the opposite (1.1 s against 0.93 s per step, on a noisy
     machine); benchmarks/ is where this threshold should be settled.
     """
+    if bias is not None:  # one additive float mask: the bias, and -inf where the bool mask forbids
+        if is_causal:
+            mask, is_causal = causal_mask(q.shape[2], k.shape[2], q.device), False
+        bias = bias.to(q.dtype)
+        mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
     if q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.shape[2] <= EXPLICIT_MAX_KEYS:
-        return explicit_attention(q, k, v, mask, is_causal, dropout_p)
+        return explicit_attention(q, k, v, mask, is_causal, dropout_p, scale)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p,
-                                          enable_gqa=k.shape[1] != q.shape[1])
+                                          enable_gqa=k.shape[1] != q.shape[1], scale=scale)
 
 
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                       is_causal: bool, dropout_p: float) -> torch.Tensor:
-    """The textbook formula, materialising the (B, H, T, S) scores; softmax in fp32."""
+                       is_causal: bool, dropout_p: float, scale: float | None = None) -> torch.Tensor:
+    """The textbook formula, materialising the (B, H, T, S) scores; softmax in fp32. ``mask``
+    is bool (True = attend) or an additive float mask."""
     if k.shape[1] != q.shape[1]:  # grouped-query attention: share each K/V head across its query heads
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
         v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
-    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)  # (B, H, T, S)
+    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5 if scale is None else scale)  # (B, H, T, S)
     if is_causal:
         mask = causal_mask(q.shape[2], k.shape[2], q.device)
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
     probs = scores.float().softmax(-1).to(q.dtype)
     if dropout_p:
         probs = F.dropout(probs, dropout_p)
@@ -59,10 +67,11 @@ class Attention(nn.Module):
     """
 
     def __init__(self, d_model: int, n_head: int, n_kv_head: int, bias: bool = True,
-                 dropout: float = 0.0, cross: bool = False):
+                 dropout: float = 0.0, cross: bool = False, head_dim: int | None = None, scale: float | None = None):
         super().__init__()
         self.n_head, self.n_kv_head = n_head, n_kv_head
-        self.head_dim = d_model // n_head
+        self.head_dim = head_dim or d_model // n_head
+        self.scale = scale  # None: 1 / sqrt(head_dim)
         q_dim, kv_dim = n_head * self.head_dim, n_kv_head * self.head_dim
         self.cross = cross
         if cross:
@@ -93,8 +102,10 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
                 cache: KVCache | None = None, layer: int = 0,
-                memory: torch.Tensor | None = None, rotary: Rotary | None = None) -> torch.Tensor:
-        """x: (B, T, d_model); mask: bool, broadcastable to (B, H, T, S), True = may attend.
+                memory: torch.Tensor | None = None, rotary: Rotary | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, d_model); mask: bool, broadcastable to (B, H, T, S), True = may attend;
+        bias: additive (B | 1, H, T, S) scores for these queries against all keys (T5).
 
         ``rotary`` (cos, sin) for these T positions turns q and k before k enters the cache,
         so cached keys keep the rotation of their own position and are never turned again.
@@ -109,6 +120,7 @@ class Attention(nn.Module):
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)  # (B, H, T, D), (B, H_kv, T, D)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, H_kv, S, D) with S = cached + T
-        y = attend(q, k, v, mask, is_causal and mask is None, self.dropout if self.training else 0.0)  # (B, H, T, D)
+        y = attend(q, k, v, mask, is_causal and mask is None, self.dropout if self.training else 0.0,
+                   bias, self.scale)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)  # (B, T, H*D)
         return self.resid_dropout(self.out(y))

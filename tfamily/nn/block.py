@@ -25,10 +25,12 @@ class Block(nn.Module):
         self.pre_norm = cfg.norm_placement == "pre"
         norm = lambda: make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)  # noqa: E731
         self.norm1 = norm()
-        self.attn = Attention(cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.bias, cfg.dropout)
+        heads = dict(head_dim=cfg.head_dim, scale=cfg.attention_scale)
+        self.attn = Attention(cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.bias, cfg.dropout, **heads)
         if cross_attention:
             self.norm_cross = norm()
-            self.cross_attn = Attention(cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.bias, cfg.dropout, cross=True)
+            self.cross_attn = Attention(cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.bias, cfg.dropout, cross=True,
+                                        **heads)
         else:
             self.norm_cross = self.cross_attn = None
         self.norm2 = norm()
@@ -42,10 +44,12 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
                 cache: KVCache | None = None, layer: int = 0,
                 memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
-                rotary: Rotary | None = None) -> torch.Tensor:
-        """``rotary`` (cos, sin) turns self-attention's q and k; cross-attention keys are another
-        sequence's, whose positions are not comparable, so it never gets them."""
-        x = self._sublayer(x, self.norm1, lambda h: self.attn(h, mask, is_causal, cache, layer, rotary=rotary))
+                rotary: Rotary | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``rotary`` (cos, sin) turns self-attention's q and k, and ``bias`` (T5's relative
+        positions) is added to its scores; cross-attention keys are another sequence's, whose
+        positions are not comparable, so it gets neither."""
+        x = self._sublayer(x, self.norm1, lambda h: self.attn(h, mask, is_causal, cache, layer, rotary=rotary,
+                                                              bias=bias))
         if self.cross_attn is not None:
             x = self._sublayer(x, self.norm_cross, lambda h: self.cross_attn(h, memory_mask, cache=cache, layer=layer,
                                                                                     memory=memory))
@@ -63,13 +67,14 @@ class Stack(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
                 cache: KVCache | None = None, memory: torch.Tensor | None = None,
-                memory_mask: torch.Tensor | None = None, rotary: Rotary | None = None) -> torch.Tensor:
-        """x: (B, T, d_model) -> (B, T, d_model). ``rotary`` (cos, sin) is computed once by the
-        backbone and shared by every layer."""
+                memory_mask: torch.Tensor | None = None, rotary: Rotary | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, d_model) -> (B, T, d_model). ``rotary`` (cos, sin) and ``bias`` (relative
+        position scores) are computed once by the backbone and shared by every layer."""
         for i, block in enumerate(self.blocks):
             if self.checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(
-                    block, x, mask, is_causal, cache, i, memory, memory_mask, rotary, use_reentrant=False)
+                    block, x, mask, is_causal, cache, i, memory, memory_mask, rotary, bias, use_reentrant=False)
             else:
-                x = block(x, mask, is_causal, cache, i, memory, memory_mask, rotary)
+                x = block(x, mask, is_causal, cache, i, memory, memory_mask, rotary, bias)
         return self.norm_f(x) if self.norm_f is not None else x

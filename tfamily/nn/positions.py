@@ -15,15 +15,16 @@ from torch import nn
 
 
 class LearnedPositions(nn.Module):
-    """A trained table of max_len vectors (GPT, BERT, BART)."""
+    """A trained table of max_len vectors (GPT, BERT, BART). ``offset`` rows come first and are
+    never used (BART's table starts at row 2, a left-over of fairseq's padding convention)."""
 
-    def __init__(self, max_len: int, dim: int):
+    def __init__(self, max_len: int, dim: int, offset: int = 0):
         super().__init__()
-        self.max_len = max_len
-        self.weight = nn.Parameter(torch.zeros(max_len, dim))
+        self.max_len, self.offset = max_len, offset
+        self.weight = nn.Parameter(torch.zeros(max_len + offset, dim))
 
     def forward(self, pos: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, d)
-        return nn.functional.embedding(pos, self.weight)
+        return nn.functional.embedding(pos + self.offset if self.offset else pos, self.weight)
 
 
 def sinusoid_table(max_len: int, dim: int) -> torch.Tensor:
@@ -102,14 +103,57 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos + rotate_half(x) * sin
 
 
-def make_positions(kind: str, max_len: int, dim: int) -> nn.Module | None:
+def relative_bucket(distance: torch.Tensor, bidirectional: bool, buckets: int, max_distance: int) -> torch.Tensor:
+    """T5's bucket of each key-minus-query distance (Raffel et al. 2020, section 2.1).
+
+    Half the buckets (all of them when not bidirectional, where only the past counts) hold
+    exact distances 0, 1, ... up to half their number; the rest cover larger distances on a
+    log scale up to ``max_distance``, beyond which everything shares the last bucket. When
+    bidirectional, keys after the query get the upper half of the buckets.
+    """
+    if bidirectional:
+        buckets //= 2
+        base = (distance > 0).long() * buckets  # future keys use the upper half
+        distance = distance.abs()
+    else:
+        base = torch.zeros_like(distance)
+        distance = (-distance).clamp(min=0)  # a causal decoder only looks back
+    exact = buckets // 2
+    log_scaled = exact + (torch.log(distance.float().clamp(min=1) / exact) / math.log(max_distance / exact)
+                          * (buckets - exact)).long()
+    return base + torch.where(distance < exact, distance, log_scaled.clamp(max=buckets - 1))
+
+
+class RelativePositionBias(nn.Module):
+    """A learned scalar per (distance bucket, head), added to the attention scores: T5's
+    positions. Computed once per forward pass and shared by every layer of the stack."""
+
+    def __init__(self, n_heads: int, buckets: int, max_distance: int, bidirectional: bool):
+        super().__init__()
+        self.buckets, self.max_distance, self.bidirectional = buckets, max_distance, bidirectional
+        self.embedding = nn.Embedding(buckets, n_heads)
+
+    def forward(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+        """q_pos (T,), k_pos (S,) -> bias (1, H, T, S)."""
+        distance = k_pos[None, :] - q_pos[:, None]  # (T, S)
+        bucket = relative_bucket(distance, self.bidirectional, self.buckets, self.max_distance)
+        return self.embedding(bucket).permute(2, 0, 1)[None]  # (1, H, T, S)
+
+
+def make_relative_bias(cfg, bidirectional: bool) -> RelativePositionBias | None:
+    if cfg.position != "t5_relative":
+        return None
+    return RelativePositionBias(cfg.n_head, cfg.relative_buckets, cfg.relative_max_distance, bidirectional)
+
+
+def make_positions(kind: str, max_len: int, dim: int, offset: int = 0) -> nn.Module | None:
     """The additive position module, or None when positions are not added to the tokens
-    ("none", and "rotary", which attention applies instead: see ``make_rotary``)."""
+    ("none"; "rotary" and "t5_relative", which attention applies instead)."""
     if kind == "learned":
-        return LearnedPositions(max_len, dim)
+        return LearnedPositions(max_len, dim, offset)
     if kind == "sinusoidal":
         return SinusoidalPositions(max_len, dim)
-    if kind in ("none", "rotary"):
+    if kind in ("none", "rotary", "t5_relative"):
         return None
     raise ValueError(f"unknown position kind {kind!r}")
 
