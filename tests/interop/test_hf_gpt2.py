@@ -198,8 +198,8 @@ def test_missing_weights_file(tmp_path, hf_folder):
 
 
 def test_wrong_model_type(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(InteropError, match="'bert'.*gpt2"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "xlnet"}))
+    with pytest.raises(InteropError, match="'xlnet'.*gpt2"):
         import_hf(tmp_path)
 
 
