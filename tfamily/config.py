@@ -13,10 +13,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-Arch = Literal["decoder", "encoder", "encoder-decoder"]
+Arch = Literal["decoder", "encoder", "encoder-decoder", "glm", "transformer-xl"]
 Head = Literal["lm", "none", "sequence_classification", "token_classification", "span"]
 Pooling = Literal["pooler", "first", "mean", "last"]
-Position = Literal["learned", "sinusoidal", "rotary", "t5_relative", "none"]
+Position = Literal["learned", "sinusoidal", "rotary", "t5_relative", "glm_2d", "xl_relative", "none"]
 Norm = Literal["layernorm", "rmsnorm"]
 NormPlacement = Literal["pre", "post"]
 Activation = Literal["gelu", "gelu_tanh", "relu", "silu"]
