@@ -168,4 +168,5 @@ def test_every_run_config_is_valid():
         get_preset(preset).config(**{"vocab_size": 100, **model})
         TrainConfig.from_dict({k: v for k, v in run["train"].items()})
         assert set(run["data"]) <= {"path", "tokenizer", "vocab_size", "val_fraction", "src", "tgt", "pairs",
-                                    "val_src", "val_tgt", "segmenter", "whole_word"}
+                                    "val_src", "val_tgt", "segmenter", "whole_word", "objective",
+                                    "source_prefix"}

@@ -98,3 +98,34 @@ def test_translate_refuses_a_language_model(capsys, tmp_path):
     save_checkpoint(tmp_path / "lm", build_model(cfg), cfg, tok.to_str())
     assert main(["translate", str(tmp_path / "lm"), "hello"]) == 2
     assert "encoder-decoder" in capsys.readouterr().err
+
+
+def test_t5_with_a_task_prefix(tmp_path, capsys):
+    """A T5 model trained on pairs with a text-to-text prefix keeps it, and translate adds it."""
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("".join(f"{en}\t{de}\n" for en, de in sentence_pairs() * 3), encoding="utf-8")
+    out = tmp_path / "t5"
+    tiny = [a if a != "transformer-tiny" else "t5-tiny" for a in TINY]
+    assert main(["train", "--pairs", str(tsv), "--out", str(out), "--steps", "3", "--eval-interval", "3",
+                 "--source-prefix", "translate English to German: ", *tiny]) == 0
+    cfg = json.loads((out / "checkpoint" / "config.json").read_text())
+    assert cfg["extra"]["source_prefix"] == "translate English to German: " and cfg["position"] == "t5_relative"
+    assert main(["translate", str(out / "checkpoint"), "a man runs.", "--beam", "2"]) == 0
+
+
+@pytest.mark.parametrize("preset, objective", [("t5-tiny", "span_corruption"), ("bart-tiny", "denoising")])
+def test_denoising_pretraining_on_text(preset, objective, tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("The cat sat on the mat. The dog slept! Did the bird sing? " * 200, encoding="utf-8")
+    out = tmp_path / objective
+    args = ["train", "--preset", preset, "--data", str(text), "--objective", objective, "--out", str(out),
+            "--steps", "4", "--eval-interval", "2", "--seq-len", "32", "--batch-size", "4", "--eval-batches", "1",
+            "--vocab-size", "300", "--set", "d_model=32", "--set", "n_head=2", "--set", "d_ff=64",
+            "--no-progress", "--threads", "1"]
+    assert main(args) == 0
+    state = json.loads((out / "checkpoint" / "trainer.json").read_text())
+    assert state["data_options"]["objective"] == objective
+    tok = json.loads((out / "checkpoint" / "tokenizer.json").read_text())
+    specials = {t["content"] for t in tok["added_tokens"]}
+    assert ("<extra_id_0>" in specials) == (objective == "span_corruption") and "<mask>" in specials
+    assert main(["train", "--out", str(out), "--resume", "--steps", "5", "--no-progress"]) == 0

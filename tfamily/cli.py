@@ -56,8 +56,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--src", help="translation: source sentences, one a line (.gz is fine); needs an encoder-decoder preset")
     p.add_argument("--tgt", help="translation: target sentences, aligned line by line with --src")
     p.add_argument("--pairs", help="translation: one TSV file of source<TAB>target lines, instead of --src/--tgt")
-    p.add_argument("--val-src", help="translation: validation source file (default: hold out --val-fraction)")
+    p.add_argument("--val-src", help="translation: validation source file (default: hold out 5 %% of the pairs)")
+    p.add_argument("--source-prefix", help="text-to-text: put this before every source, e.g. "
+                                            "'translate English to German: ' (kept with the model for translate)")
     p.add_argument("--val-tgt", help="translation: validation target file")
+    p.add_argument("--objective", choices=["span_corruption", "denoising"],
+                   help="encoder-decoder pretraining on --data text: T5's span corruption (default) or BART's "
+                        "text infilling with sentence permutation")
     p.add_argument("--tokenizer", choices=["char", "word", "bpe", "wordpiece"],
                    help="tokenizer to train on the data (default char; bpe for translation, wordpiece for BERT)")
     p.add_argument("--vocab-size", type=int, help="vocabulary size for word/bpe tokenizers (default 4096)")
@@ -155,6 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if fixed:
             raise UsageError(f"--resume continues the run as it was saved; {', '.join(fixed)} cannot change it")
         state, _ = load_trainer_state(ckpt)
+        data_sec = {**state.get("data_options", {}), **data_sec}  # how the run's batches are built
         if state.get("lora"):
             raise UsageError("LoRA runs save merged weights, not the adapters, so they cannot resume; "
                              f"fine-tune further with --init {ckpt}")
@@ -190,6 +196,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             elif model_cfg.arch == "decoder":
                 fields.setdefault("max_seq_len", train_cfg.seq_len)  # a context as long as what it trains on
             model_cfg = get_preset(preset).config(**fields)
+        if data_sec.get("source_prefix"):
+            model_cfg.extra["source_prefix"] = data_sec["source_prefix"]
     if model_cfg.arch != "encoder-decoder" and train_cfg.seq_len > model_cfg.max_seq_len:
         raise UsageError(f"seq_len {train_cfg.seq_len} exceeds the model's max_seq_len {model_cfg.max_seq_len}")
 
@@ -213,11 +221,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     train, val, objective = _training_data(model_cfg, tokenizer, data_dir, train_cfg, data_sec)
     trainer = Trainer(model, model_cfg, objective, train, val, train_cfg,
                       tokenizer_json=tokenizer.to_str(),
-                      extra_state={"data_dir": str(data_dir), "preset": preset, "lora": args.lora or 0},
+                      extra_state={"data_dir": str(data_dir), "preset": preset, "lora": args.lora or 0,
+                                   "data_options": {k: data_sec[k] for k in DATA_OPTIONS if k in data_sec}},
                       chat_template=read_chat_template(args.init or ckpt) if (args.init or args.resume) else None)
     if args.resume:
         trainer.resume(ckpt)
-    batch = (f"{train_cfg.batch_tokens or DEFAULT_BATCH_TOKENS} tokens" if model_cfg.arch == "encoder-decoder"
+    by_tokens = (data_dir / PAIRS_FILE.format(split="train")).is_file()  # translation pairs
+    batch = (f"{train_cfg.batch_tokens or DEFAULT_BATCH_TOKENS} tokens" if by_tokens
              else f"{train_cfg.batch_size} x {train_cfg.seq_len}")
     print(f"training: {' + '.join(type(o).__name__ for o in trainer.optimizers)}, lr {train_cfg.lr:g}, batch {batch}, "
           f"bf16 autocast {'on' if trainer.bf16 else 'off'}, on {trainer.device}; until step {train_cfg.steps}"
@@ -258,13 +268,14 @@ def _prepare_text(args, data_sec: dict, tokenizer, data_dir: Path, max_len: int)
 
 def _prepare_pairs(args, data_sec: dict, tokenizer, data_dir: Path, max_len: int):
     """Translation data: aligned files or a TSV -> a joint tokenizer on both sides (unless
-    given) -> token pairs for train and val in the run folder."""
+    given) -> token pairs for train and val in the run folder. With --data instead, text for
+    denoising pretraining (T5 span corruption, BART infilling)."""
     import numpy as np
 
     from .data.parallel import TokenPairs, read_parallel
     from .tokenizers import Tokenizer
-    if args.data:
-        raise UsageError("--data is a text corpus for language models; translation takes --src/--tgt or --pairs")
+    if args.data or (data_sec.get("path") and not (args.src or args.pairs)):
+        return _prepare_denoising(args, data_sec, tokenizer, data_dir)
     pick = lambda flag, key: getattr(args, flag) or data_sec.get(key)  # noqa: E731
     src, tgt, tsv = pick("src", "src"), pick("tgt", "tgt"), pick("pairs", "pairs")
     if not (tsv or (src and tgt)):
@@ -285,6 +296,11 @@ def _prepare_pairs(args, data_sec: dict, tokenizer, data_dir: Path, max_len: int
         train_pairs = [train_pairs[i] for i in order[n_val:]]
     if not train_pairs or not val_pairs:
         raise UsageError("translation data needs at least one training and one validation pair")
+    prefix = args.source_prefix or data_sec.get("source_prefix")
+    if prefix:  # T5's text-to-text format: the task is named in the input
+        data_sec["source_prefix"] = prefix
+        train_pairs = [(prefix + s, t) for s, t in train_pairs]
+        val_pairs = [(prefix + s, t) for s, t in val_pairs]
     if tokenizer is None:
         kind = args.tokenizer or data_sec.get("tokenizer", "bpe")
         texts = [s for s, _ in train_pairs] + [t for _, t in train_pairs]
@@ -327,6 +343,28 @@ def _prepare_sentences(args, data_sec: dict, tokenizer, data_dir: Path, max_len:
     return tokenizer
 
 
+DATA_OPTIONS = ("objective", "whole_word", "segmenter", "source_prefix")  # kept with a run for --resume
+
+
+def _prepare_denoising(args, data_sec: dict, tokenizer, data_dir: Path):
+    """Encoder-decoder pretraining text: a BPE tokenizer with <mask> and T5's sentinels
+    (unless given), token shards as for language models."""
+    from .tokenizers import Tokenizer
+    from .tokenizers.sentinels import add_sentinels, sentinel_ids
+    from .tokenizers.special import SPECIAL_TOKENS
+    if args.src or args.tgt or args.pairs:
+        raise UsageError("give either --data (denoising pretraining) or translation pairs, not both")
+    data_sec.setdefault("objective", args.objective or "span_corruption")
+    if tokenizer is None:
+        corpus = resolve_corpus(args.data or data_sec["path"])
+        tokenizer = Tokenizer.train(args.tokenizer or data_sec.get("tokenizer", "bpe"), [str(corpus)],
+                                    vocab_size=args.vocab_size or data_sec.get("vocab_size", 8000),
+                                    special_tokens={**SPECIAL_TOKENS, "mask": "<mask>"})
+    if data_sec["objective"] == "span_corruption" and len(sentinel_ids(tokenizer)) < 2:
+        tokenizer = add_sentinels(tokenizer, 100)
+    return _prepare_text(args, data_sec, tokenizer, data_dir, 0)
+
+
 def _segmenter(name: str | None):
     """A word segmenter for whole-word masking of Chinese (``jieba``), or None."""
     if not name:
@@ -338,6 +376,31 @@ def _segmenter(name: str | None):
     except ImportError:
         raise UsageError("data.segmenter 'jieba' needs the jieba package: pip install jieba") from None
     return lambda text: list(jieba.cut(text))
+
+
+def _denoising_data(model_cfg, tokenizer, data_dir: Path, train_cfg, objective_name: str | None):
+    """(train, val, objective) for T5 span corruption or BART denoising over text windows."""
+    from .data import TokenShards, WindowSampler
+    from .objectives.denoising import CorruptedWindows, DenoisingObjective, SpanCorruptionObjective
+    from .tokenizers.sentinels import sentinel_ids
+    ids = tokenizer.special_ids
+    start = model_cfg.decoder_start_token_id if model_cfg.decoder_start_token_id is not None else ids.get("bos")
+    if ids.get("pad") is None or ids.get("eos") is None or start is None:
+        raise UsageError("denoising pretraining needs a tokenizer with pad and eos tokens and a decoder start token")
+    if train_cfg.seq_len + 1 > model_cfg.max_seq_len:
+        raise UsageError(f"seq_len {train_cfg.seq_len} + 1 (the end token) exceeds the model's max_seq_len "
+                         f"{model_cfg.max_seq_len}")
+    common = dict(pad_id=ids["pad"], start_id=start, eos_id=ids["eos"], label_smoothing=train_cfg.label_smoothing)
+    if (objective_name or "span_corruption") == "span_corruption":
+        objective = SpanCorruptionObjective(sentinel_ids(tokenizer), **common)
+    else:
+        if ids.get("mask") is None:
+            raise UsageError("BART denoising needs a <mask> token in the tokenizer")
+        ends = [i for i in (tokenizer.token_to_id(p) for p in (".", "!", "?", "。", "！", "？")) if i is not None]
+        objective = DenoisingObjective(ids["mask"], sentence_ends=ends, **common)
+    window = lambda split, seed: CorruptedWindows(  # noqa: E731
+        WindowSampler(TokenShards(data_dir, split), train_cfg.batch_size, train_cfg.seq_len, seed), seed)
+    return window("train", train_cfg.seed), window("val", train_cfg.seed + 1), objective
 
 
 PREPARE = {"decoder": _prepare_text, "encoder": _prepare_sentences, "encoder-decoder": _prepare_pairs}
@@ -354,6 +417,8 @@ def _training_data(model_cfg, tokenizer, data_dir: Path, train_cfg, data_sec: di
         train = SentencePairSampler(load("train"), train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed)
         val = SentencePairSampler(load("val"), train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed + 1)
         return train, val, objective
+    if model_cfg.arch == "encoder-decoder" and not (data_dir / PAIRS_FILE.format(split="train")).is_file():
+        return _denoising_data(model_cfg, tokenizer, data_dir, train_cfg, (data_sec or {}).get("objective"))
     if model_cfg.arch == "encoder-decoder":
         from .data.parallel import TokenBatches, TokenPairs
         from .objectives import Seq2SeqObjective

@@ -2,7 +2,8 @@
 
 Sentences are sorted by length and decoded in batches, so a file of thousands of lines
 runs at batch speed with little padding; results come back in the input order.
-The source gets the end token appended, as ``Seq2SeqObjective`` (``source_eos``) trained it.
+The source gets the end token appended, as ``Seq2SeqObjective`` (``source_eos``) trained it,
+and the model's text-to-text task prefix (``extra["source_prefix"]``, T5 style) in front.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def translate(model: nn.Module, tokenizer, sentences: Sequence[str], beam_size: 
         raise ValueError(f"translation needs an encoder-decoder model; this one is {model.cfg.arch!r}")
     if tokenizer.eos_id is None:
         raise ValueError("the tokenizer has no end-of-sequence token to end translations with")
-    sources = [tokenizer.encode(s)[: model.cfg.max_seq_len - 1] + [tokenizer.eos_id] for s in sentences]
+    prefix = model.cfg.extra.get("source_prefix", "") if isinstance(model.cfg.extra, dict) else ""
+    sources = [tokenizer.encode(prefix + s)[: model.cfg.max_seq_len - 1] + [tokenizer.eos_id] for s in sentences]
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     results: list[Translation | None] = [None] * len(sources)
     bar = _progress(len(sources)) if progress else None
