@@ -77,6 +77,7 @@ class ModelConfig(ValidatedConfig):
     relative_buckets: int = 32  # t5_relative: log-spaced distance buckets, one learned bias per bucket and head
     relative_max_distance: int = 128  # t5_relative: distances beyond this share the last bucket
     position_offset: int = 0  # learned positions: table rows start here (BART keeps 2 unused rows first)
+    mem_len: int = 0  # transformer-xl: hidden states of this many earlier positions each layer attends to (Dai et al. 2019); 0 = none
     norm: Norm = "layernorm"
     norm_eps: float = 1e-5
     norm_placement: NormPlacement = "pre"
@@ -112,6 +113,16 @@ class ModelConfig(ValidatedConfig):
             raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head}), or set d_head")
         if self.d_head is not None and self.d_head <= 0:
             raise ConfigError(f"d_head must be positive, got {self.d_head}")
+        if (self.arch == "transformer-xl") != (self.position == "xl_relative"):
+            raise ConfigError(f"position='xl_relative' (Transformer-XL's relative attention) goes with "
+                              f"arch='transformer-xl' and only there; got arch={self.arch!r}, position={self.position!r}")
+        if self.arch == "transformer-xl" and self.head != "lm":
+            raise ConfigError(f"head={self.head!r}: arch='transformer-xl' is wired with its LM head only (head='lm')")
+        if self.mem_len < 0 or (self.mem_len and self.arch != "transformer-xl"):
+            raise ConfigError(f"mem_len must be >= 0 and is used by arch='transformer-xl' only; got {self.mem_len} "
+                              f"with arch={self.arch!r}")
+        if self.position == "xl_relative" and self.d_model % 2:
+            raise ConfigError(f"position='xl_relative' needs an even d_model for its sinusoid, got {self.d_model}")
         if self.position == "t5_relative" and self.arch != "encoder-decoder":
             raise ConfigError("position='t5_relative' is wired for arch='encoder-decoder' (T5)")
         if self.relative_buckets <= 1 or self.relative_max_distance <= 1 or self.position_offset < 0:

@@ -145,6 +145,23 @@ _add("bert-mini", dict(BERT, vocab_size=8000, max_seq_len=128, d_model=256, n_la
      "Turc et al. 2019, 'Well-Read Students Learn Better' (the BERT-Mini size: L=4, H=256, A=4)",
      "vocab_size comes from the tokenizer")
 
+TXL_SOURCE = ("Dai et al. 2019, 'Transformer-XL: Attentive Language Models Beyond a Fixed-Length Context', sections "
+              "3.2-3.3 (memory per layer, relative sinusoid R with u, v biases) and Table 1 (WikiText-103 base, 151M "
+              "parameters); kimiyoung/transformer-xl pytorch/run_wt103_base.sh (n_layer 16, d_model 410, n_head 10, "
+              "d_head 41, d_inner 2100, dropout 0.1, tgt_len 150, mem_len 150; post-LN, ReLU, embeddings times "
+              "sqrt(d_model), 267,735-word vocabulary)")
+TXL = dict(arch="transformer-xl", position="xl_relative", norm="layernorm", norm_eps=1e-5, norm_placement="post",
+           final_norm=False, activation="relu", bias=True, tie_embeddings=True, scale_embeddings=True,
+           scale_residual_init=False)
+_add("txl-base", dict(TXL, vocab_size=267735, max_seq_len=150, mem_len=150, d_model=410, n_layer=16, n_head=10,
+                      d_head=41, d_ff=2100, dropout=0.1), TXL_SOURCE,
+     "about 151M parameters with a tied full softmax (the paper ties an adaptive softmax, div_val 1, which tfamily "
+     "does not have); max_seq_len is the segment length, mem_len the memory")
+_add("txl-tiny", dict(TXL, vocab_size=512, max_seq_len=32, mem_len=32, d_model=128, n_layer=4, n_head=4, d_ff=512,
+                      dropout=0.0),
+     "tfamily: Transformer-XL wiring at gpt-tiny's CPU size, segments of 32 tokens and a 32-token memory",
+     "train with seq_len a multiple of 32 (e.g. 128: four segments a window); vocab_size comes from the tokenizer")
+
 
 def get_preset(name: str) -> Preset:
     try:

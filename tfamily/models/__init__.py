@@ -9,9 +9,11 @@ from ..config import ModelConfig
 from .gpt import GPT, CausalLM, DecoderOutput, LMOutput
 from .bert import Encoder, EncoderOutput, MaskedLM, MaskedLMOutput
 from .seq2seq import EncoderDecoder, Seq2SeqOutput
+from .transformer_xl import TransformerXL, TransformerXLBackbone, XLOutput
 from .tasks import TASK_MODELS, FeatureExtractor, SequenceClassifier, SpanExtractor, TaskOutput, TokenClassifier
 
 BUILDERS = {"decoder": CausalLM, "encoder": MaskedLM, "encoder-decoder": EncoderDecoder}  # pretraining models
+BUILDERS["transformer-xl"] = TransformerXL  # segment recurrence + relative positions (models/transformer_xl.py)
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
@@ -42,4 +44,5 @@ def model_from_state_dict(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> n
 
 __all__ = ["GPT", "CausalLM", "DecoderOutput", "LMOutput", "EncoderDecoder", "Seq2SeqOutput", "Encoder",
            "EncoderOutput", "MaskedLM", "MaskedLMOutput", "SequenceClassifier", "TokenClassifier", "SpanExtractor",
-           "TaskOutput", "TASK_MODELS", "FeatureExtractor", "build_model", "model_from_state_dict", "BUILDERS"]
+           "TaskOutput", "TASK_MODELS", "FeatureExtractor", "TransformerXL",
+           "TransformerXLBackbone", "XLOutput", "build_model", "model_from_state_dict", "BUILDERS"]

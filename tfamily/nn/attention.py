@@ -105,7 +105,13 @@ class Attention(nn.Module):
                 memory: torch.Tensor | None = None, rotary: Rotary | None = None,
                 bias: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, T, d_model); mask: bool, broadcastable to (B, H, T, S), True = may attend;
-        bias: additive (B | 1, H, T, S) scores for these queries against all keys (T5).
+        bias: additive (B | 1, H, T, S) scores for these queries against all keys (T5), or a
+        callable ``bias(q, layer) -> (q, scores)`` for position scores that depend on the
+        queries themselves (Transformer-XL: ``nn.xl.XLRelativePositions``).
+
+        ``cache`` is a KVCache (keys and values appended), or a Transformer-XL memory whose
+        ``keeps_hidden_states`` is True: then K and V are projected from the memory's hidden
+        states followed by x, with the same weights as x's own (Dai et al. 2019, eq. in 3.2).
 
         ``rotary`` (cos, sin) for these T positions turns q and k before k enters the cache,
         so cached keys keep the rotation of their own position and are never turned again.
@@ -114,12 +120,18 @@ class Attention(nn.Module):
             q = self._split(self.q(x), self.n_head)
             k, v = cache.cross_kv(layer, lambda: self.project_memory(memory))
             cache = None  # nothing of x is appended: cross-attention keys are the source's
+        elif cache is not None and cache.keeps_hidden_states:  # Transformer-XL memory: K, V from [memory; x]
+            q, k, v = self.project(cache.extend(layer, x))  # (B, H, M+T, D): the memory's q rows are dropped
+            q = q[:, :, -x.shape[1]:]  # (B, H, T, D)
+            cache = None  # the memory keeps x itself (above), not its keys and values
         else:
             q, k, v = self.project(x, memory)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)  # (B, H, T, D), (B, H_kv, T, D)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, H_kv, S, D) with S = cached + T
+        if callable(bias):  # scores that depend on the queries (Transformer-XL's relative positions)
+            q, bias = bias(q, layer)  # content queries (B, H, T, D), additive scores (B, H, T, S)
         y = attend(q, k, v, mask, is_causal and mask is None, self.dropout if self.training else 0.0,
                    bias, self.scale)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)  # (B, T, H*D)
