@@ -14,7 +14,7 @@ GENERATIVE = [n for n in NAMES if PRESETS[n].fields["arch"] != "encoder"]  # enc
 
 def tiny(name, **changes):
     cfg = tiny_version(PRESETS[name].config())
-    if cfg.arch == "encoder-decoder":
+    if cfg.arch in ("encoder-decoder", "glm"):  # glm: [S], which starts the generated span
         changes.setdefault("decoder_start_token_id", 1)
     return cfg.replace(**changes) if changes else cfg
 
@@ -35,13 +35,31 @@ class Runner:
             return self.model(ids, attention_mask=attention_mask)
         if self.seq2seq:
             return self.model(self.src.expand(ids.shape[0], -1), ids, tgt_mask=attention_mask, cache=cache)
+        if self.cfg.arch == "glm" and cache is not None:
+            return self.glm_step(ids, cache)
         return self.model(ids, attention_mask=attention_mask, cache=cache)
+
+    def glm_step(self, ids, cache):
+        """GLM generation as decode() runs it: the prompt is Part A (its last token the blank),
+        then [S] and the generated tokens form the span, at (blank, 1), (blank, 2), ..."""
+        if cache.length == 0:
+            self.part_a = ids.shape[1]
+            start = torch.full((ids.shape[0], 1), self.cfg.decoder_start_token_id)
+            return self.model(torch.cat([ids, start], 1), positions=glm_positions(self.part_a, 1),
+                              part_a_len=torch.tensor([self.part_a]), cache=cache)
+        inner = cache.length - self.part_a + 1
+        return self.model(ids, positions=torch.tensor([[[self.part_a - 1], [inner]]]),
+                          part_a_len=torch.tensor([self.part_a]), cache=cache)
 
     def greedy_uncached(self, prompt, n):
         """(ids, logits) of n greedy steps without a cache; the prompt is the source for seq2seq."""
         if self.seq2seq:
             src, ids = torch.tensor([prompt]), torch.tensor([[self.cfg.decoder_start_token_id]])
             forward = lambda x: self.model(src, x)  # noqa: E731
+        elif self.cfg.arch == "glm":  # Part A = the prompt; Part B = [S] + what was generated
+            ids = torch.tensor([prompt + [self.cfg.decoder_start_token_id]])
+            forward = lambda x: self.model(x, positions=glm_positions(len(prompt), x.shape[1] - len(prompt)),  # noqa: E731
+                                           part_a_len=torch.tensor([len(prompt)]))
         else:
             ids, forward = torch.tensor([prompt]), self.model
         start, logits = ids.shape[1], []
@@ -50,6 +68,13 @@ class Runner:
             logits.append(last[0])
             ids = torch.cat([ids, last.argmax(-1, keepdim=True)], 1)
         return ids[0, start:].tolist(), torch.stack(logits)
+
+
+def glm_positions(n_a, n_b):
+    """(1, 2, n_a + n_b) 2-D positions: Part A 0..n_a-1 (inside-span 0), then a span filling
+    the last Part A token's blank at inside-span positions 1..n_b."""
+    block = list(range(n_a)) + [n_a - 1] * n_b
+    return torch.tensor([[block, [0] * n_a + list(range(1, n_b + 1))]])
 
 
 @pytest.fixture(params=NAMES)
@@ -110,7 +135,7 @@ def test_cached_equals_uncached_greedy(generator_model):
         run.src = torch.tensor([prompt])
         prompt = [model.cfg.decoder_start_token_id]
     want_ids, want_logits = run.greedy_uncached(run.src[0].tolist() if run.seq2seq else prompt, 12)
-    cache = model.make_cache(1, len(prompt) + 12)
+    cache = model.make_cache(1, len(prompt) + 13)  # + 1: a GLM feeds [S] after the prompt
     ids = torch.tensor([prompt])
     got_ids, got_logits = [], []
     logits = run(ids, cache=cache).logits[:, -1]

@@ -92,7 +92,7 @@ class ModelConfig(ValidatedConfig):
     type_vocab_size: int = 0  # segment embeddings (BERT's sentence A / B); 0 = none
     embed_norm: bool = False  # a norm right after the embeddings (BERT, BART)
     scale_embeddings: bool = False  # token embeddings times sqrt(d_model) (Vaswani et al. 2017, section 3.4)
-    decoder_start_token_id: Optional[int] = None  # encoder-decoder: the token the decoder starts from
+    decoder_start_token_id: Optional[int] = None  # encoder-decoder: the token the decoder starts from; glm: [S], which starts every span
     dropout: float = 0.0  # embedding, residual and attention-probability dropout
     init_std: float = 0.02
     init_fan_in: bool = False  # linears ~ N(0, 1 / fan_in), embeddings ~ N(0, init_std^2): T5's (Mesh TensorFlow) init
@@ -113,6 +113,11 @@ class ModelConfig(ValidatedConfig):
             raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head}), or set d_head")
         if self.d_head is not None and self.d_head <= 0:
             raise ConfigError(f"d_head must be positive, got {self.d_head}")
+        if (self.arch == "glm") != (self.position == "glm_2d"):
+            raise ConfigError(f"position='glm_2d' (position in Part A + position inside the span) goes with "
+                              f"arch='glm' and only there; got arch={self.arch!r}, position={self.position!r}")
+        if self.arch == "glm" and self.head != "lm":
+            raise ConfigError(f"head={self.head!r}: arch='glm' is wired with its blank-infilling LM head only (head='lm')")
         if (self.arch == "transformer-xl") != (self.position == "xl_relative"):
             raise ConfigError(f"position='xl_relative' (Transformer-XL's relative attention) goes with "
                               f"arch='transformer-xl' and only there; got arch={self.arch!r}, position={self.position!r}")

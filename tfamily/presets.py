@@ -145,6 +145,22 @@ _add("bert-mini", dict(BERT, vocab_size=8000, max_seq_len=128, d_model=256, n_la
      "Turc et al. 2019, 'Well-Read Students Learn Better' (the BERT-Mini size: L=4, H=256, A=4)",
      "vocab_size comes from the tokenizer")
 
+GLM_SOURCE = ("Du et al. 2022, 'GLM: General Language Model Pretraining with Autoregressive Blank Infilling', "
+              "section 2.3 and Table 1 (GLM-Base: 12 layers, 768 hidden, 12 heads, 110M, like BERT-Base; GLM-Large: "
+              "24 layers, 1024 hidden, 16 heads, 335M; BERT's uncased WordPiece vocabulary of 30k, 512 tokens), "
+              "section 2.2.1 (layer norm before each sub-layer, a single linear output layer, GeLU) and 2.2.2 "
+              "(2-D positions: position in Part A and inside the span, two learned embedding tables)")
+GLM = dict(arch="glm", vocab_size=30522, max_seq_len=512, position="glm_2d", norm="layernorm", norm_eps=1e-5,
+           norm_placement="pre", final_norm=True, activation="gelu", bias=True, tie_embeddings=True, dropout=0.1,
+           pad_token_id=0)
+_add("glm-base", dict(GLM, d_model=768, n_layer=12, n_head=12, d_ff=3072), GLM_SOURCE,
+     "110M parameters; blank infilling (15 % in Poisson(3) spans), [gMASK] for generation")
+_add("glm-large", dict(GLM, d_model=1024, n_layer=24, n_head=16, d_ff=4096), GLM_SOURCE, "335M parameters")
+_add("glm-tiny", dict(GLM, vocab_size=512, max_seq_len=256, d_model=128, n_layer=4, n_head=4, d_ff=512, dropout=0.0),
+     "tfamily: GLM wiring (pre-LN, 2-D positions, Part A / Part B mask) at gpt-tiny's CPU size",
+     "vocab_size comes from the tokenizer")
+
+
 TXL_SOURCE = ("Dai et al. 2019, 'Transformer-XL: Attentive Language Models Beyond a Fixed-Length Context', sections "
               "3.2-3.3 (memory per layer, relative sinusoid R with u, v biases) and Table 1 (WikiText-103 base, 151M "
               "parameters); kimiyoung/transformer-xl pytorch/run_wt103_base.sh (n_layer 16, d_model 410, n_head 10, "

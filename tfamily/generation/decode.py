@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from ..nn.positions import positions_from_mask
 from . import filters
 
 
@@ -171,7 +172,59 @@ class Seq2SeqState:
         self.cache.reorder(rows)
 
 
+class GLMState:
+    """Decoding state of a GLM: each prompt is Part A, whose last token is the blank to fill
+    (plain generation ends the prompt with [gMASK]); generation is that blank's span, started
+    by [S] (``decoder_start_token_id``). Part A is read bidirectionally once (prefill, with a KV
+    cache); every generated token then has 2-D position (the blank's position, 2, 3, ...).
+    Left padding puts every row's Part A in the same slots, so one ``part_a_len`` fits all."""
+
+    def __init__(self, model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int):
+        cfg = model.cfg
+        if cfg.decoder_start_token_id is None:
+            raise ValueError("the GLM's config has no decoder_start_token_id: the [S] token that starts a span")
+        longest = max(len(p) for p in prompts)
+        if longest + max_new_tokens > cfg.max_seq_len:
+            raise ValueError(f"prompt of {longest} tokens plus max_new_tokens={max_new_tokens} is longer than the "
+                             f"model's context of {cfg.max_seq_len} tokens")
+        self.model, self.device = model, next(model.parameters()).device
+        ids, mask = left_pad(prompts, cfg.pad_token_id or 0, self.device)  # (B, W): Part A
+        self.prompt_ids, self.prompt_mask = ids, mask
+        b, width = ids.shape
+        self.blank = mask.sum(1) - 1  # (B,) Part A position of each row's last token, the blank
+        self.generated = 0
+        self.key_mask = torch.cat([mask, torch.ones(b, 1 + max_new_tokens, dtype=torch.bool, device=self.device)], 1)
+        self.part_a_len = torch.full((b,), width, dtype=torch.long, device=self.device)
+        self.cache = model.make_cache(b, longest + max_new_tokens)
+        block_a = positions_from_mask(mask)  # (B, W)
+        block = torch.cat([block_a, self.blank[:, None]], 1)  # (B, W + 1): [S] takes its blank's position
+        inner = torch.cat([torch.zeros_like(block_a), torch.ones_like(self.blank[:, None])], 1)  # [S] is 1
+        start = torch.full((b, 1), cfg.decoder_start_token_id, dtype=torch.long, device=self.device)
+        out = model(torch.cat([ids, start], 1), attention_mask=self.key_mask[:, :width + 1],
+                    positions=torch.stack([block, inner], 1), part_a_len=self.part_a_len, cache=self.cache,
+                    last_only=True)
+        self.logits = out.logits[:, -1].float()  # (B, V)
+
+    def seen(self, vocab_size: int) -> torch.Tensor:
+        seen = torch.zeros(self.prompt_ids.shape[0], vocab_size, dtype=torch.bool, device=self.device)
+        return seen.scatter_(1, self.prompt_ids, self.prompt_mask)
+
+    def append(self, chosen: torch.Tensor) -> torch.Tensor:
+        self.generated += 1
+        positions = torch.stack([self.blank, torch.full_like(self.blank, 1 + self.generated)], 1)[:, :, None]
+        end = self.cache.length + 1
+        self.logits = self.model(chosen[:, None], attention_mask=self.key_mask[:, :end], positions=positions,
+                                 part_a_len=self.part_a_len, cache=self.cache, last_only=True).logits[:, -1].float()
+        return self.logits
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.prompt_ids, self.prompt_mask = self.prompt_ids[rows], self.prompt_mask[rows]
+        self.blank, self.key_mask, self.part_a_len = self.blank[rows], self.key_mask[rows], self.part_a_len[rows]
+        self.cache.reorder(rows)
+
+
 STATES = {"decoder": CausalState, "encoder-decoder": Seq2SeqState}
+STATES["glm"] = GLMState
 
 
 def start(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int):

@@ -9,10 +9,12 @@ from ..config import ModelConfig
 from .gpt import GPT, CausalLM, DecoderOutput, LMOutput
 from .bert import Encoder, EncoderOutput, MaskedLM, MaskedLMOutput
 from .seq2seq import EncoderDecoder, Seq2SeqOutput
+from .glm import GLM, GLMBackbone
 from .transformer_xl import TransformerXL, TransformerXLBackbone, XLOutput
 from .tasks import TASK_MODELS, FeatureExtractor, SequenceClassifier, SpanExtractor, TaskOutput, TokenClassifier
 
 BUILDERS = {"decoder": CausalLM, "encoder": MaskedLM, "encoder-decoder": EncoderDecoder}  # pretraining models
+BUILDERS["glm"] = GLM  # blank infilling: Part A bidirectional, Part B autoregressive (models/glm.py)
 BUILDERS["transformer-xl"] = TransformerXL  # segment recurrence + relative positions (models/transformer_xl.py)
 
 

@@ -62,3 +62,28 @@ def encoder_mask(key_valid: torch.Tensor | None) -> torch.Tensor | None:
         return None
     t = key_valid.shape[-1]
     return attend_to_self(padding_mask(key_valid), t, t)  # (B, 1, T, T)
+
+
+def glm_mask(part_a_len: torch.Tensor, t_q: int, t_k: int, key_valid: torch.Tensor | None = None) -> torch.Tensor:
+    """GLM's blank-infilling mask (Du et al. 2022, figure 2): Part A attends to all of Part A,
+    Part B attends to Part A and causally to itself; padding is never attended to.
+
+    part_a_len (B,): slots [0, part_a_len) of each row are Part A (left padding counts as slots);
+    the T_q queries are the last T_q of T_k keys (the cached ones first); key_valid (B, T_k)
+    True = real token. Returns (B, 1, T_q, T_k), each query also seeing itself.
+
+        keys ->   A  A  A  B  B  B
+        A         1  1  1  .  .  .
+        A         1  1  1  .  .  .
+        A         1  1  1  .  .  .
+        B         1  1  1  1  .  .
+        B         1  1  1  1  1  .
+        B         1  1  1  1  1  1
+    """
+    q = torch.arange(t_q, device=part_a_len.device)[:, None] + (t_k - t_q)  # (T_q, 1) absolute slots
+    k = torch.arange(t_k, device=part_a_len.device)[None, :]  # (1, T_k)
+    in_a = k[None] < part_a_len[:, None, None]  # (B, 1, T_k): Part A keys, seen by everyone
+    mask = (in_a | (k <= q)[None])[:, None]  # (B, 1, T_q, T_k): ... and causally within Part B
+    if key_valid is not None:
+        mask = mask & padding_mask(key_valid)
+    return attend_to_self(mask, t_q, t_k)

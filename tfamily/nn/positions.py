@@ -140,6 +140,31 @@ class RelativePositionBias(nn.Module):
         return self.embedding(bucket).permute(2, 0, 1)[None]  # (1, H, T, S)
 
 
+class GLMPositions(nn.Module):
+    """GLM's 2-D positions (Du et al. 2022, section 2.2.2): two learned tables, added.
+
+    Row 0 of ``pos`` (B, 2, T) is the position in Part A: a Part A token's own index, and for
+    a Part B token the index of the [MASK] its span fills. Row 1 is the position inside the
+    span: 0 in Part A, then 1, 2, ... for [S], x1, x2, ... of a span. So the model never sees
+    a span's length before generating it, and every span knows which blank it belongs to.
+
+        Part A   x1 x2 [M] x4 [M]      Part B   [S] x5 x6 [S] x3
+        row 0     0  1  2   3  4                 4   4  4   2  2
+        row 1     0  0  0   0  0                 1   2  3   1  2
+    """
+
+    def __init__(self, max_len: int, dim: int):
+        super().__init__()
+        self.max_len = max_len
+        self.block = LearnedPositions(max_len, dim)  # position in Part A
+        self.span = LearnedPositions(max_len, dim)  # position inside the span (0 = Part A)
+
+    def forward(self, pos: torch.Tensor) -> torch.Tensor:  # (B, 2, T) -> (B, T, d)
+        if pos.dim() != 3 or pos.shape[1] != 2:
+            raise ValueError(f"glm_2d positions must be (batch, 2, tokens), got {tuple(pos.shape)}")
+        return self.block(pos[:, 0]) + self.span(pos[:, 1])
+
+
 def make_relative_bias(cfg, bidirectional: bool) -> RelativePositionBias | None:
     if cfg.position != "t5_relative":
         return None
@@ -153,6 +178,8 @@ def make_positions(kind: str, max_len: int, dim: int, offset: int = 0) -> nn.Mod
         return LearnedPositions(max_len, dim, offset)
     if kind == "sinusoidal":
         return SinusoidalPositions(max_len, dim)
+    if kind == "glm_2d":
+        return GLMPositions(max_len, dim)
     if kind in ("none", "rotary", "t5_relative"):
         return None
     raise ValueError(f"unknown position kind {kind!r}")

@@ -7,7 +7,9 @@ from .base import IGNORE_INDEX, Batch, Objective
 from .causal_lm import CausalLMObjective
 from .mlm import MaskedLMObjective
 from .seq2seq import Seq2SeqObjective
+from .glm import GLMObjective, GLMRaw, SeededWindows
 
 OBJECTIVES = {"causal_lm": CausalLMObjective, "seq2seq": Seq2SeqObjective, "mlm": MaskedLMObjective}
+OBJECTIVES["glm"] = GLMObjective  # blank infilling (objectives/glm.py)
 
 __all__ = ["IGNORE_INDEX", "Batch", "Objective", "CausalLMObjective", "Seq2SeqObjective", "MaskedLMObjective", "OBJECTIVES"]

@@ -52,6 +52,21 @@ KNOWN_SPECIAL_TOKENS: dict[str, tuple[str, ...]] = {
     "cls": ("[CLS]", "<cls>"),
     "sep": ("[SEP]", "<sep>"),
     "mask": ("[MASK]", "<mask>"),
+    # GLM (Du et al. 2022): [S] starts each blank's span in Part B, [E] ends it, and [gMASK]
+    # is the one long blank at the end of a text that plain generation fills. GLM's own
+    # vocabularies spell them <|startofpiece|> / <|endofpiece|>.
+    "span_start": ("[S]", "<|startofpiece|>", "[sop]"),
+    "span_end": ("[E]", "<|endofpiece|>", "[eop]"),
+    "gmask": ("[gMASK]",),
+}
+
+# role -> token string for tokenizers trained for GLM: ours, plus the three blank roles.
+GLM_SPECIAL_TOKENS: dict[str, str] = {
+    **SPECIAL_TOKENS,
+    "mask": "[MASK]",
+    "span_start": "[S]",
+    "span_end": "[E]",
+    "gmask": "[gMASK]",
 }
 
 ROLES: tuple[str, ...] = tuple(KNOWN_SPECIAL_TOKENS)
