@@ -37,6 +37,8 @@ class Runner:
             return self.model(self.src.expand(ids.shape[0], -1), ids, tgt_mask=attention_mask, cache=cache)
         if self.cfg.arch == "glm" and cache is not None:
             return self.glm_step(ids, cache)
+        if self.cfg.arch == "transformer-xl":  # its cache is the memory of earlier segments
+            return self.model(ids, attention_mask=attention_mask, memory=cache)
         return self.model(ids, attention_mask=attention_mask, cache=cache)
 
     def glm_step(self, ids, cache):

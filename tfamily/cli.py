@@ -198,7 +198,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             model_cfg = get_preset(preset).config(**fields)
         if data_sec.get("source_prefix"):
             model_cfg.extra["source_prefix"] = data_sec["source_prefix"]
-    if model_cfg.arch != "encoder-decoder" and train_cfg.seq_len > model_cfg.max_seq_len:
+    # a transformer-xl window longer than its segment (max_seq_len) runs as consecutive segments with memory
+    if model_cfg.arch not in ("encoder-decoder", "transformer-xl") and train_cfg.seq_len > model_cfg.max_seq_len:
         raise UsageError(f"seq_len {train_cfg.seq_len} exceeds the model's max_seq_len {model_cfg.max_seq_len}")
 
     torch.manual_seed(train_cfg.seed)
@@ -404,6 +405,7 @@ def _denoising_data(model_cfg, tokenizer, data_dir: Path, train_cfg, objective_n
 
 
 PREPARE = {"decoder": _prepare_text, "encoder": _prepare_sentences, "encoder-decoder": _prepare_pairs}
+PREPARE["transformer-xl"] = _prepare_text  # token shards; windows of seq_len run as segments of max_seq_len
 
 
 def _training_data(model_cfg, tokenizer, data_dir: Path, train_cfg, data_sec: dict | None = None):
@@ -609,6 +611,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="translation: also write the hypotheses here, one a line")
     p.add_argument("--stride", type=int, default=None, help="window step in tokens (default: half the context)")
     p.add_argument("--max-chars", type=int, default=None, help="score only the first N characters")
+    p.add_argument("--mem-len", type=int, default=None,
+                   help="transformer-xl: memory in tokens carried between segments (default: the model's; 0 = none)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -632,12 +636,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"{path} is not UTF-8 text: {e}") from None
     if args.max_chars:
         text = text[: args.max_chars]
+    if model.cfg.arch == "transformer-xl":  # segment by segment, carrying the memory (Dai et al. 2019)
+        return _eval_segments(args, model, tokenizer.encode(text), path, len(text.encode("utf-8")))
     r = perplexity(model, tokenizer.encode(text), stride=args.stride, text_bytes=len(text.encode("utf-8")))
     if args.json:
         print(json.dumps({"tokens": r.tokens, "nll": r.nll, "perplexity": r.perplexity, "bits_per_byte": r.bits_per_byte}))
     else:
         print(f"{path}: {r.tokens:,} tokens scored, loss {r.nll:.4f} nats/token, perplexity {r.perplexity:.3f}, "
               f"{r.bits_per_byte:.4f} bits/byte")
+    return 0
+
+
+def _eval_segments(args: argparse.Namespace, model, ids: list[int], path: Path, text_bytes: int) -> int:
+    """Transformer-XL perplexity: segments of the model's max_seq_len, the memory carried along."""
+    from .evaluation import segment_perplexity
+    if args.stride is not None:
+        raise UsageError("--stride slides a fixed-context window; a transformer-xl checkpoint scores consecutive "
+                         "segments with a memory instead (--mem-len)")
+    if args.mem_len is not None and args.mem_len < 0:
+        raise UsageError(f"--mem-len must be >= 0, got {args.mem_len}")
+    mem_len = model.cfg.mem_len if args.mem_len is None else args.mem_len
+    r = segment_perplexity(model, ids, mem_len=mem_len, text_bytes=text_bytes)
+    if args.json:
+        print(json.dumps({"tokens": r.tokens, "nll": r.nll, "perplexity": r.perplexity,
+                          "bits_per_byte": r.bits_per_byte, "segment_len": model.cfg.max_seq_len, "mem_len": mem_len}))
+    else:
+        print(f"{path}: {r.tokens:,} tokens scored in segments of {model.cfg.max_seq_len} with a memory of {mem_len}, "
+              f"loss {r.nll:.4f} nats/token, perplexity {r.perplexity:.3f}, {r.bits_per_byte:.4f} bits/byte")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Evaluation metrics: perplexity, BLEU and chrF; accuracy / F1, entity F1 (seqeval), QA exact match / F1."""
+"""Evaluation metrics: perplexity (Transformer-XL: segment by segment with memory), BLEU and chrF;
+accuracy / F1, entity F1 (seqeval), QA exact match / F1."""
 
 from .bleu import BleuResult, bleu
 from .classification import (
@@ -11,6 +12,8 @@ from .classification import (
     qa_scores,
 )
 from .perplexity import PerplexityResult, perplexity
+from .segments import segment_perplexity
 
-__all__ = ["BleuResult", "bleu", "PerplexityResult", "perplexity", "ClassificationResult", "classification_scores",
+__all__ = ["BleuResult", "bleu", "PerplexityResult", "perplexity", "segment_perplexity", "ClassificationResult",
+           "classification_scores",
            "EntityResult", "entity_f1", "QAResult", "qa_scores", "normalize_answer"]

@@ -223,8 +223,47 @@ class GLMState:
         self.cache.reorder(rows)
 
 
+class XLState:
+    """Decoding state of a Transformer-XL: like a decoder's, with the memory as the cache.
+
+    The prompt runs in segments of ``max_seq_len`` (the model does that itself); each new
+    token is then a segment of one, attending to the memory. The memory drops its oldest
+    states by itself, so unlike a KV cache it never has to slide: it keeps ``mem_len +
+    max_seq_len`` positions, the span the last token of a training segment saw."""
+
+    def __init__(self, model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int):
+        cfg = model.cfg
+        self.model, self.device = model, next(model.parameters()).device
+        ids, mask = left_pad(prompts, cfg.pad_token_id or 0, self.device)
+        self.prompt_ids, self.prompt_mask = ids, mask
+        self.history_mask = torch.cat([mask, torch.ones(ids.shape[0], max_new_tokens, dtype=torch.bool,
+                                                          device=self.device)], 1)  # (B, W + new): keys so far
+        self.end = ids.shape[1]
+        self.cache = model.make_memory(ids.shape[0], cfg.mem_len + cfg.max_seq_len)
+        self.logits = model(ids, attention_mask=mask, memory=self.cache, last_only=True).logits[:, -1].float()
+
+    def seen(self, vocab_size: int) -> torch.Tensor:
+        """(B, V) bool: tokens in each row's prompt, for the repetition penalty."""
+        seen = torch.zeros(self.prompt_ids.shape[0], vocab_size, dtype=torch.bool, device=self.device)
+        return seen.scatter_(1, self.prompt_ids, self.prompt_mask)
+
+    def append(self, chosen: torch.Tensor) -> torch.Tensor:
+        """Feed each row's chosen token (B,); returns the next logits (B, V) in fp32."""
+        self.end += 1
+        keys = self.history_mask[:, self.end - 1 - self.cache.length:self.end]  # (B, M + 1): memory, then the token
+        self.logits = self.model(chosen[:, None], attention_mask=keys, memory=self.cache,
+                                 last_only=True).logits[:, -1].float()
+        return self.logits
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.prompt_ids, self.prompt_mask, self.history_mask = (self.prompt_ids[rows], self.prompt_mask[rows],
+                                                                self.history_mask[rows])
+        self.cache.reorder(rows)
+
+
 STATES = {"decoder": CausalState, "encoder-decoder": Seq2SeqState}
 STATES["glm"] = GLMState
+STATES["transformer-xl"] = XLState
 
 
 def start(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int):

@@ -122,3 +122,9 @@ class TransformerXL(nn.Module):
         """An empty memory of ``mem_len`` positions per layer (default: the config's). The
         batch size is set by the first segment; ``batch`` is accepted for symmetry with caches."""
         return XLMemory(self.cfg.n_layer, self.cfg.mem_len if mem_len is None else mem_len)
+
+    def make_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> XLMemory:
+        """The decoding protocol's name: a memory of ``max_len`` positions (default ``mem_len``), so
+        that a generation of up to max_len tokens keeps every one of them and matches running the
+        whole sequence at once. Its dtype follows the hidden states."""
+        return self.make_memory(batch, max_len)
