@@ -195,6 +195,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                     fields.setdefault("decoder_start_token_id", tokenizer.bos_id)  # the target starts from <s>
             elif model_cfg.arch == "decoder":
                 fields.setdefault("max_seq_len", train_cfg.seq_len)  # a context as long as what it trains on
+            elif model_cfg.arch == "glm":
+                from .objectives.glm import glm_row_limit
+                fields.setdefault("decoder_start_token_id", tokenizer.special_ids["span_start"])  # [S] starts a span
+                fields.setdefault("max_seq_len", glm_row_limit(train_cfg.seq_len + 1))  # Part A + Part B of a window
             model_cfg = get_preset(preset).config(**fields)
         if data_sec.get("source_prefix"):
             model_cfg.extra["source_prefix"] = data_sec["source_prefix"]
@@ -404,7 +408,39 @@ def _denoising_data(model_cfg, tokenizer, data_dir: Path, train_cfg, objective_n
     return window("train", train_cfg.seed), window("val", train_cfg.seed + 1), objective
 
 
+GLM_GMASK_PROB = 0.3  # tfamily train: share of GLM rows blanked the gMASK way (a long suffix), the rest by [MASK]s
+
+
+def _prepare_glm(args, data_sec: dict, tokenizer, data_dir: Path, max_len: int):
+    """GLM pretraining data: token shards as for a decoder, from a tokenizer (unless given)
+    that also has GLM's [MASK], [S], [E] and [gMASK]."""
+    from .tokenizers import Tokenizer
+    from .tokenizers.special import GLM_SPECIAL_TOKENS, WORDPIECE_SPECIAL_TOKENS
+    if tokenizer is None and not (args.src or args.tgt or args.pairs):  # (those _prepare_text refuses)
+        corpus = resolve_corpus(args.data or data_sec.get("path") or "shakespeare")
+        kind = args.tokenizer or data_sec.get("tokenizer", "char")
+        specials = GLM_SPECIAL_TOKENS
+        if kind == "wordpiece":  # BERT's names, plus the span tokens
+            specials = {**WORDPIECE_SPECIAL_TOKENS, **{r: GLM_SPECIAL_TOKENS[r] for r in ("span_start", "span_end", "gmask")}}
+        tokenizer = Tokenizer.train(kind, [str(corpus)], vocab_size=args.vocab_size or data_sec.get("vocab_size", 4096),
+                                    special_tokens=specials)
+    return _prepare_text(args, data_sec, tokenizer, data_dir, max_len)
+
+
+def _glm_data(model_cfg, tokenizer, data_dir: Path, train_cfg, data_sec: dict):
+    """GLM: random windows of the token shards, each blanked by the GLM objective from a seed
+    its row carries, so resumed runs see the same blanks."""
+    from .data import TokenShards, WindowSampler
+    from .objectives.glm import GLMObjective, SeededWindows
+    objective = GLMObjective.from_tokenizer(tokenizer, gmask_prob=data_sec.get("gmask_prob", GLM_GMASK_PROB),
+                                            max_len=model_cfg.max_seq_len)
+    window = lambda split, seed: SeededWindows(  # noqa: E731
+        WindowSampler(TokenShards(data_dir, split), train_cfg.batch_size, train_cfg.seq_len, seed), seed)
+    return window("train", train_cfg.seed), window("val", train_cfg.seed + 1), objective
+
+
 PREPARE = {"decoder": _prepare_text, "encoder": _prepare_sentences, "encoder-decoder": _prepare_pairs}
+PREPARE["glm"] = _prepare_glm  # token shards from a tokenizer with [MASK] [S] [E] [gMASK]
 PREPARE["transformer-xl"] = _prepare_text  # token shards; windows of seq_len run as segments of max_seq_len
 
 
@@ -434,6 +470,8 @@ def _training_data(model_cfg, tokenizer, data_dir: Path, train_cfg, data_sec: di
         objective = Seq2SeqObjective(tokenizer.pad_id, tokenizer.bos_id if start is None else start,
                                      tokenizer.eos_id, train_cfg.label_smoothing)
         return train, val, objective
+    if model_cfg.arch == "glm":
+        return _glm_data(model_cfg, tokenizer, data_dir, train_cfg, data_sec or {})
     from .data import TokenShards, WindowSampler
     from .objectives import CausalLMObjective
     train = WindowSampler(TokenShards(data_dir, "train"), train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed)
@@ -1149,6 +1187,52 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------
+# infill
+# ---------------------------------------------------------------------------------------
+def add_infill_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a GLM checkpoint folder")
+    p.add_argument("text", nargs="+", help='texts with blanks, e.g. "1 2 [MASK] 4 [MASK] [MASK]"; a final [gMASK] '
+                                           "generates a continuation")
+    p.add_argument("--max-tokens", type=int, default=32, help="longest filling of one blank, in tokens (default 32)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--show-probs", action="store_true",
+                   help="after the text, a table per blank of each token's probability and its top alternatives")
+    p.add_argument("--alternatives", type=int, default=5, help="alternatives per token (default 5)")
+    p.add_argument("--json", action="store_true", help="one JSON line per text: filled text, blanks, per-token data")
+
+
+def cmd_infill(args: argparse.Namespace) -> int:
+    from .generation import SamplingParams
+    from .generation.infill import infill
+    from .generation.show import format_steps
+
+    model, tokenizer = load_for_inference(args.checkpoint)
+    if model.cfg.arch != "glm":
+        raise UsageError(f"{args.checkpoint} is a {model.cfg.arch!r} model; infilling needs a GLM (e.g. --preset glm-tiny)")
+    params = SamplingParams(max_new_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, seed=args.seed, top_alternatives=args.alternatives)
+    token = lambda i, p: {"id": i, "token": tokenizer.token_text(i), "prob": p}  # noqa: E731
+    for text in args.text:
+        r = infill(model, tokenizer, text, params)
+        if args.json:
+            blanks = [{"kind": b.kind, "text": b.text, "finish_reason": b.finish_reason,
+                       "tokens": [{**token(s.token, s.prob), "alternatives": [token(i, p) for i, p in s.alternatives]}
+                                  for s in b.steps]} for b in r.blanks]
+            print(json.dumps({"text": r.text, "blanks": blanks}, ensure_ascii=False))
+            continue
+        print(r.text)
+        if args.show_probs:
+            for b in r.blanks:
+                print(f"blank {b.index + 1} ({b.kind} at Part A position {b.position}): {b.text!r}, "
+                      f"ended by {'[E]' if b.finish_reason == 'stop' else 'the token limit'}")
+                print(format_steps(b.steps, tokenizer))
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable | None]] = {
     "train": (cmd_train, "train a model on a text file (tokenizer, shards, trainer, checkpoint)", add_train_args),
     "generate": (cmd_generate, "generate text from a checkpoint, optionally with per-token probabilities",
@@ -1175,6 +1259,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable | N
               add_serve_args),
     "fewshot": (cmd_fewshot, "answer a query from an instruction and worked examples (few-shot prompt)",
                 add_fewshot_args),
+    "infill": (cmd_infill, "fill the [MASK] blanks of a text with a GLM checkpoint, with per-token probabilities",
+               add_infill_args),
 }
 
 

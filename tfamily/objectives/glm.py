@@ -32,6 +32,12 @@ import torch.nn.functional as F
 from .base import IGNORE_INDEX, Batch, logits_of
 
 
+def glm_row_limit(n: int, mask_ratio: float = 0.15) -> int:
+    """The most tokens a row of n text tokens can become: each span adds its [MASK] to Part A
+    and its [S] to Part B, and there are at most ceil(mask_ratio * n) spans (one for gMASK)."""
+    return n + 2 * max(1, min(math.ceil(mask_ratio * n), n - 1))
+
+
 @dataclass
 class GLMRaw:
     """Token windows and one masking seed per row: what `GLMObjective.prepare` reads."""
@@ -185,7 +191,10 @@ class GLMObjective:
         if len(raw) == 0:
             raise ValueError("a GLM batch needs at least one row")
         windows = raw.ids.cpu().numpy()
-        rows = [self.make_row(w, int(s)) for w, s in zip(windows, raw.seeds.tolist())]
+        return self.collate([self.make_row(w, int(s)) for w, s in zip(windows, raw.seeds.tolist())])
+
+    def collate(self, rows: list[GLMRow]) -> Batch:
+        """Rows -> one right-padded Batch (see ``prepare``)."""
         width = max(len(r.ids) for r in rows)
         if self.max_len is not None and width > self.max_len:
             raise ValueError(f"a GLM row of {width} tokens (Part A + Part B) exceeds max_len={self.max_len}; "
