@@ -47,6 +47,7 @@ TRAIN_FLAGS = {  # CLI flag -> (type, help); each sets the TrainConfig field of 
     "seed": (int, "random seed for init, data order and dropout (default 1337)"),
     "device": (str, "cpu, cuda, cuda:1 ... (default: cuda if available)"),
     "threads": (int, "CPU threads for torch (default: torch's choice)"),
+    "parallel": (str, "under torchrun: ddp (default) or fsdp (FSDP2 sharding; needs --optimizer adamw)"),
 }
 
 
@@ -79,6 +80,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, dest=name, help=help_text)
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on where the hardware is fast at it)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    p.add_argument("--activation-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   dest="activation_checkpointing",
+                   help="recompute block activations in backward: less memory, about a third more compute")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -119,6 +123,12 @@ def resolve_corpus(name_or_path: str) -> Path:
     raise UsageError(f"--data: file {name_or_path} not found")
 
 
+def say(ctx, message: str) -> None:
+    """A progress line on stderr, from rank 0 only under torchrun."""
+    if ctx.is_main:
+        print(message, file=sys.stderr)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -127,6 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .presets import get_preset
     from .tokenizers import Tokenizer
     from .training import TrainConfig, Trainer
+    from .training.distributed import barrier, finish, from_env
     from .training.trainer import CHECKPOINT_DIR
 
     run = load_run_config(args.config)
@@ -143,7 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for name in TRAIN_FLAGS:
         if getattr(args, name) is not None:
             train_sec[name] = getattr(args, name)
-    for name in ("bf16", "compile"):
+    for name in ("bf16", "compile", "activation_checkpointing"):
         if getattr(args, name) is not None:
             train_sec[name] = getattr(args, name)
     if args.no_progress:
@@ -165,11 +176,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError("LoRA runs save merged weights, not the adapters, so they cannot resume; "
                              f"fine-tune further with --init {ckpt}")
         train_cfg = TrainConfig.from_dict({**state["train_config"], **train_sec, "out_dir": str(out)})
+        ctx = from_env(train_cfg.device)
         model_cfg = read_config(ckpt)
         tokenizer = Tokenizer.load(ckpt / "tokenizer.json")
         # the shards live in the run folder unless the run was made elsewhere and moved
         data_dir = out / "data" if (out / "data").is_dir() else Path(state["data_dir"])
-        print(f"resuming {out} at step {state['step']} of {train_cfg.steps}", file=sys.stderr)
+        say(ctx, f"resuming {out} at step {state['step']} of {train_cfg.steps}"
+            + (f" on {ctx.world_size} processes (saved from {state.get('world_size', 1)})" if ctx.enabled else ""))
     else:
         if ckpt.exists():
             raise UsageError(f"{out} already holds a checkpoint; use --resume to continue it or choose another --out")
@@ -184,8 +197,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             model_cfg = get_preset(preset).config(**{**model_sec, "vocab_size": 256})  # check fields before tokenizing
             tokenizer = None
         data_dir = out / "data"
-        prepare = PREPARE[model_cfg.arch]
-        tokenizer = prepare(args, data_sec, tokenizer, data_dir, model_cfg.max_seq_len)
+        ctx = from_env(train_cfg.device)
+        if ctx.is_main:  # one process tokenises; under torchrun the others wait and read its tokenizer
+            tokenizer = PREPARE[model_cfg.arch](args, data_sec, tokenizer, data_dir, model_cfg.max_seq_len)
+        barrier(ctx)
+        if not ctx.is_main:
+            tokenizer = Tokenizer.load(data_dir / "tokenizer.json")
         if not args.init:
             fields = {**model_sec, "vocab_size": tokenizer.vocab_size}
             if tokenizer.pad_id is not None:
@@ -215,16 +232,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     layers = (f"{model_cfg.encoder_layers} + {model_cfg.n_layer}" if model_cfg.arch == "encoder-decoder"
               else f"{model_cfg.n_layer}")
-    print(f"model: {preset}, {n_params / 1e6:.2f}M parameters, {layers} layers x {model_cfg.d_model} wide",
-          file=sys.stderr)
+    say(ctx, f"model: {preset}, {n_params / 1e6:.2f}M parameters, {layers} layers x {model_cfg.d_model} wide")
     if args.lora:
         from .nn.lora import add_lora
         targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
         trainable = add_lora(model, r=args.lora, alpha=2.0 * args.lora, targets=targets)
-        print(f"LoRA rank {args.lora} on {', '.join(targets)}: {trainable:,} trainable parameters "
-              f"({100 * trainable / n_params:.2f}% of {n_params:,})", file=sys.stderr)
-    train, val, objective = _training_data(model_cfg, tokenizer, data_dir, train_cfg, data_sec)
-    trainer = Trainer(model, model_cfg, objective, train, val, train_cfg,
+        say(ctx, f"LoRA rank {args.lora} on {', '.join(targets)}: {trainable:,} trainable parameters "
+                 f"({100 * trainable / n_params:.2f}% of {n_params:,})")
+    train, val, objective = _training_data(model_cfg, tokenizer, data_dir, train_cfg, data_sec, ctx)
+    trainer = Trainer(model, model_cfg, objective, train, val, train_cfg, dist=ctx,
                       tokenizer_json=tokenizer.to_str(),
                       extra_state={"data_dir": str(data_dir), "preset": preset, "lora": args.lora or 0,
                                    "data_options": {k: data_sec[k] for k in DATA_OPTIONS if k in data_sec}},
@@ -234,14 +250,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     by_tokens = (data_dir / PAIRS_FILE.format(split="train")).is_file()  # translation pairs
     batch = (f"{train_cfg.batch_tokens or DEFAULT_BATCH_TOKENS} tokens" if by_tokens
              else f"{train_cfg.batch_size} x {train_cfg.seq_len}")
-    print(f"training: {' + '.join(type(o).__name__ for o in trainer.optimizers)}, lr {train_cfg.lr:g}, batch {batch}, "
-          f"bf16 autocast {'on' if trainer.bf16 else 'off'}, on {trainer.device}; until step {train_cfg.steps}"
-          + (f" or {train_cfg.max_time:g}s" if train_cfg.max_time else ""), file=sys.stderr)
+    where = f"{ctx.world_size} processes ({train_cfg.parallel}, {trainer.device.type})" if ctx.enabled \
+        else str(trainer.device)
+    say(ctx, f"training: {' + '.join(type(o).__name__ for o in trainer.optimizers)}, lr {train_cfg.lr:g}, "
+             f"batch {batch}, bf16 autocast {'on' if trainer.bf16 else 'off'}, on {where}; until step {train_cfg.steps}"
+             + (f" or {train_cfg.max_time:g}s" if train_cfg.max_time else ""))
     result = trainer.fit()
     val_loss = result["val_loss"]
-    print(f"done: step {result['step']}, {result['elapsed']:.0f}s, "
-          f"val loss {val_loss:.4f} nats/token" if val_loss is not None else "done", file=sys.stderr)
-    print(f"checkpoint: {result['checkpoint']}   metrics: {out / 'metrics.jsonl'}   plot: {out / 'loss.png'}")
+    say(ctx, f"done: step {result['step']}, {result['elapsed']:.0f}s, "
+             f"val loss {val_loss:.4f} nats/token" if val_loss is not None else "done")
+    if ctx.is_main:
+        print(f"checkpoint: {result['checkpoint']}   metrics: {out / 'metrics.jsonl'}   plot: {out / 'loss.png'}")
+    finish(ctx, 130 if result["interrupted"] else 0)  # ends a torchrun worker here (see finish)
     if result["interrupted"]:
         print(f"interrupted; continue with: tfamily train --out {out} --resume", file=sys.stderr)
         return 130
@@ -383,7 +403,7 @@ def _segmenter(name: str | None):
     return lambda text: list(jieba.cut(text))
 
 
-def _denoising_data(model_cfg, tokenizer, data_dir: Path, train_cfg, objective_name: str | None):
+def _denoising_data(model_cfg, tokenizer, data_dir: Path, train_cfg, objective_name: str | None, ctx=None):
     """(train, val, objective) for T5 span corruption or BART denoising over text windows."""
     from .data import TokenShards, WindowSampler
     from .objectives.denoising import CorruptedWindows, DenoisingObjective, SpanCorruptionObjective
@@ -403,8 +423,11 @@ def _denoising_data(model_cfg, tokenizer, data_dir: Path, train_cfg, objective_n
             raise UsageError("BART denoising needs a <mask> token in the tokenizer")
         ends = [i for i in (tokenizer.token_to_id(p) for p in (".", "!", "?", "。", "！", "？")) if i is not None]
         objective = DenoisingObjective(ids["mask"], sentence_ends=ends, **common)
-    window = lambda split, seed: CorruptedWindows(  # noqa: E731
-        WindowSampler(TokenShards(data_dir, split), train_cfg.batch_size, train_cfg.seq_len, seed), seed)
+    from .training.distributed import SINGLE
+    ctx = ctx or SINGLE
+    window = lambda split, seed: CorruptedWindows(WindowSampler(  # noqa: E731
+        TokenShards(data_dir, split), train_cfg.batch_size // ctx.world_size, train_cfg.seq_len, seed,
+        rank=ctx.rank, world_size=ctx.world_size), seed)
     return window("train", train_cfg.seed), window("val", train_cfg.seed + 1), objective
 
 
@@ -444,19 +467,26 @@ PREPARE["glm"] = _prepare_glm  # token shards from a tokenizer with [MASK] [S] [
 PREPARE["transformer-xl"] = _prepare_text  # token shards; windows of seq_len run as segments of max_seq_len
 
 
-def _training_data(model_cfg, tokenizer, data_dir: Path, train_cfg, data_sec: dict | None = None):
-    """(train batches, val batches, objective) for the model's architecture."""
+def _training_data(model_cfg, tokenizer, data_dir: Path, train_cfg, data_sec: dict | None = None, ctx=None):
+    """(train batches, val batches, objective) for the model's architecture. Under torchrun
+    (``ctx``) each rank's samplers draw its own rows of the same global batch."""
+    from .training.distributed import SINGLE
+    ctx = ctx or SINGLE
+    if train_cfg.batch_size % (ctx.world_size * train_cfg.grad_accum):
+        raise UsageError(f"batch_size {train_cfg.batch_size} must split evenly over {ctx.world_size} processes x "
+                         f"{train_cfg.grad_accum} micro-batches")
+    per_rank, shard = train_cfg.batch_size // ctx.world_size, dict(rank=ctx.rank, world_size=ctx.world_size)
     if model_cfg.arch == "encoder":
         from .data.sentences import SentencePairSampler, Sentences
         from .objectives.mlm import MaskedLMObjective
         objective = MaskedLMObjective.from_tokenizer(tokenizer, whole_word=bool((data_sec or {}).get("whole_word")),
                                                      nsp_weight=1.0 if model_cfg.nsp else 0.0)
         load = lambda split: Sentences.load(data_dir / f"{split}.sentences.safetensors")  # noqa: E731
-        train = SentencePairSampler(load("train"), train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed)
-        val = SentencePairSampler(load("val"), train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed + 1)
+        train = SentencePairSampler(load("train"), per_rank, train_cfg.seq_len, train_cfg.seed, **shard)
+        val = SentencePairSampler(load("val"), per_rank, train_cfg.seq_len, train_cfg.seed + 1, **shard)
         return train, val, objective
     if model_cfg.arch == "encoder-decoder" and not (data_dir / PAIRS_FILE.format(split="train")).is_file():
-        return _denoising_data(model_cfg, tokenizer, data_dir, train_cfg, (data_sec or {}).get("objective"))
+        return _denoising_data(model_cfg, tokenizer, data_dir, train_cfg, (data_sec or {}).get("objective"), ctx)
     if model_cfg.arch == "encoder-decoder":
         from .data.parallel import TokenBatches, TokenPairs
         from .objectives import Seq2SeqObjective
@@ -464,18 +494,21 @@ def _training_data(model_cfg, tokenizer, data_dir: Path, train_cfg, data_sec: di
             if tokenizer.special_ids.get(role) is None:
                 raise UsageError(f"translation needs a tokenizer with a {role} token")
         budget = train_cfg.batch_tokens or DEFAULT_BATCH_TOKENS
-        train = TokenBatches(TokenPairs.load(data_dir / PAIRS_FILE.format(split="train")), budget, train_cfg.seed)
-        val = TokenBatches(TokenPairs.load(data_dir / PAIRS_FILE.format(split="val")), budget, shuffle=False)
+        train = TokenBatches(TokenPairs.load(data_dir / PAIRS_FILE.format(split="train")), budget, train_cfg.seed,
+                             **shard)
+        val = TokenBatches(TokenPairs.load(data_dir / PAIRS_FILE.format(split="val")), budget, shuffle=False, **shard)
         start = model_cfg.decoder_start_token_id
         objective = Seq2SeqObjective(tokenizer.pad_id, tokenizer.bos_id if start is None else start,
                                      tokenizer.eos_id, train_cfg.label_smoothing)
         return train, val, objective
     if model_cfg.arch == "glm":
+        if ctx.enabled:
+            raise UsageError("GLM training runs in one process for now (its sampler has no rank slicing yet)")
         return _glm_data(model_cfg, tokenizer, data_dir, train_cfg, data_sec or {})
     from .data import TokenShards, WindowSampler
     from .objectives import CausalLMObjective
-    train = WindowSampler(TokenShards(data_dir, "train"), train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed)
-    val = WindowSampler(TokenShards(data_dir, "val"), train_cfg.batch_size, train_cfg.seq_len, train_cfg.seed + 1)
+    train = WindowSampler(TokenShards(data_dir, "train"), per_rank, train_cfg.seq_len, train_cfg.seed, **shard)
+    val = WindowSampler(TokenShards(data_dir, "val"), per_rank, train_cfg.seq_len, train_cfg.seed + 1, **shard)
     return train, val, CausalLMObjective(train_cfg.label_smoothing)
 
 

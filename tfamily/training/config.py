@@ -37,6 +37,8 @@ class TrainConfig(ValidatedConfig):
     log_interval: int = 10  # steps between metrics.jsonl lines
     bf16: Optional[bool] = None  # bf16 autocast (weights and optimizer stay fp32); None = where the hardware is fast at it
     compile: bool = False  # torch.compile the model
+    activation_checkpointing: bool = False  # recompute each block's activations in backward: less memory, ~1/3 more compute
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: DDP (a copy per rank) or FSDP2 (sharded weights)
     seed: int = 1337
     progress: bool = True  # tqdm progress bar
     device: str = "auto"  # "auto" = cuda if available else cpu
@@ -57,6 +59,9 @@ class TrainConfig(ValidatedConfig):
             raise ConfigError(f"batch_tokens must be positive, got {self.batch_tokens}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.parallel == "fsdp" and self.optimizer == "muon":
+            raise ConfigError("parallel='fsdp' shards the matrices that Muon orthogonalises whole; "
+                              "use optimizer 'adamw' with FSDP")
         if self.warmup < 0:
             raise ConfigError(f"warmup must be >= 0, got {self.warmup}")
 

@@ -29,9 +29,12 @@ from torch import nn
 
 from ..checkpoint import load_trainer_state, load_weights, save_checkpoint
 from ..config import ModelConfig
+from ..nn.block import Stack
 from ..nn.lora import has_lora, merge_lora
 from ..objectives import Objective
 from .config import TrainConfig
+from .distributed import (SINGLE, DistContext, all_reduce_max, all_reduce_sum, device_for, full_fsdp_state, gather_rng_states,
+                          load_full_fsdp_state, no_sync, wrap)
 from .optim import make_optimizers, optimizers_from_tensors, optimizers_to_tensors
 from .schedule import SCHEDULES
 
@@ -67,20 +70,28 @@ def bf16_is_fast(device: torch.device) -> bool:
 class Trainer:
     def __init__(self, model: nn.Module, model_cfg: ModelConfig, objective: Objective, train_data: BatchSource,
                  val_data: BatchSource | None, cfg: TrainConfig, tokenizer_json: str | None = None,
-                 extra_state: dict[str, Any] | None = None, chat_template: str | None = None):
+                 extra_state: dict[str, Any] | None = None, chat_template: str | None = None,
+                 dist: DistContext | None = None):
+        """Under torchrun pass ``dist`` (``distributed.from_env()``) and give each rank the
+        samplers of its own rows; everything else is the same as with one process."""
         self.cfg, self.model_cfg, self.objective = cfg, model_cfg, objective
+        self.dist = dist or SINGLE
         self.train_data, self.val_data = train_data, val_data
         self.tokenizer_json = tokenizer_json
         self.extra_state = extra_state or {}  # e.g. how the data was prepared, saved with checkpoints
         self.chat_template = chat_template  # carried along when fine-tuning a chat model
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)
-        self.device = pick_device(cfg.device)
+        torch.manual_seed(cfg.seed + self.dist.rank)  # ranks drop out different units
+        self.device = device_for(self.dist, cfg.device)
         self.model = model.to(self.device)
-        self.optimizers = make_optimizers(self.model, cfg, self.device)
+        for stack in (m for m in self.model.modules() if isinstance(m, Stack)):
+            stack.checkpointing = cfg.activation_checkpointing
+        self.wrapped = wrap(self.model, self.dist, cfg.parallel, self.device)  # DDP / FSDP2, or the model
+        self.optimizers = make_optimizers(self.model, cfg, self.device)  # after FSDP has sharded the parameters
         self.bf16 = cfg.bf16 if cfg.bf16 is not None else bf16_is_fast(self.device)
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.forward = torch.compile(self.wrapped) if cfg.compile else self.wrapped
+        self.fsdp = self.dist.enabled and cfg.parallel == "fsdp"
         self.out_dir = Path(cfg.out_dir)
         self.step = 0
         self.elapsed = 0.0  # training seconds so far, carried across resumes
@@ -89,16 +100,26 @@ class Trainer:
         self.best_val = math.inf
 
     # ---- state ------------------------------------------------------------------------
-    def save(self, path: Path | None = None) -> Path:
-        opt_tensors, groups = optimizers_to_tensors(self.optimizers)
-        opt_tensors["rng.torch"] = torch.get_rng_state()
+    def save(self, path: Path | None = None) -> Path | None:
+        """Write a checkpoint (rank 0; with FSDP every rank first helps gather the full state)."""
+        path = path or self.out_dir / CHECKPOINT_DIR
+        if self.fsdp:
+            model, opt_tensors, groups = full_fsdp_state(self.model, self.optimizers, self.model_cfg, self.dist)
+        else:
+            model = self._plain_model()
+            opt_tensors, groups = optimizers_to_tensors(self.optimizers)
+        rng = gather_rng_states(self.dist)  # every rank's, so dropout continues exactly on resume
+        if not self.dist.is_main:
+            return None
+        opt_tensors.update(rng)
         if torch.cuda.is_available():
             opt_tensors["rng.cuda"] = torch.cuda.get_rng_state()
         state = {"step": self.step, "elapsed": self.elapsed, "train_config": self.cfg.to_dict(),
                  "optimizer_groups": groups, "best_val": None if math.isinf(self.best_val) else self.best_val,
-                 "val_losses": self.val_losses, **self.extra_state}
-        return save_checkpoint(path or self.out_dir / CHECKPOINT_DIR, self._plain_model(), self.model_cfg,
-                               self.tokenizer_json, state, opt_tensors, chat_template=self.chat_template)
+                 "val_losses": self.val_losses, "world_size": self.dist.world_size,
+                 "optimizer_format": "fsdp" if self.fsdp else "params", **self.extra_state}
+        return save_checkpoint(path, model, self.model_cfg, self.tokenizer_json, state, opt_tensors,
+                               chat_template=self.chat_template)
 
     def _plain_model(self) -> nn.Module:
         """The model to write: with LoRA adapters, a merged copy, so every checkpoint loads as a
@@ -111,10 +132,22 @@ class Trainer:
         """Load weights, optimizer moments, RNG and step from a training checkpoint."""
         path = Path(path)
         state, tensors = load_trainer_state(path)
-        load_weights(self.model, path, self.device)
-        optimizers_from_tensors(self.optimizers, {k: v.to(self.device) for k, v in tensors.items()},
-                               state["optimizer_groups"])
-        torch.set_rng_state(tensors["rng.torch"])
+        if state.get("optimizer_format") == "fsdp":  # full state keyed by name: loads sharded or not
+            load_full_fsdp_state(self.model, self.optimizers, path, tensors, state["optimizer_groups"])
+        elif self.fsdp:
+            raise ValueError("this checkpoint was written by one process or DDP, whose optimizer state FSDP "
+                             "cannot reshard; resume it with parallel 'ddp' (or one process)")
+        else:
+            load_weights(self.model, path, self.device)
+            optimizers_from_tensors(self.optimizers, {k: v.to(self.device) for k, v in tensors.items()},
+                                   state["optimizer_groups"])
+        own = f"rng.torch.{self.dist.rank}"
+        if own in tensors:
+            torch.set_rng_state(tensors[own])
+        elif "rng.torch" in tensors and not self.dist.enabled:  # checkpoints from before ranks were counted
+            torch.set_rng_state(tensors["rng.torch"])
+        else:  # a rank the saving run did not have: a fresh stream of its own
+            torch.manual_seed(self.cfg.seed + self.dist.rank + 7919 * state["step"])
         if "rng.cuda" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors["rng.cuda"])
         self.step, self.elapsed = state["step"], state["elapsed"]
@@ -140,28 +173,34 @@ class Trainer:
 
     def train_step(self) -> tuple[float, int]:
         """One optimizer step over the global batch for ``self.step``; returns its mean loss
-        and the tokens it processed."""
+        and the tokens it processed (over all ranks).
+
+        Each micro-batch's mean loss is weighted by its share of the step's tokens (summed
+        over ranks), times the number of ranks that DDP / FSDP average the gradients over: the
+        gradient is that of the mean over the whole global batch, however it is split."""
         cfg = self.cfg
         lr = self.lr_now()
         for opt in self.optimizers:
             for group in opt.param_groups:
                 group["lr"] = lr
-        total, tokens = 0.0, 0
-        for micro in split_micro(self.train_data.batch(self.step), cfg.grad_accum):
-            batch = self.objective.prepare(micro).to(self.device)
-            with self.autocast():
-                output = self.forward(**batch.inputs)
-            loss = self.objective.loss(output, batch) / cfg.grad_accum
-            loss.backward()
-            total += loss.item()
-            tokens += batch.n_tokens
+        micro = [self.objective.prepare(m).to(self.device)
+                 for m in split_micro(self.train_data.batch(self.step), cfg.grad_accum)]
+        tokens = all_reduce_sum(sum(b.n_tokens for b in micro), self.dist, self.device)
+        total = 0.0
+        for i, batch in enumerate(micro):
+            with no_sync(self.wrapped, self.dist, cfg.parallel, last=i == len(micro) - 1):
+                with self.autocast():
+                    output = self.forward(**batch.inputs)
+                loss = self.objective.loss(output, batch)
+                (loss * (batch.n_tokens / tokens * self.dist.world_size)).backward()
+            total += loss.item() * batch.n_tokens
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         for opt in self.optimizers:
             opt.step()
             opt.zero_grad(set_to_none=True)
         self.step += 1
-        return total, tokens
+        return all_reduce_sum(total, self.dist, self.device) / tokens, int(tokens)
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
@@ -169,7 +208,7 @@ class Trainer:
         if self.val_data is None:
             return None
         self.model.eval()
-        losses = []
+        loss_sum, tokens = 0.0, 0
         n = self.cfg.eval_batches
         if hasattr(self.val_data, "__len__"):  # a finite validation set: each batch once
             n = min(n, len(self.val_data))
@@ -177,16 +216,22 @@ class Trainer:
             batch = self.objective.prepare(self.val_data.batch(i)).to(self.device)
             with self.autocast():
                 output = self.forward(**batch.inputs)
-            losses.append(self.objective.loss(output, batch).item())
+            loss_sum += self.objective.loss(output, batch).item() * batch.n_tokens
+            tokens += batch.n_tokens
         self.model.train()
-        return sum(losses) / len(losses)
+        return all_reduce_sum(loss_sum, self.dist, self.device) / all_reduce_sum(tokens, self.dist, self.device)
 
     def _log(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
     def _out_of_time(self) -> bool:
-        return self.cfg.max_time is not None and self.elapsed >= self.cfg.max_time
+        """Budget spent? Ranks agree (the slowest rank's clock), so they all stop at one step."""
+        if self.cfg.max_time is None:
+            return False
+        return all_reduce_max(self.elapsed, self.dist, self.device) >= self.cfg.max_time
 
     def fit(self, until: int | None = None) -> dict[str, Any]:
         """Train until ``steps`` or ``max_time``; evaluate and checkpoint along the way.
@@ -198,7 +243,7 @@ class Trainer:
         last = min(cfg.steps, until) if until is not None else cfg.steps
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.model.train()
-        bar = ProgressBar(cfg, self.step, self.elapsed)
+        bar = ProgressBar(cfg, self.step, self.elapsed, enabled=self.dist.is_main)
         tokens_since, t_log = 0, time.perf_counter()
         last_eval_step = -1
         val = None
@@ -232,7 +277,8 @@ class Trainer:
             bar.close()
         if last_eval_step != self.step:
             val = self._eval_and_save()
-        plot_losses(self.out_dir / METRICS_FILE, self.out_dir / PLOT_FILE)
+        if self.dist.is_main:
+            plot_losses(self.out_dir / METRICS_FILE, self.out_dir / PLOT_FILE)
         return {"step": self.step, "elapsed": self.elapsed, "val_loss": val, "train_loss": self.losses[-1] if self.losses else None,
                 "checkpoint": str(self.out_dir / CHECKPOINT_DIR), "interrupted": interrupted}
 
@@ -259,10 +305,10 @@ def split_micro(raw: Any, n: int) -> list[Any]:
 class ProgressBar:
     """tqdm over steps, or over seconds when a wall-clock budget is set (its ETA is then right)."""
 
-    def __init__(self, cfg: TrainConfig, step: int, elapsed: float):
+    def __init__(self, cfg: TrainConfig, step: int, elapsed: float, enabled: bool = True):
         self.timed = cfg.max_time is not None
         self.bar = None
-        if cfg.progress:
+        if cfg.progress and enabled:
             from tqdm.auto import tqdm
             total, initial = (round(cfg.max_time), min(elapsed, cfg.max_time)) if self.timed else (cfg.steps, step)
             self.bar = tqdm(total=total, initial=initial, desc="train", unit="s" if self.timed else "step",
