@@ -15,34 +15,43 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..data.inputs import encode_texts
+from ..data.inputs import encode_pieces, pad_rows
 from ..heads import pool
 
 
 def default_pooling(model: nn.Module) -> str:
-    """What a checkpoint says (a sentence encoder's own choice, kept at import), else mean for
-    encoders and the last token for causal decoders."""
+    """What a checkpoint says (a sentence encoder's own choice, kept at import), else the mean
+    of the tokens, which works for any family."""
     saved = model.cfg.extra.get("sentence_embedding", {}) if isinstance(model.cfg.extra, dict) else {}
     if isinstance(saved, dict) and saved.get("pooling") in ("mean", "first", "pooler", "last"):
         return saved["pooling"]
-    return "last" if model.cfg.arch == "decoder" else "mean"
+    return "mean"
 
 
-@torch.inference_mode()
 def embed_texts(model: nn.Module, tokenizer, texts: Sequence[str], pooling: str | None = None,
                 normalize: bool = True, batch_size: int = 64, max_len: int | None = None) -> torch.Tensor:
     """(N, d) fp32 embeddings of ``texts``, computed in batches of similar length."""
+    return embed_ids(model, tokenizer, tokenizer.encode_batch(list(texts)), pooling, normalize, batch_size, max_len)
+
+
+@torch.inference_mode()
+def embed_ids(model: nn.Module, tokenizer, token_ids: Sequence[Sequence[int]], pooling: str | None = None,
+              normalize: bool = True, batch_size: int = 64, max_len: int | None = None) -> torch.Tensor:
+    """(N, d) embeddings of already tokenised texts (without specials: an encoder's [CLS] and
+    [SEP] are added here, as it was trained)."""
     pooling = pooling or default_pooling(model)
     if pooling == "pooler" and getattr(model, "pooler", None) is None:
         raise ValueError("pooling='pooler' needs a model with BERT's pooler; use mean or first")
     max_len = min(max_len or model.cfg.max_seq_len, model.cfg.max_seq_len)
     device = next(model.parameters()).device
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = torch.empty(len(texts), model.cfg.d_model)
+    order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
+    out = torch.empty(len(token_ids), model.cfg.d_model)
+    with_types = tokenizer.special_ids.get("sep") is not None
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        batch = encode_texts(tokenizer, [texts[i] for i in idx], max_len)
-        kwargs = {"token_type_ids": batch.token_type_ids.to(device)} if model.cfg.type_vocab_size else {}
+        batch = pad_rows([encode_pieces(tokenizer, token_ids[i], None, max_len) for i in idx],
+                         tokenizer.pad_id, with_types)
+        kwargs = {"token_type_ids": batch.token_type_ids.to(device)} if model.cfg.type_vocab_size and with_types else {}
         hidden = _hidden(model, batch.ids.to(device), batch.attention_mask.to(device), kwargs)
         mask = batch.attention_mask.to(device)
         vec = model.pooler(hidden) if pooling == "pooler" else pool(hidden, mask, pooling)

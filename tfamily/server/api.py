@@ -160,6 +160,9 @@ class Service:
         self.template = chat_template
         self.context = engine.context
         self.vocab_size = engine.model.cfg.vocab_size
+        cfg = engine.model.cfg
+        self.arch = cfg.arch
+        self.generative = cfg.head == "lm" and cfg.arch != "encoder"  # encoders only embed
         self.created = int(time.time())
 
     # ---------------------------------------------------------------- checks
@@ -170,6 +173,9 @@ class Service:
 
     def check_common(self, body: _Sampling) -> tuple[str, ...]:
         self.check_model(body.model)
+        if not self.generative:
+            raise ApiError(400, f"{self.model_name} is an encoder (arch {self.arch!r}); it serves /v1/embeddings, "
+                                "not completions", "model")
         for name in ("frequency_penalty", "presence_penalty"):
             if getattr(body, name):
                 raise ApiError(400, f"{name} is not supported (only 0)", name)
@@ -468,7 +474,7 @@ def create_app(engine: Engine, tokenizer, model_name: str, chat_template: str | 
         if not inputs or len(inputs) > MAX_BATCH_INPUTS:
             raise ApiError(400, f"input: between 1 and {MAX_BATCH_INPUTS} inputs", "input")
         encoded = [svc.encode_prompt(x, "input") for x in inputs]
-        vectors = await svc.run_job(lambda: embed(engine.model, encoded, engine.model.cfg.pad_token_id or 0))
+        vectors = await svc.run_job(lambda: embed(engine.model, tokenizer, encoded))
         if body.dimensions is not None and not 0 < body.dimensions <= len(vectors[0]):
             raise ApiError(400, f"dimensions: must be in [1, {len(vectors[0])}]", "dimensions")
         if body.dimensions:
@@ -588,21 +594,12 @@ def _chat_chunk(meta: dict, body: ChatBody, prompt_ids: list[int]):
 # ---------------------------------------------------------------------------------------
 # embeddings and distributions (run on the engine thread)
 # ---------------------------------------------------------------------------------------
-def embed(model, prompts: list[list[int]], pad_id: int, batch: int = 16) -> list[list[float]]:
-    """Mean of the final hidden states over each input's tokens, L2-normalised.
-
-    Generic on purpose: any checkpoint's backbone gives hidden states, so this works for the
-    decoders here now, and for an encoder (BERT) checkpoint unchanged when it exists."""
-    from ..generation.decode import left_pad
-    device = next(model.parameters()).device
-    out: list[list[float]] = []
-    for i in range(0, len(prompts), batch):
-        ids, mask = left_pad(prompts[i:i + batch], pad_id, device)  # (B, T)
-        hidden = model(ids, attention_mask=mask).hidden.float()  # (B, T, d)
-        m = mask[..., None].float()
-        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)  # (B, d)
-        out += torch.nn.functional.normalize(pooled, dim=-1).tolist()
-    return out
+def embed(model, tokenizer, prompts: list[list[int]]) -> list[list[float]]:
+    """Unit-length sentence embeddings of token-id inputs, pooled as the checkpoint says (a
+    sentence encoder's own pooling, else the mean of the final hidden states); an encoder's
+    [CLS] / [SEP] are added around each input, as it was trained."""
+    from ..evaluation.embeddings import embed_ids
+    return embed_ids(model, tokenizer, prompts).tolist()
 
 
 def _encode_vector(v: list[float], fmt: str) -> list[float] | str:

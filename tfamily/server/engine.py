@@ -257,7 +257,9 @@ class Engine:
         self.context = model.cfg.max_seq_len
         self.device = next(model.parameters()).device
         # capacity beyond the context: rows move left once per ~context/4 steps, not every step
-        self.slots = SlotCache(model, max_batch, self.context + max(16, self.context // 4))
+        # an encoder has no cache and never decodes: it only runs embedding jobs (see api.py)
+        self.slots = (SlotCache(model, max_batch, self.context + max(16, self.context // 4))
+                      if hasattr(model, "make_cache") else None)
         self.running: list[_Running] = []
         self.inbox: queue.Queue = queue.Queue()
         self.steps = 0  # batched decode forwards so far (for /health and tests)
