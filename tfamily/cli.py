@@ -450,15 +450,18 @@ def _prepare_glm(args, data_sec: dict, tokenizer, data_dir: Path, max_len: int):
     return _prepare_text(args, data_sec, tokenizer, data_dir, max_len)
 
 
-def _glm_data(model_cfg, tokenizer, data_dir: Path, train_cfg, data_sec: dict):
+def _glm_data(model_cfg, tokenizer, data_dir: Path, train_cfg, data_sec: dict, ctx=None):
     """GLM: random windows of the token shards, each blanked by the GLM objective from a seed
     its row carries, so resumed runs see the same blanks."""
     from .data import TokenShards, WindowSampler
     from .objectives.glm import GLMObjective, SeededWindows
     objective = GLMObjective.from_tokenizer(tokenizer, gmask_prob=data_sec.get("gmask_prob", GLM_GMASK_PROB),
                                             max_len=model_cfg.max_seq_len)
-    window = lambda split, seed: SeededWindows(  # noqa: E731
-        WindowSampler(TokenShards(data_dir, split), train_cfg.batch_size, train_cfg.seq_len, seed), seed)
+    from .training.distributed import SINGLE
+    ctx = ctx or SINGLE
+    window = lambda split, seed: SeededWindows(WindowSampler(  # noqa: E731
+        TokenShards(data_dir, split), train_cfg.batch_size // ctx.world_size, train_cfg.seq_len, seed,
+        rank=ctx.rank, world_size=ctx.world_size), seed)
     return window("train", train_cfg.seed), window("val", train_cfg.seed + 1), objective
 
 
@@ -502,9 +505,7 @@ def _training_data(model_cfg, tokenizer, data_dir: Path, train_cfg, data_sec: di
                                      tokenizer.eos_id, train_cfg.label_smoothing)
         return train, val, objective
     if model_cfg.arch == "glm":
-        if ctx.enabled:
-            raise UsageError("GLM training runs in one process for now (its sampler has no rank slicing yet)")
-        return _glm_data(model_cfg, tokenizer, data_dir, train_cfg, data_sec or {})
+        return _glm_data(model_cfg, tokenizer, data_dir, train_cfg, data_sec or {}, ctx)
     from .data import TokenShards, WindowSampler
     from .objectives import CausalLMObjective
     train = WindowSampler(TokenShards(data_dir, "train"), per_rank, train_cfg.seq_len, train_cfg.seed, **shard)

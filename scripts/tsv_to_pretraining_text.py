@@ -1,0 +1,36 @@
+"""Turn the texts of a labelled TSV (label<TAB>text) into BERT pretraining text: each text a
+document, one sentence a line, a blank line between documents. Labels are dropped, so
+pretraining on the training split sees no label and no validation or test text.
+
+    python scripts/tsv_to_pretraining_text.py data/sentiment/zh/train.tsv data/sentiment/zh/pretrain.txt
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tfamily.data.labelled import read_labelled_tsv  # noqa: E402
+
+SENTENCE_END = re.compile(r"(?<=[。！？!?；;…])|(?<=\.)\s+")  # after Chinese / Latin sentence ends
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in SENTENCE_END.split(text) if s.strip()]
+
+
+def main(src: str, dst: str) -> int:
+    data = read_labelled_tsv(src)
+    with open(dst, "w", encoding="utf-8") as f:
+        for text in data.texts:
+            f.write("\n".join(sentences(text)) + "\n\n")
+    print(f"{len(data):,} documents from {src} -> {dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    sys.exit(main(sys.argv[1], sys.argv[2]))
