@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .gpt import GPT, CausalLM, DecoderOutput, LMOutput
+from .gpt import GPT, CausalLM, DecoderOutput, LMOutput, TiedLM
 from .bert import Encoder, EncoderOutput, MaskedLM, MaskedLMOutput
 from .seq2seq import EncoderDecoder, Seq2SeqOutput
 from .glm import GLM, GLMBackbone
@@ -46,5 +46,5 @@ def model_from_state_dict(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> n
 
 __all__ = ["GPT", "CausalLM", "DecoderOutput", "LMOutput", "EncoderDecoder", "Seq2SeqOutput", "Encoder",
            "EncoderOutput", "MaskedLM", "MaskedLMOutput", "SequenceClassifier", "TokenClassifier", "SpanExtractor",
-           "TaskOutput", "TASK_MODELS", "FeatureExtractor", "TransformerXL",
+           "TaskOutput", "TASK_MODELS", "FeatureExtractor", "GLM", "GLMBackbone", "TransformerXL", "TiedLM",
            "TransformerXLBackbone", "XLOutput", "build_model", "model_from_state_dict", "BUILDERS"]

@@ -23,8 +23,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..nn import KVCache, Stack, make_positions, positions_from_mask
 from ..nn.masks import glm_mask
-from .gpt import LMOutput
-from .init import init_weights
+from .gpt import LMOutput, TiedLM
 
 
 def part_a_positions(attention_mask: torch.Tensor | None, b: int, t: int, device) -> torch.Tensor:
@@ -80,20 +79,10 @@ class GLMBackbone(nn.Module):
         return x
 
 
-class GLM(nn.Module):
+class GLM(TiedLM):
     """GLM backbone + LM head tied to the token embedding (``tie_embeddings``)."""
 
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.backbone = GLMBackbone(cfg)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        init_weights(self, cfg)
-        self.tie_weights()
-
-    def tie_weights(self) -> None:
-        if self.cfg.tie_embeddings:
-            self.lm_head.weight = self.backbone.tok_emb.weight
+    backbone_class = GLMBackbone
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, part_a_len: torch.Tensor | None = None,

@@ -86,14 +86,17 @@ class GPT(nn.Module):
             cache.advance(t)
         return DecoderOutput(x, cache)
 
-class CausalLM(nn.Module):
-    """GPT backbone + LM head. The head shares the token embedding when ``tie_embeddings``."""
+class TiedLM(nn.Module):
+    """A backbone and an LM head that shares its token embedding when ``tie_embeddings``; the
+    decoder-style families (GPT, GLM, Transformer-XL) differ only in their backbone."""
+
+    backbone_class: type[nn.Module]
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.backbone = GPT(cfg)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.backbone = self.backbone_class(cfg)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.lm_head_bias)
         init_weights(self, cfg)
         self.tie_weights()
 
@@ -102,6 +105,12 @@ class CausalLM(nn.Module):
         loading with ``assign=True``, which installs each tensor separately)."""
         if self.cfg.tie_embeddings:
             self.lm_head.weight = self.backbone.tok_emb.weight
+
+
+class CausalLM(TiedLM):
+    """GPT backbone + LM head. The head shares the token embedding when ``tie_embeddings``."""
+
+    backbone_class = GPT
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, cache: KVCache | None = None,

@@ -29,7 +29,7 @@ from ..nn import Stack
 from ..nn.cache import XLMemory
 from ..nn.masks import decoder_mask
 from ..nn.xl import XLRelativePositions
-from .init import init_weights
+from .gpt import TiedLM
 
 
 @dataclass
@@ -95,20 +95,10 @@ class TransformerXLBackbone(nn.Module):
         return torch.cat(hidden, dim=1) if len(hidden) > 1 else hidden[0], memory
 
 
-class TransformerXL(nn.Module):
+class TransformerXL(TiedLM):
     """Transformer-XL language model: backbone + LM head (tied to the token embedding)."""
 
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.backbone = TransformerXLBackbone(cfg)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        init_weights(self, cfg)
-        self.tie_weights()
-
-    def tie_weights(self) -> None:
-        if self.cfg.tie_embeddings:
-            self.lm_head.weight = self.backbone.tok_emb.weight
+    backbone_class = TransformerXLBackbone
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 memory: XLMemory | None = None, last_only: bool = False) -> XLOutput:

@@ -8,8 +8,15 @@ from .causal_lm import CausalLMObjective
 from .mlm import MaskedLMObjective
 from .seq2seq import Seq2SeqObjective
 from .glm import GLMObjective, GLMRaw, SeededWindows
+from .denoising import DenoisingObjective, SpanCorruptionObjective
+from .classification import SequenceClassificationObjective, TokenClassificationObjective
+from .span import SpanObjective
 
-OBJECTIVES = {"causal_lm": CausalLMObjective, "seq2seq": Seq2SeqObjective, "mlm": MaskedLMObjective}
-OBJECTIVES["glm"] = GLMObjective  # blank infilling (objectives/glm.py)
+OBJECTIVES = {"causal_lm": CausalLMObjective, "seq2seq": Seq2SeqObjective, "mlm": MaskedLMObjective,
+              "glm": GLMObjective, "span_corruption": SpanCorruptionObjective, "denoising": DenoisingObjective,
+              "sequence_classification": SequenceClassificationObjective,
+              "token_classification": TokenClassificationObjective, "span": SpanObjective}
 
-__all__ = ["IGNORE_INDEX", "Batch", "Objective", "CausalLMObjective", "Seq2SeqObjective", "MaskedLMObjective", "OBJECTIVES"]
+__all__ = ["IGNORE_INDEX", "Batch", "Objective", "CausalLMObjective", "Seq2SeqObjective", "MaskedLMObjective",
+           "GLMObjective", "GLMRaw", "SeededWindows", "SpanCorruptionObjective", "DenoisingObjective",
+           "SequenceClassificationObjective", "TokenClassificationObjective", "SpanObjective", "OBJECTIVES"]
