@@ -4,6 +4,7 @@ processes resumes in 1 exactly."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -23,9 +24,16 @@ def train(out, args, procs=1, extra=()):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs),
         "-m", "tfamily.cli"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([*launcher, "train", "--out", str(out), *args, *COMMON, *extra], env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # a session of its own, so a timeout kills the workers too, not only the launcher
+    proc = subprocess.Popen([*launcher, "train", "--out", str(out), *args, *COMMON, *extra], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, err[-3000:]
     return losses(out)
 
 
