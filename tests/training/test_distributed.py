@@ -10,9 +10,7 @@ import sys
 
 import pytest
 
-from tfamily.data.parallel import read_lines
-
-MULTI30K = "../shared/data/multi30k"
+import numpy as np
 GPT = ["--data", "shakespeare", "--set", "n_layer=2", "--set", "d_model=32", "--set", "n_head=2",
        "--batch-size", "8", "--seq-len", "32", "--eval-batches", "2", "--no-bf16"]
 COMMON = ["--no-progress", "--threads", "1", "--log-interval", "1"]
@@ -58,9 +56,12 @@ def test_fsdp_two_processes_match_one(tmp_path):
 def test_translation_ddp_matches_one_process(tmp_path):
     """Token-count batches split unevenly over ranks; losses are weighted by tokens, so 2
     processes still give the 1-process loss of the whole batch."""
+    rng = np.random.default_rng(0)
+    words = "a man woman dog cat rides walks sits on in the park bike street red small big".split()
+    src_lines = [" ".join(rng.choice(words, rng.integers(3, 12))) for _ in range(300)]  # varied lengths
     src, tgt = tmp_path / "s.en", tmp_path / "t.de"
-    src.write_text("\n".join(read_lines(f"{MULTI30K}/val.en.gz")[:300]) + "\n", encoding="utf-8")
-    tgt.write_text("\n".join(read_lines(f"{MULTI30K}/val.de.gz")[:300]) + "\n", encoding="utf-8")
+    src.write_text("".join(line + "\n" for line in src_lines), encoding="utf-8")
+    tgt.write_text("".join(line[::-1] + "\n" for line in src_lines), encoding="utf-8")
     args = ["--preset", "transformer-tiny", "--src", str(src), "--tgt", str(tgt), "--vocab-size", "400",
             "--set", "d_model=32", "--set", "n_head=2", "--set", "d_ff=64", "--batch-tokens", "600",
             "--steps", "4", "--eval-batches", "2", "--optimizer", "adamw", "--no-bf16"]
