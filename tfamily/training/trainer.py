@@ -3,15 +3,19 @@
     for step in steps:                       # until `steps` or `max_time`, whichever first
         lr = schedule(step, progress)
         for micro-batch in split(data.batch(step), grad_accum):
-            loss = objective.loss(model(**batch.inputs), batch) / grad_accum
+            loss = objective.loss(model(**batch.inputs), batch) * its share of the step's tokens
             loss.backward()                  # under bf16 autocast when asked
-        clip grad norm; AdamW step; zero grads
+        clip grad norm; optimizer step(s); zero grads
         every eval_interval: validation loss, checkpoint (atomic)
     final eval, checkpoint, loss-curve PNG
 
 Exact resume: the data sampler is a pure function of (seed, step), the checkpoint holds
 weights, optimizer moments, the RNG state and the step, so a run stopped at step N and
 resumed produces the same losses as one that never stopped.
+
+Under torchrun the same loop runs in every process (see ``distributed.py``): the model is
+wrapped in DDP or sharded with FSDP2, each rank's sampler yields its own rows, and only
+rank 0 writes.
 """
 
 from __future__ import annotations
