@@ -1,6 +1,5 @@
 """The API as the official openai client sees it, and raw HTTP for what the client hides."""
 
-import json
 import math
 
 import openai

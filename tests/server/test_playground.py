@@ -3,7 +3,6 @@ Selenium): load it, generate, open a token's alternatives and the step's distrib
 save a screenshot."""
 
 import shutil
-from pathlib import Path
 
 import pytest
 from selenium import webdriver
