@@ -23,7 +23,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..nn import KVCache, Stack, make_positions, positions_from_mask
 from ..nn.masks import glm_mask
-from .gpt import LMOutput, TiedLM
+from .gpt import LMOutput, TiedLM, check_inputs
 
 
 def part_a_positions(attention_mask: torch.Tensor | None, b: int, t: int, device) -> torch.Tensor:
@@ -49,15 +49,7 @@ class GLMBackbone(nn.Module):
                 positions: torch.Tensor | None = None, part_a_len: torch.Tensor | None = None,
                 cache: KVCache | None = None) -> torch.Tensor:
         """ids: (B, T) -> hidden (B, T, d). See ``GLM.forward`` for the arguments."""
-        b, t = ids.shape
-        past = cache.length if cache is not None else 0
-        if past + t > self.cfg.max_seq_len:
-            raise ValueError(f"sequence of {past + t} tokens is longer than max_seq_len={self.cfg.max_seq_len}")
-        if attention_mask is not None:
-            attention_mask = attention_mask.bool()
-            if attention_mask.shape != (b, past + t):
-                raise ValueError(f"attention_mask must be (batch, cached + new) = {(b, past + t)}, "
-                                 f"got {tuple(attention_mask.shape)}")
+        b, t, past, attention_mask = check_inputs(self.cfg, ids, attention_mask, cache)
         if part_a_len is None:  # an empty cache: these tokens are Part A; else they continue Part B
             part_a_len = torch.full((b,), past if past else t, dtype=torch.long, device=ids.device)
         elif part_a_len.shape != (b,):

@@ -47,6 +47,22 @@ def embed(tok_emb: nn.Embedding, pos_emb: nn.Module | None, ids: torch.Tensor, p
     return x
 
 
+def check_inputs(cfg: ModelConfig, ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                 cache: KVCache | None) -> tuple[int, int, int, torch.Tensor | None]:
+    """(B, T, cached length, bool mask) of a decoder's inputs, with clear errors when the
+    sequence outgrows the context or the mask does not cover the cached + new tokens."""
+    b, t = ids.shape
+    past = cache.length if cache is not None else 0
+    if past + t > cfg.max_seq_len:
+        raise ValueError(f"sequence of {past + t} tokens is longer than max_seq_len={cfg.max_seq_len}")
+    if attention_mask is not None:
+        attention_mask = attention_mask.bool()
+        if attention_mask.shape != (b, past + t):
+            raise ValueError(f"attention_mask must be (batch, cached + new) = {(b, past + t)}, "
+                             f"got {tuple(attention_mask.shape)}")
+    return b, t, past, attention_mask
+
+
 class GPT(nn.Module):
     """The backbone: embeddings and a causal stack. Returns hidden states, not logits."""
 
@@ -64,15 +80,7 @@ class GPT(nn.Module):
         """ids: (B, T). attention_mask: (B, S) bool/int, True = real token, covering the cached
         positions and these T (S = cache length + T). positions: (B, T); by default counted
         over real tokens, so left padding does not shift them."""
-        b, t = ids.shape
-        past = cache.length if cache is not None else 0
-        if past + t > self.cfg.max_seq_len:
-            raise ValueError(f"sequence of {past + t} tokens is longer than max_seq_len={self.cfg.max_seq_len}")
-        if attention_mask is not None:
-            attention_mask = attention_mask.bool()
-            if attention_mask.shape != (b, past + t):
-                raise ValueError(f"attention_mask must be (batch, cached + new) = {(b, past + t)}, "
-                                 f"got {tuple(attention_mask.shape)}")
+        b, t, past, attention_mask = check_inputs(self.cfg, ids, attention_mask, cache)
         if positions is None:
             if attention_mask is not None:
                 positions = positions_from_mask(attention_mask)[:, past:]

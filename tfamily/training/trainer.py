@@ -51,12 +51,6 @@ class BatchSource(Protocol):
     def batch(self, step: int) -> Any: ...
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def bf16_is_fast(device: torch.device) -> bool:
     """bf16 autocast pays off on GPUs that support it and on CPUs with bf16 matrix
     instructions (AVX-512 BF16 or AMX); elsewhere it only adds casts."""
