@@ -22,6 +22,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..nn import KVCache, Stack, make_positions, positions_from_mask
+from ..nn.loss import head_or_deferred
 from ..nn.masks import glm_mask
 from .gpt import LMOutput, TiedLM, check_inputs
 
@@ -78,7 +79,7 @@ class GLM(TiedLM):
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, part_a_len: torch.Tensor | None = None,
-                cache: KVCache | None = None, last_only: bool = False) -> LMOutput:
+                cache: KVCache | None = None, last_only: bool = False, defer_head: bool = False) -> LMOutput:
         """ids: (B, T) the new tokens; attention_mask: (B, cached + T), True = real token;
         positions: (B, 2, T) position in Part A and inside the span; part_a_len: (B,) how many
         leading slots (cached ones included, left padding counted) are Part A.
@@ -86,10 +87,12 @@ class GLM(TiedLM):
         Defaults, for the two calls of generation: on an empty cache (or none) every token is
         Part A with positions 0, 1, ... (over real tokens); a call that continues a cache is
         Part B, and then ``positions`` must be given (which blank, how far into it).
+        ``defer_head``: no logits, the head is left to the loss (see ``CausalLM``).
         """
         hidden = self.backbone(ids, attention_mask, positions, part_a_len, cache)
         h = hidden[:, -1:] if last_only else hidden
-        return LMOutput(self.lm_head(h), hidden, cache)
+        logits, head = head_or_deferred(self.lm_head, h, defer_head)
+        return LMOutput(logits, hidden, cache, head)
 
     def make_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         cfg, p = self.cfg, self.lm_head.weight

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..nn import KVCache, Stack, make_positions, make_rotary, positions_from_mask
+from ..nn.loss import DeferredHead, head_or_deferred
 from ..nn.masks import decoder_mask
 from .init import init_weights
 
@@ -29,9 +30,10 @@ class DecoderOutput:
 
 @dataclass
 class LMOutput:
-    logits: torch.Tensor  # (B, T, V)
+    logits: torch.Tensor | None  # (B, T, V); None when the forward deferred the head
     hidden: torch.Tensor  # (B, T, d_model)
     cache: KVCache | None
+    head: DeferredHead | None = None  # with defer_head: the head's input and weights, for the loss
 
 
 def embed(tok_emb: nn.Embedding, pos_emb: nn.Module | None, ids: torch.Tensor, positions: torch.Tensor,
@@ -122,11 +124,14 @@ class CausalLM(TiedLM):
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, cache: KVCache | None = None,
-                last_only: bool = False) -> LMOutput:
-        """``last_only`` computes logits for the final position only (decoding needs no more)."""
+                last_only: bool = False, defer_head: bool = False) -> LMOutput:
+        """``last_only`` computes logits for the final position only (decoding needs no more);
+        ``defer_head`` computes none and leaves the head to the loss (``nn.loss``: training's
+        cross-entropy then never materialises the (B, T, V) logits)."""
         out = self.backbone(ids, attention_mask, positions, cache)
         h = out.hidden[:, -1:] if last_only else out.hidden
-        return LMOutput(self.lm_head(h), out.hidden, out.cache)
+        logits, head = head_or_deferred(self.lm_head, h, defer_head)
+        return LMOutput(logits, out.hidden, out.cache, head)
 
     def make_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         cfg = self.cfg

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..nn import KVCache, Stack, make_positions, make_rotary, positions_from_mask
+from ..nn.loss import DeferredHead, head_or_deferred
 from ..nn.masks import decoder_mask, encoder_mask, padding_mask
 from ..nn.norms import make_norm
 from ..nn.positions import make_relative_bias
@@ -30,10 +31,11 @@ from .init import init_weights
 
 @dataclass
 class Seq2SeqOutput:
-    logits: torch.Tensor  # (B, T, V)
+    logits: torch.Tensor | None  # (B, T, V); None with defer_head
     hidden: torch.Tensor  # (B, T, d_model), the decoder's
     memory: torch.Tensor  # (B, S, d_model), the encoder's
     cache: KVCache | None
+    head: DeferredHead | None = None  # with defer_head: the head's input and weights, for the loss
 
 
 class EncoderDecoder(nn.Module):
@@ -116,17 +118,18 @@ class EncoderDecoder(nn.Module):
 
     def forward(self, src_ids: torch.Tensor, tgt_ids: torch.Tensor, src_mask: torch.Tensor | None = None,
                 tgt_mask: torch.Tensor | None = None, memory: torch.Tensor | None = None,
-                cache: KVCache | None = None, last_only: bool = False) -> Seq2SeqOutput:
+                cache: KVCache | None = None, last_only: bool = False, defer_head: bool = False) -> Seq2SeqOutput:
         """Teacher-forced logits (B, T, V) for target inputs ``tgt_ids`` given the source.
-        Pass ``memory`` to skip the encoder (it was run already)."""
+        Pass ``memory`` to skip the encoder (it was run already). ``defer_head``: no logits,
+        the head is left to the loss (see ``CausalLM``)."""
         if memory is None:
             memory = self.encode(src_ids, src_mask)
         h = self.decode(tgt_ids, memory, src_mask, tgt_mask, cache)
         out = h[:, -1:] if last_only else h
         if self.cfg.scale_tied_output:  # T5: the tied embedding is also the output matrix, at d^-0.5
             out = out * self.cfg.d_model ** -0.5
-        logits = self.lm_head(out)
-        return Seq2SeqOutput(logits, h, memory, cache)
+        logits, head = head_or_deferred(self.lm_head, out, defer_head)
+        return Seq2SeqOutput(logits, h, memory, cache, head)
 
     def make_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         """The decoder's self-attention cache (its cross K/V are added on first use)."""

@@ -27,6 +27,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..nn import Stack
 from ..nn.cache import XLMemory
+from ..nn.loss import DeferredHead, head_or_deferred
 from ..nn.masks import decoder_mask
 from ..nn.xl import XLRelativePositions
 from .gpt import TiedLM
@@ -34,9 +35,10 @@ from .gpt import TiedLM
 
 @dataclass
 class XLOutput:
-    logits: torch.Tensor  # (B, T, V); (B, 1, V) with last_only
+    logits: torch.Tensor | None  # (B, T, V); (B, 1, V) with last_only; None with defer_head
     hidden: torch.Tensor  # (B, T, d_model)
     memory: XLMemory | None  # the memory after these tokens (the same object that came in, advanced)
+    head: DeferredHead | None = None  # with defer_head: the head's input and weights, for the loss
 
 
 class TransformerXLBackbone(nn.Module):
@@ -101,12 +103,14 @@ class TransformerXL(TiedLM):
     backbone_class = TransformerXLBackbone
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                memory: XLMemory | None = None, last_only: bool = False) -> XLOutput:
+                memory: XLMemory | None = None, last_only: bool = False, defer_head: bool = False) -> XLOutput:
         """ids (B, L); ``memory`` (from ``make_memory``) is read and advanced in place, and
-        returned in the output, so ``out = model(seg, memory=mem)`` in a loop carries it on."""
+        returned in the output, so ``out = model(seg, memory=mem)`` in a loop carries it on.
+        ``defer_head``: no logits, the head is left to the loss (see ``CausalLM``)."""
         hidden, memory = self.backbone(ids, attention_mask, memory)
         h = hidden[:, -1:] if last_only else hidden
-        return XLOutput(self.lm_head(h), hidden, memory)
+        logits, head = head_or_deferred(self.lm_head, h, defer_head)
+        return XLOutput(logits, hidden, memory, head)
 
     def make_memory(self, batch: int | None = None, mem_len: int | None = None) -> XLMemory:
         """An empty memory of ``mem_len`` positions per layer (default: the config's). The

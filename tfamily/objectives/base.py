@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
+import torch.nn.functional as F
 
-IGNORE_INDEX = -100  # targets with this value contribute nothing to the loss
+from ..nn.loss import IGNORE_INDEX, linear_cross_entropy  # IGNORE_INDEX: targets that add nothing to the loss
 
 
 @dataclass
@@ -32,11 +33,31 @@ class Batch:
 
 
 def logits_of(output: Any) -> torch.Tensor:
-    """The logits of a model output (a dataclass with ``.logits``), or the tensor itself."""
-    return output if isinstance(output, torch.Tensor) else output.logits
+    """The logits of a model output (a dataclass with ``.logits``, applying a deferred head
+    when the forward left it to the loss), or the tensor itself."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if output.logits is None and getattr(output, "head", None) is not None:
+        return output.head.logits()
+    return output.logits
+
+
+def token_cross_entropy(output: Any, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy in fp32 over the targets (B, T) that are not IGNORE_INDEX. A model
+    output with a deferred head (``defer_head=True``) goes through ``nn.loss.linear_cross_entropy``,
+    chunk by chunk, without the (B, T, V) logits; logits go through ``F.cross_entropy``."""
+    head = getattr(output, "head", None)
+    if head is not None and getattr(output, "logits", None) is None:
+        return linear_cross_entropy(head.features, head.weight, head.bias, targets, label_smoothing)
+    return F.cross_entropy(logits_of(output).flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX,
+                           label_smoothing=label_smoothing)
 
 
 class Objective(Protocol):
+    """``prepare`` turns raw data into a Batch, ``loss`` scores the model's output on it. An
+    objective with ``defer_head = True`` asks the trainer to call the model with
+    ``defer_head=True``: no logits, the loss applies the LM head chunk by chunk."""
+
     def prepare(self, raw: Any) -> Batch: ...
 
     def loss(self, output: Any, batch: Batch) -> torch.Tensor:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from .base import IGNORE_INDEX, Batch, logits_of
+from .base import Batch, token_cross_entropy
 
 
 class CausalLMObjective:
+    defer_head = True  # the loss applies the LM head itself, chunk by chunk (objectives.base.token_cross_entropy)
+
     def __init__(self, label_smoothing: float = 0.0):
         self.label_smoothing = label_smoothing
 
@@ -19,6 +20,5 @@ class CausalLMObjective:
         return Batch({"ids": windows[:, :-1]}, windows[:, 1:])
 
     def loss(self, output, batch: Batch) -> torch.Tensor:
-        """Mean cross-entropy in fp32 over all non-ignored targets. logits: (B, T, V)."""
-        return F.cross_entropy(logits_of(output).flatten(0, 1).float(), batch.targets.flatten(), ignore_index=IGNORE_INDEX,
-                               label_smoothing=self.label_smoothing)
+        """Mean cross-entropy in fp32 over all non-ignored targets (B, T)."""
+        return token_cross_entropy(output, batch.targets, self.label_smoothing)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.inputs import encode_pieces, encode_texts, pad_rows
-from .base import IGNORE_INDEX, Batch, logits_of
+from .base import IGNORE_INDEX, Batch, logits_of, token_cross_entropy
 
 SequenceExample = tuple[str, "str | None", int]  # (text, second text or None, label id)
 TaggedExample = tuple[Sequence[str], Sequence[int]]  # (words, tag id per word)
@@ -79,8 +79,7 @@ class TokenClassificationObjective:
         return Batch(_inputs(encoded), target, {"n_tokens": int(encoded.attention_mask.sum())})
 
     def loss(self, output, batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(logits_of(output).flatten(0, 1).float(), batch.targets.flatten(),
-                               ignore_index=IGNORE_INDEX, label_smoothing=self.label_smoothing)
+        return token_cross_entropy(output, batch.targets, self.label_smoothing)
 
 
 def word_predictions(logits: torch.Tensor, batch: Batch) -> list[list[int]]:

@@ -106,6 +106,8 @@ def corrupt_spans(ids: Sequence[int], mask: np.ndarray, sentinels: Sequence[int]
 
 
 class SpanCorruptionObjective:
+    defer_head = True  # its loss is Seq2SeqObjective's, which applies the LM head itself
+
     def __init__(self, sentinels: Sequence[int], pad_id: int, start_id: int, eos_id: int,
                  density: float = 0.15, mean_span: float = 3.0, label_smoothing: float = 0.0):
         if len(sentinels) < 2:
@@ -178,6 +180,8 @@ def infill_spans(ids: Sequence[int], mask_id: int, ratio: float, poisson: float,
 
 
 class DenoisingObjective:
+    defer_head = True  # its loss is Seq2SeqObjective's, which applies the LM head itself
+
     def __init__(self, mask_id: int, pad_id: int, start_id: int, eos_id: int, sentence_ends: Sequence[int] = (),
                  ratio: float = 0.3, poisson: float = 3.0, permute: bool = True, label_smoothing: float = 0.0):
         if not 0.0 < ratio < 1.0:

@@ -27,9 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .base import IGNORE_INDEX, Batch, logits_of
+from .base import IGNORE_INDEX, Batch, token_cross_entropy
 
 
 def glm_row_limit(n: int, mask_ratio: float = 0.15) -> int:
@@ -77,6 +76,8 @@ class GLMRow:
 
 
 class GLMObjective:
+    defer_head = True  # the loss applies the LM head itself, to Part B's rows only (nn.loss)
+
     def __init__(self, mask_id: int, start_id: int, end_id: int, pad_id: int = 0, gmask_id: int | None = None,
                  mask_ratio: float = 0.15, mean_span: float = 3.0, gmask_prob: float = 0.0,
                  gmask_min_frac: float = 0.5, max_len: int | None = None):
@@ -215,5 +216,4 @@ class GLMObjective:
 
     def loss(self, output, batch: Batch) -> torch.Tensor:
         """Mean cross-entropy in fp32 over Part B's targets (the spans and their [E])."""
-        return F.cross_entropy(logits_of(output).flatten(0, 1).float(), batch.targets.flatten(),
-                               ignore_index=IGNORE_INDEX)
+        return token_cross_entropy(output, batch.targets)

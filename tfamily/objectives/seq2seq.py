@@ -14,13 +14,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..data.parallel import pad_batch
-from .base import IGNORE_INDEX, Batch, logits_of
+from .base import IGNORE_INDEX, Batch, token_cross_entropy
 
 
 class Seq2SeqObjective:
+    defer_head = True  # the loss applies the LM head itself, chunk by chunk (objectives.base.token_cross_entropy)
+
     def __init__(self, pad_id: int, start_id: int, eos_id: int, label_smoothing: float = 0.0,
                  source_eos: bool = True):
         if not 0.0 <= label_smoothing < 1.0:
@@ -41,6 +42,5 @@ class Seq2SeqObjective:
                      {"n_tokens": int(tgt_mask.sum())})
 
     def loss(self, output, batch: Batch) -> torch.Tensor:
-        """Mean (label-smoothed) cross-entropy in fp32 over the real target tokens. logits: (B, T, V)."""
-        return F.cross_entropy(logits_of(output).flatten(0, 1).float(), batch.targets.flatten(), ignore_index=IGNORE_INDEX,
-                               label_smoothing=self.label_smoothing)
+        """Mean (label-smoothed) cross-entropy in fp32 over the real target tokens (B, T)."""
+        return token_cross_entropy(output, batch.targets, self.label_smoothing)

@@ -4,7 +4,8 @@
         lr = schedule(step, progress)
         for micro-batch in split(data.batch(step), grad_accum):
             loss = objective.loss(model(**batch.inputs), batch) * its share of the step's tokens
-            loss.backward()                  # under bf16 autocast when asked
+                                             # forward and loss under bf16 autocast when asked
+            loss.backward()
         clip grad norm; optimizer step(s); zero grads
         every eval_interval: validation loss, checkpoint (atomic)
     final eval, checkpoint, loss-curve PNG
@@ -89,6 +90,8 @@ class Trainer:
         self.optimizers = make_optimizers(self.model, cfg, self.device)  # after FSDP has sharded the parameters
         self.bf16 = cfg.bf16 if cfg.bf16 is not None else bf16_is_fast(self.device)
         self.forward = torch.compile(self.wrapped) if cfg.compile else self.wrapped
+        # an objective whose loss applies the LM head itself gets hidden states, not logits
+        self.forward_options = {"defer_head": True} if getattr(objective, "defer_head", False) else {}
         self.fsdp = self.dist.enabled and cfg.parallel == "fsdp"
         self.out_dir = Path(cfg.out_dir)
         self.step = 0
@@ -187,9 +190,8 @@ class Trainer:
         total = 0.0
         for i, batch in enumerate(micro):
             with no_sync(self.wrapped, self.dist, cfg.parallel, last=i == len(micro) - 1):
-                with self.autocast():
-                    output = self.forward(**batch.inputs)
-                loss = self.objective.loss(output, batch)
+                with self.autocast():  # the loss too: a deferred LM head runs its matmuls in bf16
+                    loss = self.objective.loss(self.forward(**batch.inputs, **self.forward_options), batch)
                 (loss * (batch.n_tokens / tokens * self.dist.world_size)).backward()
             total += loss.item() * batch.n_tokens
         if cfg.grad_clip is not None:
@@ -213,8 +215,8 @@ class Trainer:
         for i in range(n):
             batch = self.objective.prepare(self.val_data.batch(i)).to(self.device)
             with self.autocast():
-                output = self.forward(**batch.inputs)
-            loss_sum += self.objective.loss(output, batch).item() * batch.n_tokens
+                output = self.forward(**batch.inputs, **self.forward_options)
+                loss_sum += self.objective.loss(output, batch).item() * batch.n_tokens
             tokens += batch.n_tokens
         self.model.train()
         return all_reduce_sum(loss_sum, self.dist, self.device) / all_reduce_sum(tokens, self.dist, self.device)
@@ -225,7 +227,7 @@ class Trainer:
         with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
-    def _out_of_time(self) -> bool:
+    def out_of_time(self) -> bool:
         """Budget spent? Ranks agree (the slowest rank's clock), so they all stop at one step."""
         if self.cfg.max_time is None:
             return False
@@ -247,7 +249,7 @@ class Trainer:
         val = None
         interrupted = False
         try:
-            while self.step < last and not self._out_of_time():
+            while self.step < last and not self.out_of_time():
                 t0 = time.perf_counter()
                 loss, tokens = self.train_step()
                 self.elapsed += time.perf_counter() - t0

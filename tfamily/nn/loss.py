@@ -1,0 +1,158 @@
+"""Cross-entropy through the LM head, chunk by chunk, without the full (N, V) logits.
+
+A language model's last step is ``logits = h W^T + b`` over a vocabulary of tens of
+thousands, followed by softmax cross-entropy. Done the plain way, a GPT-2 batch of 8 x 256
+tokens makes (2048, 50257) logits: 206 MB in bf16, again 412 MB as the fp32 copy the loss
+needs, plus the log-softmax, its gradient and the fresh buffers the backward fills. On a CPU
+that traffic (and the page faults of every new large buffer) costs about as much as the
+head's matmuls themselves.
+
+``linear_cross_entropy`` takes the head's input and weights instead and walks the rows in
+chunks. Each chunk's logits are made, turned into the loss and, when a gradient is wanted,
+straight away into the gradient of the logits (softmax minus the target), which is pushed
+back through the head's matmuls while the chunk is still in cache. The whole backward pass
+of the head is done inside the forward call; ``backward`` only scales the stored gradients.
+Memory is one chunk of logits instead of all of them; the matmul FLOPs are the same.
+
+The matmuls run in the autocast dtype when autocast is on (as ``nn.Linear`` would), and the
+softmax and the loss in fp32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+CHUNK_BYTES = 128 * 2 ** 20  # fp32 logits per chunk: a few chunks per batch, each a large GEMM
+
+
+@dataclass
+class DeferredHead:
+    """An LM head not applied yet: the loss projects ``features`` through it chunk by chunk
+    (``linear_cross_entropy``); ``logits()`` applies it the ordinary way."""
+    features: torch.Tensor  # (B, T, d): what the head would be applied to
+    weight: torch.Tensor  # (V, d)
+    bias: torch.Tensor | None  # (V,) or None
+
+    def logits(self) -> torch.Tensor:  # (B, T, V)
+        return F.linear(self.features, self.weight, self.bias)
+
+
+def chunk_rows(n: int, vocab: int) -> int:
+    """Rows per chunk: about CHUNK_BYTES of fp32 logits, the rows shared evenly between chunks."""
+    most = max(16, CHUNK_BYTES // (4 * vocab))
+    chunks = max(1, -(-n // most))
+    return max(1, -(-n // chunks))
+
+
+def compute_dtype(features: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The autocast dtype when autocast is on for this device (the head would run in it),
+    else the weight's own dtype."""
+    device = features.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return weight.dtype
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, features, weight, bias, targets, label_smoothing, dtype):
+        # features (N, d) | weight (V, d) | bias (V,) or None | targets (N,) with IGNORE_INDEX
+        (n, d), vocab = features.shape, weight.shape[0]
+        want_grad = any(ctx.needs_input_grad[:3])
+        valid = targets != IGNORE_INDEX  # (N,)
+        acc = torch.promote_types(dtype, torch.float32)  # softmax, loss and sums: fp32 (fp64 stays fp64)
+        count = valid.sum().clamp(min=1).to(acc)
+        safe = targets.masked_fill(~valid, 0).unsqueeze(1)  # (N, 1): gather needs an index everywhere
+        h_all, w = features.to(dtype), weight.to(dtype)
+        b = bias.to(dtype) if bias is not None else None
+        rows = chunk_rows(n, vocab)
+        # buffers reused by every chunk: fresh large tensors would page-fault on every use
+        z_head = torch.empty(rows, vocab, dtype=dtype, device=features.device)  # logits in the matmul dtype
+        z = torch.empty(rows, vocab, dtype=acc, device=features.device) if dtype != acc else z_head
+        if want_grad:
+            grad_h = torch.empty(n, d, dtype=dtype, device=features.device)
+            grad_w = torch.zeros(vocab, d, dtype=acc, device=weight.device)
+            part_w = torch.empty(vocab, d, dtype=dtype, device=weight.device) if dtype != acc else None
+            grad_b = torch.zeros(vocab, dtype=acc, device=weight.device) if bias is not None else None
+        total = torch.zeros((), dtype=acc, device=features.device)
+        for start in range(0, n, rows):
+            end = min(n, start + rows)
+            h, t, keep = h_all[start:end], safe[start:end], valid[start:end]
+            zc_head, zc = z_head[:end - start], z[:end - start]  # (c, V)
+            if b is None:
+                torch.matmul(h, w.t(), out=zc_head)
+            else:
+                torch.addmm(b, h, w.t(), out=zc_head)
+            if zc is not zc_head:
+                zc.copy_(zc_head)  # the chunk's logits in the accumulation dtype
+            lse = torch.logsumexp(zc, dim=-1)  # (c,)
+            nll = lse - zc.gather(1, t).squeeze(1)  # (c,)
+            if label_smoothing:  # (1 - e) * nll + e * mean over classes of -log p
+                nll = (1 - label_smoothing) * nll + label_smoothing * (lse - zc.mean(dim=-1))
+            total += (nll * keep).sum()
+            if not want_grad:
+                continue
+            # d loss / d z = (softmax(z) - (1 - e) onehot - e / V) * keep / count, built in place
+            zc.sub_(lse.unsqueeze(1)).exp_()
+            zc.scatter_add_(1, t, torch.full(t.shape, -(1 - label_smoothing), dtype=zc.dtype, device=zc.device))
+            if label_smoothing:
+                zc.sub_(label_smoothing / vocab)
+            zc.mul_((keep / count).unsqueeze(1))
+            if grad_b is not None:
+                grad_b += zc.sum(0)
+            if zc is not zc_head:
+                zc_head.copy_(zc)  # the gradient in the matmul dtype
+            torch.matmul(zc_head, w, out=grad_h[start:end])  # (c, d)
+            if part_w is None:
+                grad_w.addmm_(zc_head.t(), h)  # (V, d)
+            else:
+                grad_w += torch.matmul(zc_head.t(), h, out=part_w)
+        if want_grad:
+            ctx.save_for_backward(grad_h.to(features.dtype), grad_w.to(weight.dtype),
+                                  grad_b.to(bias.dtype) if grad_b is not None else None)
+        return total / count
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w, grad_b = ctx.saved_tensors
+        scale = lambda g: None if g is None else g * grad_loss.to(g.dtype)  # noqa: E731
+        return scale(grad_h), scale(grad_w), scale(grad_b), None, None, None
+
+
+def linear_cross_entropy(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of ``F.linear(features, weight, bias)`` against ``targets`` over the
+    targets that are not IGNORE_INDEX, without materialising the logits.
+
+    features (..., d), targets (...) of the same leading shape; weight (V, d). Equal to
+    ``F.cross_entropy(F.linear(features, weight, bias).float().flatten(0, -2), targets.flatten(),
+    ignore_index=-100, label_smoothing=label_smoothing)``, gradients included.
+
+    Rows whose target is ignored (padding, MLM's unmasked tokens, GLM's Part A) are dropped
+    before the head, so they cost no matmul at all.
+    """
+    if features.shape[:-1] != targets.shape:
+        raise ValueError(f"features {tuple(features.shape)} and targets {tuple(targets.shape)} "
+                         "disagree on the leading dimensions")
+    dtype = compute_dtype(features, weight)
+    features, targets = features.reshape(-1, features.shape[-1]), targets.reshape(-1)  # (N, d), (N,)
+    scored = targets != IGNORE_INDEX
+    if not bool(scored.all()):
+        rows = scored.nonzero().squeeze(1)
+        features, targets = features.index_select(0, rows), targets[rows]
+    with torch.autocast(features.device.type, enabled=False):
+        return _LinearCrossEntropy.apply(features, weight, bias, targets, float(label_smoothing), dtype)
+
+
+def head_or_deferred(head: torch.nn.Linear, features: torch.Tensor, defer: bool
+                     ) -> tuple[torch.Tensor | None, DeferredHead | None]:
+    """(logits (B, T, V), None), or with ``defer`` (None, the head left for the loss): what a
+    language model's forward returns, so training never builds the full logits."""
+    if defer:
+        return None, DeferredHead(features, head.weight, head.bias)
+    return head(features), None
