@@ -68,9 +68,55 @@ def test_finetune_a_classifier_then_eval_it(pretrained, sentiment, tmp_path, cap
     assert results["labels"] == ["neg", "pos"] and results["val"]["n"] == 6
     cfg = json.loads((out / "checkpoint" / "config.json").read_text())
     assert cfg["head"] == "sequence_classification" and cfg["extra"]["labels"] == ["neg", "pos"]
+    assert [e["epoch"] for e in results["val_by_epoch"]] == [1, 2]
+    assert results["val"]["accuracy"] == max(e["score"] for e in results["val_by_epoch"])
     capsys.readouterr()
-    assert main(["eval", str(out / "checkpoint"), "--data", str(sentiment / "val.tsv"), "--json"]) == 0
+    assert main(["eval", results["model"], "--data", str(sentiment / "val.tsv"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == results["val"]["accuracy"]
+
+
+class FakeTrainer:
+    """Just what fit_keeping_best_epoch drives: steps, a budget, a model whose weight records
+    the step it was trained to."""
+
+    def __init__(self, steps, budget_epochs=None):
+        import torch
+        self.model = torch.nn.Linear(1, 1, bias=False)
+        self.cfg = type("Cfg", (), {"steps": steps})()
+        self.step, self.elapsed, self.budget_epochs, self.fits = 0, 0.0, budget_epochs, 0
+
+    def out_of_time(self):
+        return self.budget_epochs is not None and self.fits >= self.budget_epochs
+
+    def fit(self, until):
+        self.fits += 1
+        self.step = until
+        with __import__("torch").no_grad():
+            self.model.weight.fill_(until)
+        return {"interrupted": False}
+
+
+@pytest.mark.parametrize("scores, best_epoch, kept", [([0.5, 0.8, 0.6], 2, True), ([0.5, 0.6, 0.8], 3, False)])
+def test_fine_tuning_keeps_the_epoch_that_scores_best_on_val(scores, best_epoch, kept):
+    from types import SimpleNamespace
+
+    from tfamily.cli import fit_keeping_best_epoch
+    trainer = FakeTrainer(steps=30)
+    queue = iter(scores)
+    best = fit_keeping_best_epoch(trainer, 10, lambda: SimpleNamespace(accuracy=next(queue)))
+    assert best.epoch == best_epoch and [h["step"] for h in best.history] == [10, 20, 30]
+    assert (best.state is not None) == kept  # only an earlier epoch needs its weights kept apart
+    if kept:
+        assert best.state["weight"].item() == 10 * best_epoch
+
+
+def test_fine_tuning_stops_at_the_time_budget_between_epochs():
+    from types import SimpleNamespace
+
+    from tfamily.cli import fit_keeping_best_epoch
+    trainer = FakeTrainer(steps=30, budget_epochs=2)
+    best = fit_keeping_best_epoch(trainer, 10, lambda: SimpleNamespace(f1=0.5))
+    assert [h["epoch"] for h in best.history] == [1, 2] and best.epoch == 1 and best.state is not None
 
 
 def test_finetune_a_tagger(pretrained, tmp_path):

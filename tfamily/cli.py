@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -828,6 +830,13 @@ def cmd_translate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------
 FINETUNE_DEFAULTS = dict(optimizer="adamw", lr=5e-5, batch_size=32, weight_decay=0.01, beta2=0.999,
                          grad_clip=1.0, log_interval=10)
+FINETUNE_HELP = {  # where fine-tuning's defaults differ from pretraining's
+    "lr": "peak learning rate (default 5e-5)",
+    "batch_size": "sequences per optimizer step (default 32)",
+    "warmup": "linear warm-up steps (default: 10 %% of the steps)",
+    "weight_decay": "decoupled weight decay on matrices (default 0.01)",
+    "optimizer": "adamw or muon (Muon on hidden matrices + AdamW) (default adamw)",
+}
 
 
 def add_finetune_args(p: argparse.ArgumentParser) -> None:
@@ -848,7 +857,8 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     for name in ("lr", "batch_size", "warmup", "weight_decay", "optimizer", "max_time", "seed", "threads", "device",
                  "label_smoothing"):
         typ, help_text = TRAIN_FLAGS[name]
-        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, dest=name, help=help_text)
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, dest=name,
+                       help=FINETUNE_HELP.get(name, help_text))
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -965,18 +975,65 @@ def cmd_finetune(args: argparse.Namespace) -> int:
           f"{steps} steps of {batch_size} ({args.epochs:g} epochs), {train_cfg.optimizer} lr {train_cfg.lr:g}"
           + (f", pooling {pooling}" if args.task == "classify" else ""), file=sys.stderr)
     t0 = time.perf_counter()
-    result = trainer.fit()
+    best = fit_keeping_best_epoch(trainer, per_epoch, lambda: task_scores(args.task, trainer.model, tokenizer,
+                                                                           val_examples, names, max_len))
     seconds = time.perf_counter() - t0
-    results = {"task": args.task, "labels": names, "train_examples": len(train_examples), "steps": result["step"],
-               "train_seconds": round(seconds, 1)}
+    results = {"task": args.task, "labels": names, "train_examples": len(train_examples), "steps": trainer.step,
+               "train_seconds": round(seconds, 1), "val_by_epoch": best.history}
+    model_dir = out / "checkpoint"
+    if best.state is not None:  # an earlier epoch scored better on val: it is the model, saved apart
+        from .checkpoint import save_checkpoint
+        trainer.model.load_state_dict(best.state)
+        model_dir = save_checkpoint(out / "best", trainer.model, cfg, tokenizer.to_str())
+        print(f"epoch {best.epoch} scored best on val ({best.score:.4f}); its weights: {model_dir}", file=sys.stderr)
+    results["model"], results["best_epoch"] = str(model_dir), best.epoch
     for split, examples in (("val", val_examples), ("test", test_examples)):
         if examples:
             scores = task_scores(args.task, trainer.model, tokenizer, examples, names, max_len)
             print(f"{split}: {scores.format()}")
             results[split] = _score_summary(scores)
     (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-    print(f"checkpoint: {result['checkpoint']}   results: {out / 'results.json'}   ({seconds:.0f}s)")
+    print(f"model: {model_dir}   results: {out / 'results.json'}   ({seconds:.0f}s)")
     return 0
+
+
+@dataclass
+class BestEpoch:
+    epoch: int = 0
+    score: float = -math.inf
+    state: dict | None = None  # weights of the best epoch when it is not the last one, else None
+    history: list = field(default_factory=list)  # [{"epoch", "step", "score"}]
+
+
+def headline(scores) -> float:
+    """The one number epochs are compared by: accuracy (classify), F1 (tag, qa)."""
+    return scores.accuracy if hasattr(scores, "accuracy") else scores.f1
+
+
+def fit_keeping_best_epoch(trainer, per_epoch: int, score_val) -> BestEpoch:
+    """Train epoch by epoch (one schedule over the whole run), scoring the task metric on val
+    after each; keep a copy of the best epoch's weights. Val loss falls behind accuracy as a
+    fine-tuned model grows confident, so the epoch is chosen by the metric itself. Scoring
+    time counts against the trainer's time budget."""
+    best = BestEpoch()
+    epoch = 0
+    while trainer.step < trainer.cfg.steps and not trainer.out_of_time():
+        epoch += 1
+        result = trainer.fit(until=min(trainer.cfg.steps, epoch * per_epoch))
+        t0 = time.perf_counter()
+        score = headline(score_val())
+        trainer.model.train()
+        trainer.elapsed += time.perf_counter() - t0
+        best.history.append({"epoch": epoch, "step": trainer.step, "score": round(score, 4)})
+        print(f"epoch {epoch} (step {trainer.step}): val {score:.4f}", file=sys.stderr)
+        if score > best.score:
+            best.epoch, best.score, best.state = epoch, score, None
+            snapshot = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        if result["interrupted"]:
+            break
+    if best.epoch and best.epoch != epoch:
+        best.state = snapshot
+    return best
 
 
 def _score_summary(scores) -> dict:
