@@ -14,28 +14,43 @@ from .positions import apply_rotary
 
 Rotary = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (B, T, head_dim)
 
-EXPLICIT_MAX_KEYS = 1024  # beyond this the (T, S) score matrix costs more memory than it saves time
+EXPLICIT_MAX_TRAINING_KEYS = 512  # at 1024 keys SDPA's backward was 2x faster again
+
+
+def use_explicit(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Whether the textbook formula beats ``F.scaled_dot_product_attention`` here. Only for
+    bf16 on a CPU, where torch 2.13's flash kernel was measured (2-core AVX-512 bf16, heads
+    of 64, causal) against ``explicit_attention``:
+
+    - one query (decoding): SDPA took 3-5x as long, at 160 to 1024 cached keys;
+    - training, forward + backward: SDPA took 3x as long at 16 x 4 heads x 128 tokens,
+      1.25x at 8 x 12 x 256, 1.3x at 4 x 12 x 512; at 2 x 12 x 1024 it was 2x faster;
+    - a forward pass over many queries without gradients (prefill, encoder inference):
+      SDPA was 2x faster.
+
+    fp32 stays on SDPA everywhere (within 10 % of the explicit version, and no (T, S)
+    score matrix in memory).
+    """
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+        return False
+    if q.shape[2] == 1:
+        return True
+    return torch.is_grad_enabled() and q.requires_grad and k.shape[2] <= EXPLICIT_MAX_TRAINING_KEYS
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool,
            dropout_p: float, bias: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
     """softmax(scale * q k^T + bias + mask) v.  q: (B, H, T, D); k, v: (B, H_kv, S, D); mask: bool,
     True = attend; bias: additive float (B | 1, H, T, S), e.g. T5's relative positions; scale
-    defaults to 1 / sqrt(D).
-
-    ``F.scaled_dot_product_attention`` everywhere but one measured case: bf16 on a CPU with
-    short sequences, where its flash kernel (forward + backward) ran 2-2.6x slower than the
-    same computation as two batched matmuls and a softmax (torch 2.13, AVX-512 bf16, T = 64-256,
-    4-6 heads of 64: the small models this project trains on CPUs). At GPT-2 small's 12 heads
-    and 8 x 256 the benchmark harness saw the opposite (1.1 s against 0.93 s per step, on a noisy
-    machine); benchmarks/ is where this threshold should be settled.
+    defaults to 1 / sqrt(D). ``F.scaled_dot_product_attention``, or the explicit formula
+    where that was measured faster (``use_explicit``).
     """
     if bias is not None:  # one additive float mask: the bias, and -inf where the bool mask forbids
         if is_causal:
             mask, is_causal = causal_mask(q.shape[2], k.shape[2], q.device), False
         bias = bias.to(q.dtype)
         mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.shape[2] <= EXPLICIT_MAX_KEYS:
+    if use_explicit(q, k):
         return explicit_attention(q, k, v, mask, is_causal, dropout_p, scale)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p,
                                           enable_gqa=k.shape[1] != q.shape[1], scale=scale)
@@ -43,7 +58,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                        is_causal: bool, dropout_p: float, scale: float | None = None) -> torch.Tensor:
-    """The textbook formula, materialising the (B, H, T, S) scores; softmax in fp32. ``mask``
+    """The textbook formula, materialising the (B, H, T, S) scores. ``mask``
     is bool (True = attend) or an additive float mask."""
     if k.shape[1] != q.shape[1]:  # grouped-query attention: share each K/V head across its query heads
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
@@ -53,7 +68,7 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
         mask = causal_mask(q.shape[2], k.shape[2], q.device)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-    probs = scores.float().softmax(-1).to(q.dtype)
+    probs = scores.softmax(-1)  # bf16 in, bf16 out; the kernel accumulates in fp32 (no fp32 copy of the scores)
     if dropout_p:
         probs = F.dropout(probs, dropout_p)
     return probs @ v  # (B, H, T, D)

@@ -20,6 +20,7 @@ softmax and the loss in fp32.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -59,15 +60,16 @@ def compute_dtype(features: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
+    """Every row has a target (``linear_cross_entropy`` drops the ignored ones first), so the
+    mean is over N rows and d loss / d logits = (softmax - (1 - e) onehot - e / V) / N."""
+
     @staticmethod
     def forward(ctx, features, weight, bias, targets, label_smoothing, dtype):
-        # features (N, d) | weight (V, d) | bias (V,) or None | targets (N,) with IGNORE_INDEX
+        # features (N, d) | weight (V, d) | bias (V,) or None | targets (N,)
         (n, d), vocab = features.shape, weight.shape[0]
         want_grad = any(ctx.needs_input_grad[:3])
-        valid = targets != IGNORE_INDEX  # (N,)
         acc = torch.promote_types(dtype, torch.float32)  # softmax, loss and sums: fp32 (fp64 stays fp64)
-        count = valid.sum().clamp(min=1).to(acc)
-        safe = targets.masked_fill(~valid, 0).unsqueeze(1)  # (N, 1): gather needs an index everywhere
+        t_all = targets.unsqueeze(1)  # (N, 1)
         h_all, w = features.to(dtype), weight.to(dtype)
         b = bias.to(dtype) if bias is not None else None
         rows = chunk_rows(n, vocab)
@@ -76,13 +78,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
         z = torch.empty(rows, vocab, dtype=acc, device=features.device) if dtype != acc else z_head
         if want_grad:
             grad_h = torch.empty(n, d, dtype=dtype, device=features.device)
-            grad_w = torch.zeros(vocab, d, dtype=acc, device=weight.device)
-            part_w = torch.empty(vocab, d, dtype=dtype, device=weight.device) if dtype != acc else None
+            # the weight's gradient sums over chunks in the matmul dtype (bf16: like autocast's own
+            # nn.Linear backward, whose single GEMM also rounds its result to bf16)
+            grad_w = torch.zeros(vocab, d, dtype=dtype, device=weight.device)
             grad_b = torch.zeros(vocab, dtype=acc, device=weight.device) if bias is not None else None
+            onehot = torch.full((rows, 1), -(1 - label_smoothing) / max(n, 1), dtype=acc, device=features.device)
         total = torch.zeros((), dtype=acc, device=features.device)
         for start in range(0, n, rows):
             end = min(n, start + rows)
-            h, t, keep = h_all[start:end], safe[start:end], valid[start:end]
+            h, t = h_all[start:end], t_all[start:end]
             zc_head, zc = z_head[:end - start], z[:end - start]  # (c, V)
             if b is None:
                 torch.matmul(h, w.t(), out=zc_head)
@@ -90,36 +94,33 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 torch.addmm(b, h, w.t(), out=zc_head)
             if zc is not zc_head:
                 zc.copy_(zc_head)  # the chunk's logits in the accumulation dtype
-            lse = torch.logsumexp(zc, dim=-1)  # (c,)
-            nll = lse - zc.gather(1, t).squeeze(1)  # (c,)
+            torch.log_softmax(zc, dim=-1, out=zc)  # log p, in place: one fused pass
+            total -= zc.gather(1, t).sum()
             if label_smoothing:  # (1 - e) * nll + e * mean over classes of -log p
-                nll = (1 - label_smoothing) * nll + label_smoothing * (lse - zc.mean(dim=-1))
-            total += (nll * keep).sum()
+                total += label_smoothing * (zc.gather(1, t).sum() - zc.mean(dim=-1).sum())
             if not want_grad:
                 continue
-            # d loss / d z = (softmax(z) - (1 - e) onehot - e / V) * keep / count, built in place
-            zc.sub_(lse.unsqueeze(1)).exp_()
-            zc.scatter_add_(1, t, torch.full(t.shape, -(1 - label_smoothing), dtype=zc.dtype, device=zc.device))
+            # d loss / d z = (p - (1 - e) onehot - e / V) / N, in place: exp(log p - log N) = p / N
+            zc.sub_(math.log(n)).exp_()
+            zc.scatter_add_(1, t, onehot[:end - start])
             if label_smoothing:
-                zc.sub_(label_smoothing / vocab)
-            zc.mul_((keep / count).unsqueeze(1))
+                zc.sub_(label_smoothing / (vocab * n))
             if grad_b is not None:
                 grad_b += zc.sum(0)
             if zc is not zc_head:
                 zc_head.copy_(zc)  # the gradient in the matmul dtype
             torch.matmul(zc_head, w, out=grad_h[start:end])  # (c, d)
-            if part_w is None:
-                grad_w.addmm_(zc_head.t(), h)  # (V, d)
-            else:
-                grad_w += torch.matmul(zc_head.t(), h, out=part_w)
+            grad_w.addmm_(zc_head.t(), h)  # (V, d)
         if want_grad:
             ctx.save_for_backward(grad_h.to(features.dtype), grad_w.to(weight.dtype),
                                   grad_b.to(bias.dtype) if grad_b is not None else None)
-        return total / count
+        return total / max(n, 1)
 
     @staticmethod
     def backward(ctx, grad_loss):
         grad_h, grad_w, grad_b = ctx.saved_tensors
+        if grad_loss.item() == 1.0:  # the usual case (a plain loss.backward()): no copies to scale
+            return grad_h, grad_w, grad_b, None, None, None
         scale = lambda g: None if g is None else g * grad_loss.to(g.dtype)  # noqa: E731
         return scale(grad_h), scale(grad_w), scale(grad_b), None, None, None
 
