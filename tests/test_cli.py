@@ -170,3 +170,11 @@ def test_every_run_config_is_valid():
         assert set(run["data"]) <= {"path", "tokenizer", "vocab_size", "val_fraction", "src", "tgt", "pairs",
                                     "val_src", "val_tgt", "segmenter", "whole_word", "objective",
                                     "source_prefix"}
+
+
+@pytest.mark.parametrize("weights", ["bf16", "int8"])
+def test_generate_with_smaller_weights(run, capsys, weights):
+    assert main(["generate", str(run / "checkpoint"), "--prompt", "To be", "--max-tokens", "6", "--json",
+                 "--temperature", "0", "--weights", weights]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert len(result["tokens"]) == 6 and all(0 < t["prob"] <= 1 for t in result["tokens"])

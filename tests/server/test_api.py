@@ -2,8 +2,10 @@
 
 import math
 
+import httpx
 import openai
 import pytest
+import torch
 
 from tfamily.checkpoint import load_model
 from tfamily.generation import SamplingParams, decode
@@ -115,3 +117,16 @@ def test_playground_assets_are_served(http):
     assert page.status_code == 200 and "/static/playground.js" in page.text
     assert http.get("/static/playground.js").headers["content-type"].startswith("text/javascript")
     assert http.get("/static/../api.py").status_code == 404
+
+
+def test_serves_int8_weights(checkpoint):
+    """--weights int8: the engine's cache follows the converted model (bf16), and completions work."""
+    from server.conftest import LiveServer
+    with LiveServer(checkpoint, max_batch=4, weights="int8") as s:
+        assert s.engine.model.make_cache(1, 1).k.dtype == torch.bfloat16
+        with httpx.Client(base_url=s.url, timeout=30) as c:
+            r = c.post("/v1/completions", json={"model": "tiny", "prompt": "hello", "max_tokens": 5,
+                                                "temperature": 0, "logprobs": 2})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert len(choice["logprobs"]["tokens"]) == 5

@@ -93,8 +93,3 @@ class GLM(TiedLM):
         h = hidden[:, -1:] if last_only else hidden
         logits, head = head_or_deferred(self.lm_head, h, defer_head)
         return LMOutput(logits, hidden, cache, head)
-
-    def make_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
-        cfg, p = self.cfg, self.lm_head.weight
-        return KVCache(cfg.n_layer, batch, cfg.n_kv_head, max_len or cfg.max_seq_len, cfg.head_dim,
-                       dtype or p.dtype, p.device)

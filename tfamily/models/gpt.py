@@ -116,6 +116,13 @@ class TiedLM(nn.Module):
         if self.cfg.tie_embeddings:
             self.lm_head.weight = self.backbone.tok_emb.weight
 
+    def make_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
+        """A KV cache in the dtype and on the device of the token embedding (which stays a plain
+        tensor when the linear layers are quantised, ``nn.quant``)."""
+        cfg, p = self.cfg, self.backbone.tok_emb.weight
+        return KVCache(cfg.n_layer, batch, cfg.n_kv_head, max_len or cfg.max_seq_len, cfg.head_dim,
+                       dtype or p.dtype, p.device)
+
 
 class CausalLM(TiedLM):
     """GPT backbone + LM head. The head shares the token embedding when ``tie_embeddings``."""
@@ -132,9 +139,3 @@ class CausalLM(TiedLM):
         h = out.hidden[:, -1:] if last_only else out.hidden
         logits, head = head_or_deferred(self.lm_head, h, defer_head)
         return LMOutput(logits, out.hidden, out.cache, head)
-
-    def make_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
-        cfg = self.cfg
-        p = self.lm_head.weight
-        return KVCache(cfg.n_layer, batch, cfg.n_kv_head, max_len or cfg.max_seq_len, cfg.head_dim,
-                       dtype or p.dtype, p.device)

@@ -133,7 +133,7 @@ class EncoderDecoder(nn.Module):
 
     def make_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         """The decoder's self-attention cache (its cross K/V are added on first use)."""
-        cfg, p = self.cfg, self.lm_head.weight
+        cfg, p = self.cfg, self.tok_emb.weight
         return KVCache(cfg.n_layer, batch, cfg.n_kv_head, max_len or cfg.max_seq_len, cfg.head_dim,
                        dtype or p.dtype, p.device)
 

@@ -16,13 +16,16 @@ __all__ = ["Chunk", "Engine", "Request", "TokenInfo", "build_app", "serve"]
 
 
 def build_app(checkpoint: str | Path, model_name: str | None = None, max_batch: int = 32,
-              device: str = "cpu", max_body_bytes: int | None = None):
-    """(FastAPI app, Engine) for a checkpoint folder. Close the engine when done."""
+              device: str = "cpu", max_body_bytes: int | None = None, weights: str = "fp32"):
+    """(FastAPI app, Engine) for a checkpoint folder, its weights served as ``weights``
+    (fp32, bf16 or int8: ``nn.quant``). Close the engine when done."""
     from ..checkpoint import CheckpointError, load_model, read_chat_template
+    from ..nn.quant import convert_weights
     from ..tokenizers import Tokenizer
     from .api import MAX_BODY_BYTES, create_app
 
     model, _, tok_json = load_model(checkpoint, device=device)
+    model = convert_weights(model, weights)
     if tok_json is None:
         raise CheckpointError(f"{checkpoint} has no tokenizer.json; a server needs one to read text")
     tokenizer = Tokenizer.from_str(tok_json)
