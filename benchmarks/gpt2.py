@@ -9,9 +9,8 @@ HF initialises the weights and tfamily loads the very same tensors through
 
 from __future__ import annotations
 
-import contextlib
-import gc
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
@@ -20,11 +19,12 @@ from tfamily.generation.decode import SamplingParams, decode
 from tfamily.inspect.summary import flops_per_token
 from tfamily.interop.hf_gpt2 import config_from_hf, state_dict_from_hf
 from tfamily.models.gpt import CausalLM
+from tfamily.nn.quant import convert_weights
 from tfamily.objectives import CausalLMObjective
 from tfamily.training.config import TrainConfig
 from tfamily.training.optim import make_optimizers
 
-from .harness import Row, interleave
+from .harness import Row, autocast_or_not, free_memory, interleave, labelled, random_ids
 
 CPU = torch.device("cpu")
 LR = 1e-3  # torch.optim.AdamW's default, used on both sides
@@ -63,31 +63,20 @@ def build_pair(sizes: Sizes, seed: int = 0) -> tuple[CausalLM, GPT2LMHeadModel]:
     return ours, theirs
 
 
-def random_ids(vocab: int, batch: int, length: int, seed: int = 1) -> torch.Tensor:
-    return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
-
-
-def free_memory() -> None:
-    gc.collect()
-
-
 # ---- training --------------------------------------------------------------------------
 
-def autocast_or_not(bf16: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
-
 def ours_train_step(model: CausalLM, windows: torch.Tensor, bf16: bool):
-    """tfamily's trainer pieces: CausalLMObjective, fused AdamW from make_optimizers; the
-    loss is taken outside autocast, in fp32, as ``Trainer.train_step`` does (no clipping)."""
+    """tfamily's trainer pieces, as ``Trainer.train_step`` uses them (no clipping): the model
+    called with ``defer_head=True`` and CausalLMObjective's loss, which applies the LM head
+    chunk by chunk inside autocast (bf16 matmuls, fp32 softmax; ``tfamily.nn.loss``); fused
+    AdamW from make_optimizers."""
     objective = CausalLMObjective()
     batch = objective.prepare(windows)
     optimizers = make_optimizers(model, TrainConfig(optimizer="adamw", lr=LR), CPU)
 
     def step() -> float:
         with autocast_or_not(bf16):
-            logits = model(**batch.inputs).logits
-        loss = objective.loss(logits, batch)
+            loss = objective.loss(model(**batch.inputs, defer_head=True), batch)
         loss.backward()
         for opt in optimizers:
             opt.step()
@@ -169,19 +158,13 @@ def agreement(a: list[list[int]], b: list[list[int]]) -> str:
     return f"tokens differ: {same}/{len(a)} seqs equal, first divergence at token {min(firsts)}"
 
 
-def labelled(side: str, fn):
-    """fn(), with the side named in any error (e.g. a dtype one side does not support)."""
-    try:
-        return fn()
-    except Exception as e:  # noqa: BLE001 - re-raised with context
-        raise RuntimeError(f"{side} failed: {type(e).__name__}: {e}") from e
-
-
 def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the weights one forward pass streams: every unique parameter except the
-    position table (only one row of it is read per token)."""
+    """Bytes of the weights one forward pass streams: every unique parameter (and quantised
+    weight, with its scales) except the position table (only one row of it is read per token)."""
     seen, total = set(), 0
-    for name, p in model.named_parameters():
+    tensors = list(model.named_parameters()) + [(n, b) for n, b in model.named_buffers()
+                                                 if n.rsplit(".", 1)[-1] in ("weight_int8", "scale", "bias")]
+    for name, p in tensors:
         if id(p) in seen or "pos_emb" in name:
             continue
         seen.add(id(p))
@@ -193,41 +176,59 @@ def decode_traffic(model: CausalLM, batch: int, prompt: int, new_tokens: int) ->
     """Bytes read per generation: the weights once per forward pass (1 prefill + new_tokens - 1
     steps), plus K and V of the average context per step. A lower bound on memory traffic."""
     cfg = model.cfg
-    elem = next(model.parameters()).element_size()
+    elem = model.backbone.tok_emb.weight.element_size()  # the KV cache's dtype
     kv_per_step = 2 * cfg.n_layer * batch * (prompt + new_tokens // 2) * cfg.n_kv_head * cfg.head_dim * elem
     return new_tokens * (weight_bytes(model) + kv_per_step)
 
 
-def bench_decode(sizes: Sizes, batch: int, bf16_weights: bool, warmup: int, reps: int) -> Row:
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def bench_decode(sizes: Sizes, batch: int, ours_dtype: str, warmup: int, reps: int, hf_dtype: str | None = None,
+                 quality: Callable[[str], str] | None = None) -> Row:
+    """Greedy decoding; each side's weights in its format (fp32, bf16; tfamily also int8),
+    HF's defaulting to tfamily's. ``quality(format)`` describes what tfamily's format costs,
+    when it differs from HF's."""
+    hf_dtype = hf_dtype or ours_dtype
     ours, theirs = build_pair(sizes)
-    ours.eval()
-    theirs.eval()
+    ours, theirs = convert_weights(ours.eval(), ours_dtype), theirs.eval().to(DTYPES[hf_dtype])
     prompts = random_ids(ours.cfg.vocab_size, batch, sizes.prompt, seed=2)
-    if bf16_weights:
-        ours, theirs = ours.to(torch.bfloat16), theirs.to(torch.bfloat16)
     a = ours_generate(ours, prompts, sizes.new_tokens)
     b = hf_generate(theirs, prompts, sizes.new_tokens)
     note = agreement(labelled("tfamily", a), labelled("HF", b))  # doubles as the first warm-up
+    if quality is not None:
+        note = quality(ours_dtype)
     t_ours, t_hf = interleave(a, b, max(0, warmup - 1), reps)  # the agreement run was one warm-up
-    dtype = "bf16" if bf16_weights else "fp32"
     n, p = sizes.new_tokens, sizes.prompt
     flops = batch * (p + n) * flops_per_token(ours.cfg, p + n // 2)["forward"]
-    row = Row(f"decode {dtype} b{batch} p{p}+{n}", "new tok/s", batch * n, t_ours, t_hf, dtype,
-              flops=flops, bytes=decode_traffic(ours, batch, p, n), note=note)
-    del a, b, ours, theirs
+    name = ours_dtype if hf_dtype == ours_dtype else f"tf {ours_dtype} vs HF {hf_dtype}"
+    row = Row(f"decode {name} b{batch} p{p}+{n}", "new tok/s", batch * n, t_ours, t_hf,
+              "bf16" if ours_dtype == "int8" else ours_dtype,
+              flops=flops, bytes=decode_traffic(ours, batch, p, n), note=note, theirs_dtype=hf_dtype,
+              theirs_bytes=decode_traffic(theirs_view(ours, hf_dtype), batch, p, n))
     free_memory()
     return row
+
+
+def theirs_view(ours: CausalLM, dtype: str) -> CausalLM:
+    """A model of ours' shape in HF's dtype, for its traffic figure (meta tensors: no memory)."""
+    with torch.device("meta"):
+        return CausalLM(ours.cfg).to(DTYPES[dtype])
 
 
 # ---- the list run.py walks -------------------------------------------------------------
 
 def workloads(sizes: Sizes, warmup_train: int, warmup_decode: int, reps_train: int, reps_decode: int,
-              hf_fused_adamw: bool) -> dict:
+              hf_fused_adamw: bool, quality: Callable[[str], str] | None = None) -> dict:
     """name -> zero-argument callable returning a Row, in the order they run."""
     return {
         "train-fp32": lambda: bench_train(sizes, False, warmup_train, reps_train, hf_fused_adamw),
         "train-bf16": lambda: bench_train(sizes, True, warmup_train, reps_train, hf_fused_adamw),
-        "decode-b1-fp32": lambda: bench_decode(sizes, 1, False, warmup_decode, reps_decode),
-        "decode-b1-bf16": lambda: bench_decode(sizes, 1, True, warmup_decode, reps_decode),
-        "decode-b8-fp32": lambda: bench_decode(sizes, sizes.decode_batch, False, warmup_decode, reps_decode),
+        "decode-b1-fp32": lambda: bench_decode(sizes, 1, "fp32", warmup_decode, reps_decode),
+        "decode-b1-bf16": lambda: bench_decode(sizes, 1, "bf16", warmup_decode, reps_decode),
+        "decode-b1-fast": lambda: bench_decode(sizes, 1, "bf16", warmup_decode, reps_decode, "fp32", quality),
+        "decode-b1-int8": lambda: bench_decode(sizes, 1, "int8", warmup_decode, reps_decode, "fp32", quality),
+        "decode-b8-fp32": lambda: bench_decode(sizes, sizes.decode_batch, "fp32", warmup_decode, reps_decode),
+        "decode-b8-fast": lambda: bench_decode(sizes, sizes.decode_batch, "bf16", warmup_decode, reps_decode,
+                                               "fp32", quality),
     }

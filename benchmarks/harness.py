@@ -8,6 +8,8 @@ periods of the machine (another process, frequency changes) hit both sides alike
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import statistics
 import time
@@ -61,6 +63,38 @@ def interleave(a: Callable[[], object], b: Callable[[], object], warmup: int, re
         ta.seconds.append(time_once(a))
         tb.seconds.append(time_once(b))
     return ta, tb
+
+
+# ---- shared pieces of the workloads -----------------------------------------------------
+
+def random_ids(vocab: int, batch: int, length: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def autocast_or_not(bf16: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def free_memory() -> None:
+    gc.collect()
+
+
+def count_flops(fn: Callable[[], object]) -> float:
+    """Matmul FLOPs (2 per multiply-add) of one call of ``fn``, counted by torch's
+    FlopCounterMode over the ops it dispatches (mm, bmm, addmm, attention kernels): the
+    model FLOPs of a workload whose shapes make the formula tedious (T5, BERT)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def labelled(side: str, fn):
+    """fn(), with the side named in any error (e.g. a dtype one side does not support)."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - re-raised with context
+        raise RuntimeError(f"{side} failed: {type(e).__name__}: {e}") from e
 
 
 # ---- machine ceilings --------------------------------------------------------------------
@@ -133,14 +167,23 @@ class Row:
     flops: float | None = None
     bytes: float | None = None
     note: str = ""
+    theirs_dtype: str | None = None  # when HF runs another dtype than tfamily (default: the same)
+    theirs_bytes: float | None = None  # HF's weight traffic when its dtype differs
+
+    def side(self, ours: bool) -> tuple[str, float | None]:
+        """(dtype, bytes) of one side."""
+        if ours or self.theirs_dtype is None:
+            return self.dtype, self.bytes
+        return self.theirs_dtype, self.theirs_bytes
 
 
-def mfu(row: Row, t: float, machine: Machine) -> float | None:
-    return None if row.flops is None else row.flops / t / machine.peak[row.dtype]
+def mfu(row: Row, t: float, machine: Machine, ours: bool = True) -> float | None:
+    return None if row.flops is None else row.flops / t / machine.peak[row.side(ours)[0]]
 
 
-def bandwidth_fraction(row: Row, t: float, machine: Machine) -> float | None:
-    return None if row.bytes is None else row.bytes / t / machine.bandwidth["ceiling"]
+def bandwidth_fraction(row: Row, t: float, machine: Machine, ours: bool = True) -> float | None:
+    traffic = row.side(ours)[1]
+    return None if traffic is None else traffic / t / machine.bandwidth["ceiling"]
 
 
 def _pct(x: float | None) -> str:
@@ -161,9 +204,9 @@ def row_cells(row: Row, machine: Machine) -> list[str]:
     o_med, h_med = row.work / row.ours.median, row.work / row.theirs.median
     return [row.name, row.unit, _rate(o_best), _rate(h_best), f"{o_best / h_best:.2f}x",
             _rate(o_med), _rate(h_med), f"{o_med / h_med:.2f}x",
-            _pct(mfu(row, row.ours.best, machine)), _pct(mfu(row, row.theirs.best, machine)),
+            _pct(mfu(row, row.ours.best, machine)), _pct(mfu(row, row.theirs.best, machine, ours=False)),
             _pct(bandwidth_fraction(row, row.ours.best, machine)),
-            _pct(bandwidth_fraction(row, row.theirs.best, machine)), row.note]
+            _pct(bandwidth_fraction(row, row.theirs.best, machine, ours=False)), row.note]
 
 
 def format_table(rows: list[Row], machine: Machine) -> str:

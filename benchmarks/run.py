@@ -20,7 +20,7 @@ import warnings
 import torch
 import transformers
 
-from . import gpt2, smollm2
+from . import bert, gpt2, quality, smollm2, t5
 from .harness import best_machine, format_raw, format_table, measure_machine, set_threads
 
 
@@ -63,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = gpt2.QUICK if args.quick else gpt2.FULL
     reps_train = args.reps or (2 if args.quick else 3)
     reps_decode = args.reps or 2
-    table = gpt2.workloads(sizes, args.warmup, args.warmup, reps_train, reps_decode, args.hf_fused_adamw)
+    table = gpt2.workloads(sizes, args.warmup, args.warmup, reps_train, reps_decode, args.hf_fused_adamw,
+                           quality.smollm2_quality)
+    table.update(bert.workloads(bert.QUICK if args.quick else bert.FULL, args.warmup, reps_train))
+    table.update(t5.workloads(t5.QUICK if args.quick else t5.FULL, args.warmup, reps_train, args.hf_fused_adamw))
     table["decode-smollm2-b1-fp32"] = lambda: smollm2.bench_decode_smollm2(
         16 if args.quick else 64, args.warmup, reps_decode)
     names = selected(list(table), args.only)

