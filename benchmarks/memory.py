@@ -12,10 +12,12 @@ tokenizer from the bundled corpus), and times ``prepare_corpus``: since it strea
 in chunks into memory-mapped shards, its peak memory should not grow with the corpus.
 
 ``train`` runs one forward + backward + AdamW step of a small GPT (6 layers x 384, the
-nanoGPT character model) on one sequence of each length, and reports the peak RSS above the
-same process's memory after building the model and optimizer: the activations. With SDPA's
-memory-efficient kernel attention never materialises the T x T score matrix, so this grows
-linearly with T; ``--checkpointing`` recomputes each block's activations in backward.
+nanoGPT character model, fp32) on one sequence of each length, twice, and reports the peak
+RSS and the peak above the process's memory just before the first step ("step MB": gradients
+and AdamW state, the same at every length, plus the activations). With SDPA's fused kernel
+attention never materialises the T x T score matrix, so the step grows linearly with T: the
+memory per token ("per token KB") levels off instead of doubling with T, as a quadratic
+attention would make it. ``--checkpointing`` recomputes each block's activations in backward.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ from pathlib import Path
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def rss_mb() -> float:
+    """Resident memory now (Linux: /proc/self/statm, in pages)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 # ---------------------------------------------------------------------- children
@@ -59,16 +67,14 @@ def child_train(seq_len: int, checkpointing: bool) -> dict:
         stack.checkpointing = checkpointing
     opt = torch.optim.AdamW(model.parameters(), fused=True)
     ids = torch.randint(0, 128, (1, seq_len + 1))
-    # one warm-up step allocates the optimizer state, so the measured step sees only activations
+    before = rss_mb()  # the model and the interpreter; the steps add gradients, AdamW state, activations
     for _ in range(2):
         loss = torch.nn.functional.cross_entropy(model(ids[:, :-1]).logits.flatten(0, 1), ids[:, 1:].flatten())
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if _ == 0:
-            base = peak_rss_mb()
-    return {"seq_len": seq_len, "checkpointing": checkpointing, "peak_rss_mb": peak_rss_mb(), "base_mb": base,
-            "activations_mb": peak_rss_mb() - base}
+    return {"seq_len": seq_len, "checkpointing": checkpointing, "peak_rss_mb": peak_rss_mb(), "before_mb": before,
+            "step_mb": peak_rss_mb() - before}
 
 
 def run_child(*args: str) -> dict:
@@ -105,11 +111,12 @@ def bench_tokenize(sizes: list[int]) -> None:
 
 def bench_train(seq_lens: list[int], checkpointing: bool | None) -> None:
     modes = [False, True] if checkpointing is None else [checkpointing]
-    print(f"{'seq_len':>8} {'checkpointing':>14} {'activations MB':>15} {'peak RSS MB':>12}")
+    print(f"{'seq_len':>8} {'checkpointing':>14} {'peak RSS MB':>12} {'step MB':>8} {'per token KB':>13}")
     for t in seq_lens:
         for mode in modes:
             r = run_child("train", str(t), str(int(mode)))
-            print(f"{t:>8} {str(mode):>14} {r['activations_mb']:>15.0f} {r['peak_rss_mb']:>12.0f}", flush=True)
+            print(f"{t:>8} {str(mode):>14} {r['peak_rss_mb']:>12.0f} {r['step_mb']:>8.0f} "
+                  f"{r['step_mb'] * 1024 / t:>13.0f}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
