@@ -1,6 +1,6 @@
 # tfamily: `make demo` trains a small GPT on the bundled Shakespeare and samples from it;
 # `make test` runs the test suite; `make bench` times tfamily against Hugging Face
-# transformers on GPT-2 small (training and decoding, ~8 minutes on 2 cores).
+# transformers (GPT-2, BERT, T5, SmolLM2: ~11 minutes on 2 cores).
 # All set up .venv on first use.
 #
 #   make demo                      # ~3.5 minutes on a 2-core laptop CPU

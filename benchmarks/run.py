@@ -1,6 +1,7 @@
-"""tfamily vs Hugging Face transformers on GPT-2 small: training and decoding speed.
+"""tfamily vs Hugging Face transformers: GPT-2 small training and decoding, BERT-base inference,
+T5-small training, SmolLM2 decoding.
 
-    python -m benchmarks.run                    # everything (~6-8 minutes on a 2-core CPU)
+    python -m benchmarks.run                    # everything (~11 minutes on a 2-core CPU)
     python -m benchmarks.run --quick            # tiny model and sizes: a smoke test in seconds
     python -m benchmarks.run --only decode --reps 2
     python -m benchmarks.run --only train-bf16,decode-b1-fp32

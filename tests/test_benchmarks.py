@@ -1,0 +1,36 @@
+"""The benchmark harness's own arithmetic, and the quality comparison, on tiny models."""
+
+import copy
+
+import pytest
+import torch
+
+from benchmarks.harness import Machine, Row, Timings, bandwidth_fraction, format_table, mfu
+from benchmarks.quality import compare
+from tfamily.models import build_model
+from tfamily.nn.quant import convert_weights
+from tfamily.presets import get_preset, tiny_version
+
+MACHINE = Machine(2, {"fp32": 100e9, "bf16": 400e9}, {"read": 30e9, "copy": 20e9, "ceiling": 30e9})
+
+
+def test_a_row_with_different_dtypes_measures_each_side_against_its_own_ceiling():
+    row = Row("decode", "tok/s", 100, Timings([2.0, 1.0]), Timings([4.0, 3.0]), "bf16", flops=400e9, bytes=30e9,
+              theirs_dtype="fp32", theirs_bytes=60e9)
+    assert mfu(row, 1.0, MACHINE) == pytest.approx(1.0)  # 400 GFLOP in 1 s against the bf16 peak
+    assert mfu(row, 4.0, MACHINE, ours=False) == pytest.approx(1.0)  # against the fp32 peak
+    assert bandwidth_fraction(row, 1.0, MACHINE) == pytest.approx(1.0)
+    assert bandwidth_fraction(row, 4.0, MACHINE, ours=False) == pytest.approx(0.5)
+    table = format_table([row], MACHINE)
+    assert "3.00x" in table  # best 1.0 s against best 3.0 s
+    assert "2.33x" in table  # medians 1.5 s against 3.5 s
+
+
+def test_quality_of_an_identical_model_is_perfect_and_of_int8_close():
+    torch.manual_seed(0)
+    model = build_model(tiny_version(get_preset("gpt2-small").config())).eval()
+    ids = torch.randint(0, model.cfg.vocab_size, (1, 40), generator=torch.Generator().manual_seed(2))
+    same = compare(model, copy.deepcopy, ids)
+    assert same.top1_agreement == 1.0 and abs(same.kl) < 1e-6 and same.ppl_fp32 == pytest.approx(same.ppl_converted)
+    int8 = compare(model, lambda m: convert_weights(m, "int8"), ids)
+    assert int8.tokens == 39 and 0 < int8.kl < 0.01 and int8.top1_agreement > 0.8
