@@ -535,8 +535,8 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     add_weights_arg(p)
 
 
-WEIGHTS_HELP = ("number format of the weights while generating: fp32 (default, exact), bf16 (about 1.6x "
-                "faster decoding on CPUs with bf16), int8 (weight-only, CPU, about 3x faster at batch 1); "
+WEIGHTS_HELP = ("number format of the weights while generating: fp32 (default, exact), bf16 (about 1.5x "
+                "faster decoding on CPUs with bf16), int8 (weight-only, CPU, about 2.6x faster at batch 1); "
                 "bf16 and int8 change the probabilities slightly, see benchmarks/RESULTS.md")
 
 
