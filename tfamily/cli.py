@@ -407,8 +407,7 @@ def _segmenter(name: str | None):
 
 def _denoising_data(model_cfg, tokenizer, data_dir: Path, train_cfg, objective_name: str | None, ctx=None):
     """(train, val, objective) for T5 span corruption or BART denoising over text windows."""
-    from .data import TokenShards, WindowSampler
-    from .objectives.denoising import CorruptedWindows, DenoisingObjective, SpanCorruptionObjective
+    from .objectives.denoising import DENOISING_SALT, DenoisingObjective, SpanCorruptionObjective
     from .tokenizers.sentinels import sentinel_ids
     ids = tokenizer.special_ids
     start = model_cfg.decoder_start_token_id if model_cfg.decoder_start_token_id is not None else ids.get("bos")
@@ -425,12 +424,20 @@ def _denoising_data(model_cfg, tokenizer, data_dir: Path, train_cfg, objective_n
             raise UsageError("BART denoising needs a <mask> token in the tokenizer")
         ends = [i for i in (tokenizer.token_to_id(p) for p in (".", "!", "?", "。", "！", "？")) if i is not None]
         objective = DenoisingObjective(ids["mask"], sentence_ends=ends, **common)
+    return (*_seeded_windows(data_dir, train_cfg, ctx, trim_last=True, salt=DENOISING_SALT), objective)
+
+
+def _seeded_windows(data_dir: Path, train_cfg, ctx, trim_last: bool = False, salt: tuple[int, ...] = ()):
+    """(train, val) random windows of the token shards, each row with a seed for the objective's
+    randomness (objectives.base.SeededWindows); this rank's share of the batch under torchrun."""
+    from .data import TokenShards, WindowSampler
+    from .objectives.base import SeededWindows
     from .training.distributed import SINGLE
     ctx = ctx or SINGLE
-    window = lambda split, seed: CorruptedWindows(WindowSampler(  # noqa: E731
+    window = lambda split, seed: SeededWindows(WindowSampler(  # noqa: E731
         TokenShards(data_dir, split), train_cfg.batch_size // ctx.world_size, train_cfg.seq_len, seed,
-        rank=ctx.rank, world_size=ctx.world_size), seed)
-    return window("train", train_cfg.seed), window("val", train_cfg.seed + 1), objective
+        rank=ctx.rank, world_size=ctx.world_size), seed, trim_last=trim_last, salt=salt)
+    return window("train", train_cfg.seed), window("val", train_cfg.seed + 1)
 
 
 GLM_GMASK_PROB = 0.3  # tfamily train: share of GLM rows blanked the gMASK way (a long suffix), the rest by [MASK]s
@@ -455,16 +462,10 @@ def _prepare_glm(args, data_sec: dict, tokenizer, data_dir: Path, max_len: int):
 def _glm_data(model_cfg, tokenizer, data_dir: Path, train_cfg, data_sec: dict, ctx=None):
     """GLM: random windows of the token shards, each blanked by the GLM objective from a seed
     its row carries, so resumed runs see the same blanks."""
-    from .data import TokenShards, WindowSampler
-    from .objectives.glm import GLMObjective, SeededWindows
+    from .objectives.glm import GLMObjective
     objective = GLMObjective.from_tokenizer(tokenizer, gmask_prob=data_sec.get("gmask_prob", GLM_GMASK_PROB),
                                             max_len=model_cfg.max_seq_len)
-    from .training.distributed import SINGLE
-    ctx = ctx or SINGLE
-    window = lambda split, seed: SeededWindows(WindowSampler(  # noqa: E731
-        TokenShards(data_dir, split), train_cfg.batch_size // ctx.world_size, train_cfg.seq_len, seed,
-        rank=ctx.rank, world_size=ctx.world_size), seed)
-    return window("train", train_cfg.seed), window("val", train_cfg.seed + 1), objective
+    return (*_seeded_windows(data_dir, train_cfg, ctx), objective)
 
 
 PREPARE = {"decoder": _prepare_text, "encoder": _prepare_sentences, "encoder-decoder": _prepare_pairs}

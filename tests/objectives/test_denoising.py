@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from tfamily.objectives.denoising import (DenoisingObjective, SpanCorruptionObjective, TextWindows, corrupt_spans,
-                                          infill_spans, permute_sentences, span_corruption_mask, windows_with_seeds)
+from tfamily.objectives.base import SeededRows, seeded_rows
+from tfamily.objectives.denoising import (DENOISING_SALT, DenoisingObjective, SpanCorruptionObjective, corrupt_spans,
+                                          infill_spans, permute_sentences, span_corruption_mask)
 
 SENTINELS = list(range(999, 899, -1))  # <extra_id_0> = 999, <extra_id_1> = 998, ... as T5 counts down
 
@@ -40,12 +41,12 @@ def test_source_and_target_together_give_back_the_text():
 def test_span_corruption_batch_is_a_pure_function_of_the_seeds():
     obj = SpanCorruptionObjective(SENTINELS, pad_id=0, start_id=1, eos_id=2)
     windows = torch.randint(3, 800, (4, 40))
-    a = obj.prepare(windows_with_seeds(windows, seed=7, step=3))
-    b = obj.prepare(windows_with_seeds(windows, seed=7, step=3))
-    c = obj.prepare(windows_with_seeds(windows, seed=7, step=4))
+    a = obj.prepare(seeded_rows(windows, 7, 3, DENOISING_SALT))
+    b = obj.prepare(seeded_rows(windows, 7, 3, DENOISING_SALT))
+    c = obj.prepare(seeded_rows(windows, 7, 4, DENOISING_SALT))
     assert torch.equal(a.inputs["src_ids"], b.inputs["src_ids"]) and torch.equal(a.targets, b.targets)
     assert not torch.equal(a.inputs["src_ids"], c.inputs["src_ids"])
-    half = obj.prepare(windows_with_seeds(windows, 7, 3)[:2])  # micro-batches see the same corruption
+    half = obj.prepare(seeded_rows(windows, 7, 3, DENOISING_SALT)[:2])  # micro-batches see the same corruption
     assert torch.equal(half.inputs["src_ids"], a.inputs["src_ids"][:2, :half.inputs["src_ids"].shape[1]])
 
 
@@ -84,6 +85,6 @@ def test_sentence_permutation_keeps_every_sentence():
 def test_denoising_target_is_the_original_text():
     obj = DenoisingObjective(mask_id=3, pad_id=0, start_id=1, eos_id=2, sentence_ends=[4])
     windows = torch.randint(5, 50, (3, 30))
-    batch = obj.prepare(TextWindows(windows, np.array([1, 2, 3])))
+    batch = obj.prepare(SeededRows(windows, np.array([1, 2, 3])))
     assert torch.equal(batch.targets[:, :30], windows)  # then EOS
     assert (batch.inputs["src_ids"] == 3).any()

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from tfamily.objectives import IGNORE_INDEX
-from tfamily.objectives.glm import GLMObjective, GLMRaw, SeededWindows, glm_row_limit
+from tfamily.objectives.base import SeededWindows
+from tfamily.objectives.glm import GLMObjective, GLMRaw, glm_row_limit
 from tfamily.tokenizers import Tokenizer
 
 MASK, S, E, PAD, GMASK = 90, 91, 92, 0, 93

@@ -3,11 +3,11 @@
 They never touch a model, so each can be unit-tested on its own.
 """
 
-from .base import IGNORE_INDEX, Batch, Objective
+from .base import IGNORE_INDEX, Batch, Objective, SeededRows, SeededWindows
 from .causal_lm import CausalLMObjective
 from .mlm import MaskedLMObjective
 from .seq2seq import Seq2SeqObjective
-from .glm import GLMObjective, GLMRaw, SeededWindows
+from .glm import GLMObjective, GLMRaw
 from .denoising import DenoisingObjective, SpanCorruptionObjective
 from .classification import SequenceClassificationObjective, TokenClassificationObjective
 from .span import SpanObjective
@@ -18,5 +18,5 @@ OBJECTIVES = {"causal_lm": CausalLMObjective, "seq2seq": Seq2SeqObjective, "mlm"
               "token_classification": TokenClassificationObjective, "span": SpanObjective}
 
 __all__ = ["IGNORE_INDEX", "Batch", "Objective", "CausalLMObjective", "Seq2SeqObjective", "MaskedLMObjective",
-           "GLMObjective", "GLMRaw", "SeededWindows", "SpanCorruptionObjective", "DenoisingObjective",
+           "GLMObjective", "GLMRaw", "SeededRows", "SeededWindows", "SpanCorruptionObjective", "DenoisingObjective",
            "SequenceClassificationObjective", "TokenClassificationObjective", "SpanObjective", "OBJECTIVES"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -30,6 +31,44 @@ class Batch:
         move = lambda t: t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t  # noqa: E731
         return Batch({k: move(v) for k, v in self.inputs.items()}, move(self.targets),
                      {k: move(v) for k, v in self.extra.items()})
+
+
+@dataclass
+class SeededRows:
+    """A raw batch for objectives that corrupt or blank text at random (T5, BART, GLM): token
+    windows and one seed per row. Each row's randomness is a pure function of its seed, so a
+    resumed run corrupts exactly as an unstopped one, validation batches are the same at every
+    evaluation, and a micro-batch (a slice) keeps its rows' seeds."""
+
+    ids: torch.Tensor  # (B, T) token ids
+    seeds: torch.Tensor | np.ndarray  # (B,) int64
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    def __getitem__(self, rows: slice) -> "SeededRows":  # the trainer's micro-batch split
+        return SeededRows(self.ids[rows], self.seeds[rows])
+
+
+def seeded_rows(ids: torch.Tensor, seed: int, step: int, salt: tuple[int, ...] = ()) -> SeededRows:
+    """Windows (B, T) with per-row seeds drawn from (seed, step, *salt)."""
+    rng = np.random.default_rng([seed, step, *salt])
+    return SeededRows(ids, torch.from_numpy(rng.integers(0, 2**62, size=ids.shape[0])))
+
+
+class SeededWindows:
+    """Wraps a source of (B, L) token windows (e.g. ``data.WindowSampler``) so that each row
+    also carries a seed, a pure function of (seed, step) like the windows themselves.
+    ``trim_last`` drops the last column (the sampler's extra token for next-token targets,
+    which a denoising objective does not need); ``salt`` separates this seed stream from
+    others drawn from the same (seed, step)."""
+
+    def __init__(self, source, seed: int, trim_last: bool = False, salt: tuple[int, ...] = ()):
+        self.source, self.seed, self.trim_last, self.salt = source, seed, trim_last, salt
+
+    def batch(self, step: int) -> SeededRows:
+        ids = self.source.batch(step)  # (B, L)
+        return seeded_rows(ids[:, :-1] if self.trim_last else ids, self.seed, step, self.salt)
 
 
 def logits_of(output: Any) -> torch.Tensor:

@@ -22,45 +22,15 @@ function of the sampler's (seed, step): exact resume, fixed validation batches.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from .base import Batch
+from .base import Batch, SeededRows
 from .seq2seq import Seq2SeqObjective
 
-
-@dataclass
-class TextWindows:
-    """Raw batch for the denoising objectives: token windows and one corruption seed per row."""
-
-    windows: torch.Tensor  # (B, T) token ids
-    seeds: np.ndarray  # (B,) int64
-
-    def __len__(self) -> int:
-        return self.windows.shape[0]
-
-    def __getitem__(self, index: slice) -> "TextWindows":
-        return TextWindows(self.windows[index], self.seeds[index])
-
-
-def windows_with_seeds(windows: torch.Tensor, seed: int, step: int) -> TextWindows:
-    """Attach per-row corruption seeds derived from (seed, step) to a (B, T) window batch."""
-    rng = np.random.default_rng([seed, step, 0x5EED])
-    return TextWindows(windows, rng.integers(0, 2**62, size=windows.shape[0]))
-
-
-class CorruptedWindows:
-    """A window sampler's batches as ``TextWindows``: the (B, T + 1) windows cut to T tokens,
-    each row with a corruption seed, all a pure function of (seed, step)."""
-
-    def __init__(self, sampler, seed: int):
-        self.sampler, self.seed = sampler, seed
-
-    def batch(self, step: int) -> TextWindows:
-        return windows_with_seeds(self.sampler.batch(step)[:, :-1], self.seed, step)
+DENOISING_SALT = (0x5EED,)  # their seed stream: SeededWindows(sampler, seed, trim_last=True, salt=DENOISING_SALT)
 
 
 # ---------------------------------------------------------------------- T5
@@ -117,15 +87,15 @@ class SpanCorruptionObjective:
         self.sentinels, self.density, self.mean_span = list(sentinels), density, mean_span
         self.seq2seq = Seq2SeqObjective(pad_id, start_id, eos_id, label_smoothing)
 
-    def pairs(self, raw: TextWindows) -> list[tuple[np.ndarray, np.ndarray]]:
+    def pairs(self, raw: SeededRows) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
-        for ids, seed in zip(raw.windows.tolist(), raw.seeds.tolist()):
+        for ids, seed in zip(raw.ids.tolist(), raw.seeds.tolist()):
             mask = span_corruption_mask(len(ids), self.density, self.mean_span, np.random.default_rng(seed))
             src, tgt = corrupt_spans(ids, mask, self.sentinels)
             out.append((np.array(src), np.array(tgt)))
         return out
 
-    def prepare(self, raw: TextWindows) -> Batch:
+    def prepare(self, raw: SeededRows) -> Batch:
         return self.seq2seq.prepare(self.pairs(raw))
 
     def loss(self, output, batch: Batch) -> torch.Tensor:
@@ -190,15 +160,15 @@ class DenoisingObjective:
         self.sentence_ends = set(sentence_ends)
         self.seq2seq = Seq2SeqObjective(pad_id, start_id, eos_id, label_smoothing)
 
-    def pairs(self, raw: TextWindows) -> list[tuple[np.ndarray, np.ndarray]]:
+    def pairs(self, raw: SeededRows) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
-        for ids, seed in zip(raw.windows.tolist(), raw.seeds.tolist()):
+        for ids, seed in zip(raw.ids.tolist(), raw.seeds.tolist()):
             rng = np.random.default_rng(seed)
             text = permute_sentences(ids, self.sentence_ends, rng) if self.permute and self.sentence_ends else ids
             out.append((np.array(infill_spans(text, self.mask_id, self.ratio, self.poisson, rng)), np.array(ids)))
         return out
 
-    def prepare(self, raw: TextWindows) -> Batch:
+    def prepare(self, raw: SeededRows) -> Batch:
         return self.seq2seq.prepare(self.pairs(raw))
 
     def loss(self, output, batch: Batch) -> torch.Tensor:

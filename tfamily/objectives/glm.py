@@ -15,8 +15,8 @@ instead the gMASK variant: one span, a suffix of 50-100 % of the text (``gmask_m
 replaced by [gMASK] - the form plain left-to-right generation takes.
 
 Which spans a row gets is a pure function of the seed its raw batch carries (`GLMRaw.seeds`,
-drawn by `SeededWindows` from (seed, step)), so a resumed run masks exactly as an unstopped
-one would, and validation batches are masked the same way at every evaluation.
+drawn by `objectives.base.SeededWindows` from (seed, step)), so a resumed run masks exactly as
+an unstopped one would, and validation batches are masked the same way at every evaluation.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import IGNORE_INDEX, Batch, token_cross_entropy
+from .base import IGNORE_INDEX, Batch, SeededRows, token_cross_entropy
 
 
 def glm_row_limit(n: int, mask_ratio: float = 0.15) -> int:
@@ -37,31 +37,7 @@ def glm_row_limit(n: int, mask_ratio: float = 0.15) -> int:
     return n + 2 * max(1, min(math.ceil(mask_ratio * n), n - 1))
 
 
-@dataclass
-class GLMRaw:
-    """Token windows and one masking seed per row: what `GLMObjective.prepare` reads."""
-
-    ids: torch.Tensor  # (B, L) token ids
-    seeds: torch.Tensor  # (B,) int64
-
-    def __len__(self) -> int:
-        return self.ids.shape[0]
-
-    def __getitem__(self, rows: slice) -> "GLMRaw":  # the trainer's micro-batch split
-        return GLMRaw(self.ids[rows], self.seeds[rows])
-
-
-class SeededWindows:
-    """Wraps a source of (B, L) token windows (e.g. `WindowSampler`) so that each row also
-    carries a masking seed, a pure function of (seed, step) like the windows themselves."""
-
-    def __init__(self, source, seed: int):
-        self.source, self.seed = source, seed
-
-    def batch(self, step: int) -> GLMRaw:
-        ids = self.source.batch(step)  # (B, L)
-        seeds = np.random.default_rng([self.seed, step]).integers(0, 2**62, size=ids.shape[0])
-        return GLMRaw(ids, torch.from_numpy(seeds))
+GLMRaw = SeededRows  # GLM's raw batch: token windows (``ids``) and one masking seed per row
 
 
 @dataclass
