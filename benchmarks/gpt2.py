@@ -24,7 +24,7 @@ from tfamily.objectives import CausalLMObjective
 from tfamily.training.config import TrainConfig
 from tfamily.training.optim import make_optimizers
 
-from .harness import Row, autocast_or_not, free_memory, interleave, labelled, random_ids
+from .harness import Row, free_memory, hf_adamw, interleave, labelled, random_ids, training_step
 
 CPU = torch.device("cpu")
 LR = 1e-3  # torch.optim.AdamW's default, used on both sides
@@ -72,33 +72,15 @@ def ours_train_step(model: CausalLM, windows: torch.Tensor, bf16: bool):
     AdamW from make_optimizers."""
     objective = CausalLMObjective()
     batch = objective.prepare(windows)
-    optimizers = make_optimizers(model, TrainConfig(optimizer="adamw", lr=LR), CPU)
-
-    def step() -> float:
-        with autocast_or_not(bf16):
-            loss = objective.loss(model(**batch.inputs, defer_head=True), batch)
-        loss.backward()
-        for opt in optimizers:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        return loss.item()
-    return step
+    return training_step(lambda: objective.loss(model(**batch.inputs, defer_head=True), batch),
+                         make_optimizers(model, TrainConfig(optimizer="adamw", lr=LR), CPU), bf16)
 
 
 def hf_train_step(model: GPT2LMHeadModel, windows: torch.Tensor, bf16: bool, fused_adamw: bool):
     """What a HF user writes: ``model(input_ids, labels=...)`` (HF shifts the labels inside),
     ``torch.optim.AdamW`` with default settings (``fused_adamw`` = what HF's Trainer picks)."""
     ids = windows[:, :-1]
-    optimizer = torch.optim.AdamW(model.parameters(), fused=True) if fused_adamw else torch.optim.AdamW(model.parameters())
-
-    def step() -> float:
-        with autocast_or_not(bf16):
-            loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.item()
-    return step
+    return training_step(lambda: model(input_ids=ids, labels=ids).loss, [hf_adamw(model, fused_adamw)], bf16)
 
 
 def bench_train(sizes: Sizes, bf16: bool, warmup: int, reps: int, fused_adamw: bool = False) -> Row:

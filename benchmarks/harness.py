@@ -79,6 +79,26 @@ def free_memory() -> None:
     gc.collect()
 
 
+def training_step(loss_fn: Callable[[], torch.Tensor], optimizers: list, bf16: bool) -> Callable[[], float]:
+    """One timed training step, the same on both sides: ``loss_fn()`` under autocast when
+    ``bf16``, backward, every optimizer's step and ``zero_grad`` (no clipping); the loss."""
+    def step() -> float:
+        with autocast_or_not(bf16):
+            loss = loss_fn()
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return loss.item()
+    return step
+
+
+def hf_adamw(model: torch.nn.Module, fused: bool) -> torch.optim.Optimizer:
+    """What a HF user writes: ``torch.optim.AdamW`` with its defaults (the for-loop version),
+    or the fused one HF's own Trainer picks on torch >= 2.8."""
+    return torch.optim.AdamW(model.parameters(), fused=True) if fused else torch.optim.AdamW(model.parameters())
+
+
 def count_flops(fn: Callable[[], object]) -> float:
     """Matmul FLOPs (2 per multiply-add) of one call of ``fn``, counted by torch's
     FlopCounterMode over the ops it dispatches (mm, bmm, addmm, attention kernels): the

@@ -23,7 +23,7 @@ from tfamily.objectives import Seq2SeqObjective
 from tfamily.training.config import TrainConfig
 from tfamily.training.optim import make_optimizers
 
-from .harness import Row, autocast_or_not, count_flops, free_memory, interleave, random_ids
+from .harness import Row, count_flops, free_memory, hf_adamw, interleave, random_ids, training_step
 
 CPU = torch.device("cpu")
 LR = 1e-3  # torch.optim.AdamW's default, on both sides
@@ -60,38 +60,23 @@ def make_batch(cfg, sizes: Sizes):
 
 
 def ours_step(model, objective, batch, bf16: bool):
-    optimizers = make_optimizers(model, TrainConfig(optimizer="adamw", lr=LR), CPU)
+    return training_step(lambda: objective.loss(model(**batch.inputs, defer_head=True), batch),
+                         make_optimizers(model, TrainConfig(optimizer="adamw", lr=LR), CPU), bf16)
 
-    def step() -> float:
-        with autocast_or_not(bf16):
-            loss = objective.loss(model(**batch.inputs, defer_head=True), batch)
-        loss.backward()
-        for opt in optimizers:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        return loss.item()
-    return step
+
+def hf_loss(model, batch) -> torch.Tensor:
+    return model(input_ids=batch.inputs["src_ids"], attention_mask=batch.inputs["src_mask"].long(),
+                 labels=batch.targets).loss
 
 
 def hf_step(model, batch, bf16: bool, fused_adamw: bool):
-    optimizer = torch.optim.AdamW(model.parameters(), fused=True) if fused_adamw else torch.optim.AdamW(model.parameters())
-    src, mask = batch.inputs["src_ids"], batch.inputs["src_mask"].long()
-
-    def step() -> float:
-        with autocast_or_not(bf16):
-            loss = model(input_ids=src, attention_mask=mask, labels=batch.targets).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.item()
-    return step
+    return training_step(lambda: hf_loss(model, batch), [hf_adamw(model, fused_adamw)], bf16)
 
 
 def forward_backward_flops(model, batch) -> float:
     """Model FLOPs of one forward + backward (no optimizer), counted on the HF side."""
     def fwd_bwd():
-        model(input_ids=batch.inputs["src_ids"], attention_mask=batch.inputs["src_mask"].long(),
-              labels=batch.targets).loss.backward()
+        hf_loss(model, batch).backward()
         model.zero_grad(set_to_none=True)
     return count_flops(fwd_bwd)
 

@@ -1044,7 +1044,7 @@ def fit_keeping_best_epoch(trainer, per_epoch: int, score_val) -> BestEpoch:
         best.history.append({"epoch": epoch, "step": trainer.step, "score": round(score, 4)})
         print(f"epoch {epoch} (step {trainer.step}): val {score:.4f}", file=sys.stderr)
         if score > best.score:
-            best.epoch, best.score, best.state = epoch, score, None
+            best.epoch, best.score = epoch, score
             snapshot = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
         if result["interrupted"]:
             break
