@@ -4,8 +4,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tfamily.nn import Attention, KVCache, RMSNorm
+from tfamily.nn.attention import explicit_attention, use_explicit
 from tfamily.nn.masks import causal_mask
 
 
@@ -73,3 +75,15 @@ def test_rmsnorm_matches_formula():
     x = torch.randn(3, 8)
     want = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * norm.weight
     torch.testing.assert_close(norm(x), want)
+
+
+def test_bf16_inference_over_few_keys_takes_the_explicit_formula_and_agrees_with_sdpa():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 16, 8, dtype=torch.bfloat16) for _ in range(3))
+    with torch.inference_mode():
+        assert use_explicit(q, k)
+        assert not use_explicit(q, torch.randn(2, 3, 256, 8, dtype=torch.bfloat16))
+        assert not use_explicit(q.float(), k.float())
+        got = explicit_attention(q, k, v, None, False, 0.0)
+        want = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    torch.testing.assert_close(got.float(), want, atol=0.03, rtol=0.02)

@@ -1,6 +1,6 @@
 import torch
 
-from tfamily.nn.masks import attend_to_self, causal_mask, combine, padding_mask
+from tfamily.nn.masks import attend_to_self, causal_mask, combine, encoder_mask, padding_mask
 from tfamily.nn.positions import positions_from_mask, sinusoid_table
 
 
@@ -45,3 +45,11 @@ def test_sinusoid_table_matches_the_paper_formula():
     p, i = 13, 3
     assert abs(t[p, 2 * i] - torch.sin(torch.tensor(p / 10000 ** (2 * i / 16)))) < 1e-6
     assert abs(t[p, 2 * i + 1] - torch.cos(torch.tensor(p / 10000 ** (2 * i / 16)))) < 1e-6
+
+
+def test_encoder_mask_is_none_without_padding_and_masks_padded_keys_otherwise():
+    assert encoder_mask(torch.ones(2, 5, dtype=torch.bool)) is None
+    valid = torch.tensor([[True, True, False], [True, True, True]])
+    mask = encoder_mask(valid)  # (B, 1, T, T)
+    assert mask.shape == (2, 1, 3, 3)
+    assert not mask[0, 0, 0, 2] and mask[0, 0, 2, 2] and mask[1].all()

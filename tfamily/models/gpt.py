@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..nn import KVCache, Stack, make_positions, make_rotary, positions_from_mask
+from ..nn import KVCache, Linear, Stack, make_positions, make_rotary, positions_from_mask
 from ..nn.loss import DeferredHead, head_or_deferred
 from ..nn.masks import decoder_mask
 from .init import init_weights
@@ -106,7 +106,7 @@ class TiedLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = self.backbone_class(cfg)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.lm_head_bias)
+        self.lm_head = Linear(cfg.d_model, cfg.vocab_size, bias=cfg.lm_head_bias)
         init_weights(self, cfg)
         self.tie_weights()
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..nn import KVCache, Stack, make_positions, make_rotary, positions_from_mask
+from ..nn import KVCache, Linear, Stack, make_positions, make_rotary, positions_from_mask
 from ..nn.loss import DeferredHead, head_or_deferred
 from ..nn.masks import decoder_mask, encoder_mask, padding_mask
 from ..nn.norms import make_norm
@@ -59,7 +59,7 @@ class EncoderDecoder(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.encoder = Stack(cfg.replace(n_layer=cfg.encoder_layers))
         self.decoder = Stack(cfg, cross_attention=True)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.lm_head_bias)
+        self.lm_head = Linear(cfg.d_model, cfg.vocab_size, bias=cfg.lm_head_bias)
         init_weights(self, cfg)
         self.tie_weights()
 

@@ -40,9 +40,9 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def merged(self) -> nn.Linear:
-        """A plain Linear with W + scale * B A (trainable again, as a fresh layer would be)."""
+        """A plain layer of the base's class with W + scale * B A (trainable again, as a fresh layer would be)."""
         w = self.base.weight + self.scale * (self.lora_b @ self.lora_a).to(self.base.weight.dtype)
-        out = nn.Linear(self.base.in_features, self.base.out_features, bias=self.base.bias is not None,
+        out = type(self.base)(self.base.in_features, self.base.out_features, bias=self.base.bias is not None,
                         device=w.device, dtype=w.dtype)
         out.weight.copy_(w)
         if self.base.bias is not None:

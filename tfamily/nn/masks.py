@@ -57,8 +57,9 @@ def decoder_mask(t_q: int, t_k: int, key_valid: torch.Tensor | None, device=None
 
 def encoder_mask(key_valid: torch.Tensor | None) -> torch.Tensor | None:
     """Bidirectional self-attention over (B, T) tokens: everyone sees every real token.
-    Padding queries also see themselves, so no softmax row is empty."""
-    if key_valid is None:
+    Padding queries also see themselves, so no softmax row is empty. No padding at all: None,
+    so attention neither builds nor reads a (B, 1, T, T) mask that forbids nothing."""
+    if key_valid is None or bool(key_valid.all()):
         return None
     t = key_valid.shape[-1]
     return attend_to_self(padding_mask(key_valid), t, t)  # (B, 1, T, T)
