@@ -23,6 +23,7 @@ softmax and the loss in fp32.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,36 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 
 CHUNK_BYTES = 128 * 2 ** 20  # fp32 logits per chunk: a few chunks per batch, each a large GEMM
+
+
+class Workspace(threading.local):
+    """Scratch buffers kept from one call to the next, per thread, on the CPU only.
+
+    A fresh tensor of 100+ MB is new memory from the OS, and every page of it faults on
+    first touch: filling a new 131 MB tensor took 40-47 ms on this project's machine against
+    3.5 ms to refill one already used (and up to 5x more when the host is busy). The loss's
+    chunk buffers are that size and needed every step, so they are kept: at most one chunk
+    of logits in each dtype (about CHUNK_BYTES fp32 + half that in bf16), until ``release``.
+    """
+
+    def __init__(self):
+        self.buffers: dict[tuple, torch.Tensor] = {}
+
+    def get(self, name: str, rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A (rows, cols) tensor of undefined content; on a GPU (whose allocator caches) a new one."""
+        if device.type != "cpu":
+            return torch.empty(rows, cols, dtype=dtype, device=device)
+        key = (name, dtype)
+        buf = self.buffers.get(key)
+        if buf is None or buf.numel() < rows * cols:
+            buf = self.buffers[key] = torch.empty(rows * cols, dtype=dtype)
+        return buf[:rows * cols].view(rows, cols)
+
+    def release(self) -> None:
+        self.buffers.clear()
+
+
+WORKSPACE = Workspace()
 
 
 @dataclass
@@ -75,14 +106,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
         h_all, w = features.to(dtype), weight.to(dtype)
         b = bias.to(dtype) if bias is not None else None
         rows = chunk_rows(n, vocab)
-        # buffers reused by every chunk: fresh large tensors would page-fault on every use
-        z_head = torch.empty(rows, vocab, dtype=dtype, device=features.device)  # logits in the matmul dtype
-        z = torch.empty(rows, vocab, dtype=acc, device=features.device) if dtype != acc else z_head
+        # buffers reused by every chunk (and every call): fresh large tensors page-fault on every use
+        z_head = WORKSPACE.get("logits", rows, vocab, dtype, features.device)  # logits in the matmul dtype
+        z = WORKSPACE.get("logits", rows, vocab, acc, features.device) if dtype != acc else z_head
         if want_grad:
             grad_h = torch.empty(n, d, dtype=dtype, device=features.device)
             # the weight's gradient sums over chunks in the matmul dtype (bf16: like autocast's own
-            # nn.Linear backward, whose single GEMM also rounds its result to bf16)
-            grad_w = torch.zeros(vocab, d, dtype=dtype, device=weight.device)
+            # nn.Linear backward, whose single GEMM also rounds its result to bf16); a scratch
+            # buffer when it is handed on as a copy in the weight's dtype
+            if dtype == weight.dtype:
+                grad_w = torch.zeros(vocab, d, dtype=dtype, device=weight.device)
+            else:
+                grad_w = WORKSPACE.get("grad_w", vocab, d, dtype, weight.device).zero_()
             grad_b = torch.zeros(vocab, dtype=acc, device=weight.device) if bias is not None else None
             onehot = torch.full((rows, 1), -(1 - label_smoothing) / max(n, 1), dtype=acc, device=features.device)
         total = torch.zeros((), dtype=acc, device=features.device)
