@@ -31,8 +31,9 @@ EPILOGUES = {"gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh"), "relu": ("
 
 def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``linear`` takes oneDNN's kernel for this input and weight: both on the CPU, of
-    one dtype (fp32 or bf16), with autocast off (it would want to cast them itself)."""
-    return (ONEDNN and x.device.type == "cpu" and weight.device.type == "cpu" and x.dtype == weight.dtype
+    one dtype (fp32 or bf16), with autocast off (it would want to cast them itself), and not
+    inside ``torch.compile`` (which lowers ``F.linear`` to these kernels itself)."""
+    return (ONEDNN and not torch.compiler.is_compiling() and x.device.type == "cpu" and weight.device.type == "cpu" and x.dtype == weight.dtype
             and x.dtype in (torch.float32, torch.bfloat16) and not torch.is_autocast_enabled("cpu"))
 
 
