@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from tfamily.nn import loss as loss_mod
-from tfamily.nn.loss import IGNORE_INDEX, DeferredHead, linear_cross_entropy
+from tfamily.nn.loss import IGNORE_INDEX, DeferredHead, Workspace, linear_cross_entropy
 
 
 def reference(features, weight, bias, targets, smoothing=0.0):
@@ -82,3 +82,32 @@ def test_shape_mismatch_is_a_clear_error():
 def test_deferred_head_logits_are_the_linear_layer():
     f, w, b, _ = leaves(5)
     torch.testing.assert_close(DeferredHead(f, w, b).logits(), F.linear(f, w, b))
+
+
+def test_workspace_reuses_its_buffers_and_keeps_names_apart():
+    ws = Workspace()
+    a = ws.get("logits", 4, 8, torch.float32, torch.device("cpu"))
+    b = ws.get("logits", 2, 8, torch.float32, torch.device("cpu"))  # smaller: a view of the same memory
+    c = ws.get("weight", 4, 8, torch.float32, torch.device("cpu"))
+    assert b.data_ptr() == a.data_ptr() and c.data_ptr() != a.data_ptr()
+    assert ws.get("logits", 4, 8, torch.bfloat16, torch.device("cpu")).data_ptr() != a.data_ptr()
+    bigger = ws.get("logits", 8, 8, torch.float32, torch.device("cpu"))
+    assert bigger.shape == (8, 8)
+    ws.release()
+    assert not ws.buffers
+
+
+def test_repeated_calls_on_shared_buffers_give_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    h = torch.randn(6, 16, requires_grad=True)
+    w = torch.randn(50, 16, requires_grad=True)
+    t = torch.randint(0, 50, (6,))
+    results = []
+    for _ in range(2):
+        h.grad = w.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = linear_cross_entropy(h, w, None, t)
+        loss.backward()
+        results.append((loss.detach(), h.grad.clone(), w.grad.clone()))
+    for first, second in zip(*results):
+        assert torch.equal(first, second)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
@@ -37,11 +38,19 @@ class LMOutput:
 
 
 def embed(tok_emb: nn.Embedding, pos_emb: nn.Module | None, ids: torch.Tensor, positions: torch.Tensor,
-          scale: bool = False) -> torch.Tensor:
+          scale: bool = False, sparse_grad: bool = False) -> torch.Tensor:
     """Token embeddings (times sqrt(d_model) when ``scale``, as in the original Transformer,
     so they are not drowned by the unit-size sinusoids) plus additive positions.
-    ids, positions: (B, T) -> (B, T, d)."""
-    x = tok_emb(ids)
+    ids, positions: (B, T) -> (B, T, d).
+
+    ``sparse_grad``: the table's gradient from this lookup is sparse (the rows used only)
+    instead of a dense (V, d) tensor that is mostly zeros. Only for a table that also gets a
+    dense gradient in the same backward pass (a tied LM head): autograd adds the sparse rows
+    into that one, and the parameter's gradient stays dense."""
+    if sparse_grad:
+        x = F.embedding(ids, tok_emb.weight, tok_emb.padding_idx, sparse=True)
+    else:
+        x = tok_emb(ids)
     if scale:
         x = x * (x.shape[-1] ** 0.5)
     if pos_emb is not None:

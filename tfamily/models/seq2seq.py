@@ -68,8 +68,10 @@ class EncoderDecoder(nn.Module):
             self.lm_head.weight = self.tok_emb.weight
 
     # ---- the two halves -----------------------------------------------------------
-    def encode(self, src_ids: torch.Tensor, src_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """src_ids: (B, S); src_mask: (B, S), True = real token (None: no padding) -> memory (B, S, d)."""
+    def encode(self, src_ids: torch.Tensor, src_mask: torch.Tensor | None = None, *,
+               sparse_grad: bool = False) -> torch.Tensor:
+        """src_ids: (B, S); src_mask: (B, S), True = real token (None: no padding) -> memory (B, S, d).
+        ``sparse_grad``: see ``embed`` (set by ``forward`` when the head is the tied table)."""
         b, s = src_ids.shape
         self._check_length("source", s)
         if src_mask is not None:
@@ -78,7 +80,7 @@ class EncoderDecoder(nn.Module):
         else:
             positions = torch.arange(s, device=src_ids.device).expand(b, s)
         table = self.src_emb if self.src_emb is not None else self.tok_emb
-        x = embed(table, self.enc_pos, src_ids, positions, self.cfg.scale_embeddings)
+        x = embed(table, self.enc_pos, src_ids, positions, self.cfg.scale_embeddings, sparse_grad and table is self.tok_emb)
         x = self.drop(self.enc_norm(x) if self.enc_norm is not None else x)
         rotary = self.rotary(positions) if self.rotary is not None else None
         bias = None
@@ -88,7 +90,8 @@ class EncoderDecoder(nn.Module):
         return self.encoder(x, mask=encoder_mask(src_mask), rotary=rotary, bias=bias)
 
     def decode(self, tgt_ids: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor | None = None,
-               tgt_mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+               tgt_mask: torch.Tensor | None = None, cache: KVCache | None = None, *,
+               sparse_grad: bool = False) -> torch.Tensor:
         """tgt_ids (B, T) (the new ones when a cache holds the earlier) -> hidden (B, T, d).
 
         Training needs no ``tgt_mask``: targets are right-padded, and causal attention already
@@ -101,7 +104,7 @@ class EncoderDecoder(nn.Module):
             positions = positions_from_mask(tgt_mask)[:, past:]
         else:
             positions = torch.arange(past, past + t, device=tgt_ids.device).expand(b, t)
-        x = embed(self.tok_emb, self.dec_pos, tgt_ids, positions, self.cfg.scale_embeddings)
+        x = embed(self.tok_emb, self.dec_pos, tgt_ids, positions, self.cfg.scale_embeddings, sparse_grad)
         x = self.drop(self.dec_norm(x) if self.dec_norm is not None else x)
         rotary = self.rotary(positions) if self.rotary is not None else None
         bias = None
@@ -122,14 +125,24 @@ class EncoderDecoder(nn.Module):
         """Teacher-forced logits (B, T, V) for target inputs ``tgt_ids`` given the source.
         Pass ``memory`` to skip the encoder (it was run already). ``defer_head``: no logits,
         the head is left to the loss (see ``CausalLM``)."""
+        sparse = self._sparse_table_grad()
         if memory is None:
-            memory = self.encode(src_ids, src_mask)
-        h = self.decode(tgt_ids, memory, src_mask, tgt_mask, cache)
+            memory = self.encode(src_ids, src_mask, sparse_grad=sparse)
+        h = self.decode(tgt_ids, memory, src_mask, tgt_mask, cache, sparse_grad=sparse)
         out = h[:, -1:] if last_only else h
         if self.cfg.scale_tied_output:  # T5: the tied embedding is also the output matrix, at d^-0.5
             out = out * self.cfg.d_model ** -0.5
         logits, head = head_or_deferred(self.lm_head, out, defer_head)
         return Seq2SeqOutput(logits, h, memory, cache, head)
+
+    def _sparse_table_grad(self) -> bool:
+        """Whether the embedding lookups hand back sparse gradients: when training on a CPU with
+        the table tied to the head, whose dense gradient they are added into. A (V, d) fp32
+        gradient per lookup would be fresh memory every step (T5-small: 66 MB each for the
+        source and the target side), and a fresh page costs more than the rows written to it."""
+        w = self.tok_emb.weight
+        return (self.cfg.tie_embeddings and self.lm_head.weight is w and w.requires_grad and w.device.type == "cpu"
+                and torch.is_grad_enabled())
 
     def make_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         """The decoder's self-attention cache (its cross K/V are added on first use)."""

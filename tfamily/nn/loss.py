@@ -41,7 +41,8 @@ class Workspace(threading.local):
     first touch: filling a new 131 MB tensor took 40-47 ms on this project's machine against
     3.5 ms to refill one already used (and up to 5x more when the host is busy). The loss's
     chunk buffers are that size and needed every step, so they are kept: at most one chunk
-    of logits in each dtype (about CHUNK_BYTES fp32 + half that in bf16), until ``release``.
+    of logits in each dtype (about CHUNK_BYTES fp32 + half that in bf16), and the head's
+    weight and its gradient in the matmul dtype, until ``release``.
     """
 
     def __init__(self):
@@ -103,7 +104,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         want_grad = any(ctx.needs_input_grad[:3])
         acc = torch.promote_types(dtype, torch.float32)  # softmax, loss and sums: fp32 (fp64 stays fp64)
         t_all = targets.unsqueeze(1)  # (N, 1)
-        h_all, w = features.to(dtype), weight.to(dtype)
+        h_all = features.to(dtype)
+        # the head's weight in the matmul dtype: a scratch copy (GPT-2's is 77 MB in bf16)
+        w = weight if weight.dtype == dtype else WORKSPACE.get("weight", vocab, d, dtype, weight.device).copy_(weight)
         b = bias.to(dtype) if bias is not None else None
         rows = chunk_rows(n, vocab)
         # buffers reused by every chunk (and every call): fresh large tensors page-fault on every use
