@@ -25,7 +25,7 @@ from ..nn.loss import DeferredHead, head_or_deferred
 from ..nn.masks import decoder_mask, encoder_mask, padding_mask
 from ..nn.norms import make_norm
 from ..nn.positions import make_relative_bias
-from .gpt import embed
+from .gpt import embed, sparse_table_grad
 from .init import init_weights
 
 
@@ -136,13 +136,9 @@ class EncoderDecoder(nn.Module):
         return Seq2SeqOutput(logits, h, memory, cache, head)
 
     def _sparse_table_grad(self) -> bool:
-        """Whether the embedding lookups hand back sparse gradients: when training on a CPU with
-        the table tied to the head, whose dense gradient they are added into. A (V, d) fp32
-        gradient per lookup would be fresh memory every step (T5-small: 66 MB each for the
-        source and the target side), and a fresh page costs more than the rows written to it."""
-        w = self.tok_emb.weight
-        return (self.cfg.tie_embeddings and self.lm_head.weight is w and w.requires_grad and w.device.type == "cpu"
-                and torch.is_grad_enabled())
+        """Whether the target table's lookups (and the source's, when it is the same table)
+        hand back sparse gradients: see ``models.gpt.sparse_table_grad``."""
+        return sparse_table_grad(self.tok_emb, self.lm_head)
 
     def make_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         """The decoder's self-attention cache (its cross K/V are added on first use)."""
