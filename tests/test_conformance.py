@@ -6,8 +6,6 @@ import torch
 from tfamily.checkpoint import load_model, save_checkpoint
 from tfamily.generation import SamplingParams, decode
 from tfamily.models import build_model
-from tfamily.models import gpt as gpt_module
-from tfamily.models import seq2seq as seq2seq_module
 from tfamily.presets import PRESETS, tiny_version
 
 NAMES = sorted(PRESETS)
@@ -118,28 +116,7 @@ def test_every_parameter_gets_a_gradient(model, run):
     loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None, f"{name} got no gradient"
-        assert not p.grad.is_sparse, f"{name} got a sparse gradient"  # the optimizers take dense ones
         assert p.grad.abs().sum() > 0, f"{name} got a zero gradient"
-
-
-def test_sparse_lookups_of_a_tied_table_give_the_dense_gradients(model, run, monkeypatch):
-    """``models.gpt.sparse_table_grad`` changes how the gradient is summed, not what it is."""
-    model.train()
-    ids = torch.randint(0, model.cfg.vocab_size, (2, 9))
-
-    def gradients():
-        torch.manual_seed(0)  # the same dropout masks
-        model.zero_grad(set_to_none=True)
-        run(ids).logits.float().logsumexp(-1).mean().backward()
-        return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}  # BERT's NSP head: none
-
-    sparse = gradients()
-    for module in (gpt_module, seq2seq_module):
-        monkeypatch.setattr(module, "sparse_table_grad", lambda table, head: False)
-    dense = gradients()
-    assert sparse.keys() == dense.keys()
-    for name, g in dense.items():
-        torch.testing.assert_close(sparse[name], g, atol=1e-6, rtol=1e-5, msg=name)
 
 
 def test_save_load_round_trip(model, run, tmp_path):

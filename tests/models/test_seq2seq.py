@@ -86,31 +86,6 @@ def test_paper_sizes():
 
 
 
-@pytest.mark.parametrize("shared", [True, False])
-def test_tied_table_gradient_is_dense_and_the_same_with_sparse_lookups(shared, monkeypatch):
-    """Training on a CPU, the tied table's lookups hand back sparse gradients (no fresh (V, d)
-    tensor per lookup); the head's dense gradient absorbs them, so what the optimizer sees is
-    the same dense gradient as with ordinary lookups."""
-    torch.manual_seed(0)
-    m = build_model(tiny(share_encoder_embeddings=shared)).train()
-    assert m.cfg.tie_embeddings and m._sparse_table_grad()
-    with torch.no_grad():
-        assert not m._sparse_table_grad()
-    src, tgt = torch.randint(3, 40, (2, 7)), torch.randint(3, 40, (2, 5))
-
-    def gradients():
-        m.zero_grad(set_to_none=True)
-        m(src, tgt).logits.logsumexp(-1).mean().backward()
-        return {n: p.grad for n, p in m.named_parameters()}
-
-    sparse = gradients()
-    monkeypatch.setattr(type(m), "_sparse_table_grad", lambda self: False)
-    dense = gradients()
-    assert not any(g.is_sparse for g in sparse.values())
-    for name, g in dense.items():
-        torch.testing.assert_close(sparse[name], g, atol=1e-6, rtol=1e-5, msg=name)
-
-
 def reversal_pairs(n, seed, vocab=40, lengths=(3, 9)):
     rng = np.random.default_rng(seed)
     pairs = []

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
@@ -38,34 +37,16 @@ class LMOutput:
 
 
 def embed(tok_emb: nn.Embedding, pos_emb: nn.Module | None, ids: torch.Tensor, positions: torch.Tensor,
-          scale: bool = False, sparse_grad: bool = False) -> torch.Tensor:
+          scale: bool = False) -> torch.Tensor:
     """Token embeddings (times sqrt(d_model) when ``scale``, as in the original Transformer,
     so they are not drowned by the unit-size sinusoids) plus additive positions.
-    ids, positions: (B, T) -> (B, T, d).
-
-    ``sparse_grad``: the table's gradient from this lookup is sparse (the rows used only)
-    instead of a dense (V, d) tensor that is mostly zeros. Only for a table that also gets a
-    dense gradient in the same backward pass (a tied LM head): autograd adds the sparse rows
-    into that one, and the parameter's gradient stays dense."""
-    if sparse_grad:
-        x = F.embedding(ids, tok_emb.weight, tok_emb.padding_idx, sparse=True)
-    else:
-        x = tok_emb(ids)
+    ids, positions: (B, T) -> (B, T, d)."""
+    x = tok_emb(ids)
     if scale:
         x = x * (x.shape[-1] ** 0.5)
     if pos_emb is not None:
         x = x + pos_emb(positions)
     return x
-
-
-def sparse_table_grad(table: nn.Embedding, head: nn.Module) -> bool:
-    """Whether lookups into ``table`` hand back sparse gradients (``embed``): when training on
-    a CPU with the table tied to ``head``, whose dense gradient absorbs them. A dense (V, d)
-    fp32 gradient per lookup is fresh memory every step (GPT-2's: 154 MB; T5-small's: 66 MB
-    for each of its two lookups), and on a CPU a fresh page costs more than the rows written
-    to it: GPT-2's embedding backward took 140-150 ms sparse against 200-210 ms dense."""
-    w = table.weight
-    return getattr(head, "weight", None) is w and w.requires_grad and w.device.type == "cpu" and torch.is_grad_enabled()
 
 
 def check_inputs(cfg: ModelConfig, ids: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -97,18 +78,17 @@ class GPT(nn.Module):
         self.stack = Stack(cfg)
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None, cache: KVCache | None = None, *,
-                sparse_grad: bool = False) -> DecoderOutput:
+                positions: torch.Tensor | None = None, cache: KVCache | None = None) -> DecoderOutput:
         """ids: (B, T). attention_mask: (B, S) bool/int, True = real token, covering the cached
         positions and these T (S = cache length + T). positions: (B, T); by default counted
-        over real tokens, so left padding does not shift them. ``sparse_grad``: see ``embed``."""
+        over real tokens, so left padding does not shift them."""
         b, t, past, attention_mask = check_inputs(self.cfg, ids, attention_mask, cache)
         if positions is None:
             if attention_mask is not None:
                 positions = positions_from_mask(attention_mask)[:, past:]
             else:
                 positions = torch.arange(past, past + t, device=ids.device).expand(b, t)
-        x = self.drop(embed(self.tok_emb, self.pos_emb, ids, positions, self.cfg.scale_embeddings, sparse_grad))
+        x = self.drop(embed(self.tok_emb, self.pos_emb, ids, positions, self.cfg.scale_embeddings))  # (B, T, d)
         rotary = self.rotary(positions) if self.rotary is not None else None  # 2 x (B, T, head_dim)
         mask, is_causal = decoder_mask(t, past + t, attention_mask, ids.device)
         x = self.stack(x, mask=mask, is_causal=is_causal, cache=cache, rotary=rotary)
@@ -155,8 +135,7 @@ class CausalLM(TiedLM):
         """``last_only`` computes logits for the final position only (decoding needs no more);
         ``defer_head`` computes none and leaves the head to the loss (``nn.loss``: training's
         cross-entropy then never materialises the (B, T, V) logits)."""
-        out = self.backbone(ids, attention_mask, positions, cache,
-                            sparse_grad=sparse_table_grad(self.backbone.tok_emb, self.lm_head))
+        out = self.backbone(ids, attention_mask, positions, cache)
         h = out.hidden[:, -1:] if last_only else out.hidden
         logits, head = head_or_deferred(self.lm_head, h, defer_head)
         return LMOutput(logits, out.hidden, out.cache, head)

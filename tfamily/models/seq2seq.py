@@ -25,7 +25,7 @@ from ..nn.loss import DeferredHead, head_or_deferred
 from ..nn.masks import decoder_mask, encoder_mask, padding_mask
 from ..nn.norms import make_norm
 from ..nn.positions import make_relative_bias
-from .gpt import embed, sparse_table_grad
+from .gpt import embed
 from .init import init_weights
 
 
@@ -68,10 +68,8 @@ class EncoderDecoder(nn.Module):
             self.lm_head.weight = self.tok_emb.weight
 
     # ---- the two halves -----------------------------------------------------------
-    def encode(self, src_ids: torch.Tensor, src_mask: torch.Tensor | None = None, *,
-               sparse_grad: bool = False) -> torch.Tensor:
-        """src_ids: (B, S); src_mask: (B, S), True = real token (None: no padding) -> memory (B, S, d).
-        ``sparse_grad``: see ``embed`` (set by ``forward`` when the head is the tied table)."""
+    def encode(self, src_ids: torch.Tensor, src_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """src_ids: (B, S); src_mask: (B, S), True = real token (None: no padding) -> memory (B, S, d)."""
         b, s = src_ids.shape
         self._check_length("source", s)
         if src_mask is not None:
@@ -80,7 +78,7 @@ class EncoderDecoder(nn.Module):
         else:
             positions = torch.arange(s, device=src_ids.device).expand(b, s)
         table = self.src_emb if self.src_emb is not None else self.tok_emb
-        x = embed(table, self.enc_pos, src_ids, positions, self.cfg.scale_embeddings, sparse_grad and table is self.tok_emb)
+        x = embed(table, self.enc_pos, src_ids, positions, self.cfg.scale_embeddings)
         x = self.drop(self.enc_norm(x) if self.enc_norm is not None else x)
         rotary = self.rotary(positions) if self.rotary is not None else None
         bias = None
@@ -90,8 +88,7 @@ class EncoderDecoder(nn.Module):
         return self.encoder(x, mask=encoder_mask(src_mask), rotary=rotary, bias=bias)
 
     def decode(self, tgt_ids: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor | None = None,
-               tgt_mask: torch.Tensor | None = None, cache: KVCache | None = None, *,
-               sparse_grad: bool = False) -> torch.Tensor:
+               tgt_mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
         """tgt_ids (B, T) (the new ones when a cache holds the earlier) -> hidden (B, T, d).
 
         Training needs no ``tgt_mask``: targets are right-padded, and causal attention already
@@ -104,7 +101,7 @@ class EncoderDecoder(nn.Module):
             positions = positions_from_mask(tgt_mask)[:, past:]
         else:
             positions = torch.arange(past, past + t, device=tgt_ids.device).expand(b, t)
-        x = embed(self.tok_emb, self.dec_pos, tgt_ids, positions, self.cfg.scale_embeddings, sparse_grad)
+        x = embed(self.tok_emb, self.dec_pos, tgt_ids, positions, self.cfg.scale_embeddings)
         x = self.drop(self.dec_norm(x) if self.dec_norm is not None else x)
         rotary = self.rotary(positions) if self.rotary is not None else None
         bias = None
@@ -125,20 +122,14 @@ class EncoderDecoder(nn.Module):
         """Teacher-forced logits (B, T, V) for target inputs ``tgt_ids`` given the source.
         Pass ``memory`` to skip the encoder (it was run already). ``defer_head``: no logits,
         the head is left to the loss (see ``CausalLM``)."""
-        sparse = self._sparse_table_grad()
         if memory is None:
-            memory = self.encode(src_ids, src_mask, sparse_grad=sparse)
-        h = self.decode(tgt_ids, memory, src_mask, tgt_mask, cache, sparse_grad=sparse)
+            memory = self.encode(src_ids, src_mask)
+        h = self.decode(tgt_ids, memory, src_mask, tgt_mask, cache)
         out = h[:, -1:] if last_only else h
         if self.cfg.scale_tied_output:  # T5: the tied embedding is also the output matrix, at d^-0.5
             out = out * self.cfg.d_model ** -0.5
         logits, head = head_or_deferred(self.lm_head, out, defer_head)
         return Seq2SeqOutput(logits, h, memory, cache, head)
-
-    def _sparse_table_grad(self) -> bool:
-        """Whether the target table's lookups (and the source's, when it is the same table)
-        hand back sparse gradients: see ``models.gpt.sparse_table_grad``."""
-        return sparse_table_grad(self.tok_emb, self.lm_head)
 
     def make_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         """The decoder's self-attention cache (its cross K/V are added on first use)."""
