@@ -85,7 +85,6 @@ def test_paper_sizes():
     assert 205e6 < big < 220e6
 
 
-
 def reversal_pairs(n, seed, vocab=40, lengths=(3, 9)):
     rng = np.random.default_rng(seed)
     pairs = []

@@ -88,3 +88,12 @@ def test_without_onednn_everything_is_f_linear(monkeypatch):
     assert not onednn_applies(x, ours.weight)
     torch.testing.assert_close(ours(x), ref(x))
     torch.testing.assert_close(linear_act(x, ours, "relu", F.relu), F.relu(ref(x)))
+
+
+@needs_onednn
+def test_a_trainable_bias_alone_still_gets_its_gradient_through_linear_act():
+    """BitFit-style: weight frozen, input without gradient, bias trained."""
+    ours, _ = _pair()
+    ours.weight.requires_grad_(False)
+    linear_act(torch.randn(5, 24), ours, "relu", F.relu).sum().backward()
+    assert ours.bias.grad is not None and ours.bias.grad.abs().sum() > 0

@@ -86,10 +86,10 @@ def test_max_time_stops_early(tmp_path):
 
 
 def _gradients_at_each_step(trainer) -> list[list[torch.Tensor]]:
-    """The gradients every optimizer step is handed, in parameter order."""
+    """The model's gradients as each optimizer step begins, in ``named_parameters`` order."""
     seen = []
     hook = register_optimizer_step_pre_hook(
-        lambda opt, args, kwargs: seen.append([p.grad.clone() for g in opt.param_groups for p in g["params"]]))
+        lambda opt, args, kwargs: seen.append([p.grad.clone() for p in trainer.model.parameters()]))
     try:
         trainer.fit()
     finally:

@@ -33,8 +33,13 @@ def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``linear`` takes oneDNN's kernel for this input and weight: both on the CPU, of
     one dtype (fp32 or bf16), with autocast off (it would want to cast them itself), and not
     inside ``torch.compile`` (which lowers ``F.linear`` to these kernels itself)."""
-    return (ONEDNN and not torch.compiler.is_compiling() and x.device.type == "cpu" and weight.device.type == "cpu" and x.dtype == weight.dtype
+    return (ONEDNN and not torch.compiler.is_compiling() and x.device.type == "cpu"
+            and weight.device.type == "cpu" and x.dtype == weight.dtype
             and x.dtype in (torch.float32, torch.bfloat16) and not torch.is_autocast_enabled("cpu"))
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, attr: str = "none",
@@ -69,8 +74,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """``F.linear(x, weight, bias)``, on oneDNN's kernels where ``onednn_applies``."""
     if not onednn_applies(x, weight):
         return F.linear(x, weight, bias)
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                    or (bias is not None and bias.requires_grad)):
+    if _needs_grad(x, weight, bias):
         return _OneDNNLinear.apply(x, weight, bias)
     return _pointwise(x, weight, bias)
 
@@ -79,7 +83,7 @@ def linear_act(x: torch.Tensor, layer: nn.Linear, activation: str, act) -> torch
     """``act(layer(x))``; without gradients on oneDNN, the activation fused into the matmul.
     ``activation`` names ``act`` (a key of ``EPILOGUES`` or anything else)."""
     if (type(layer) is Linear and activation in EPILOGUES and onednn_applies(x, layer.weight)
-            and not (torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad))):
+            and not _needs_grad(x, layer.weight, layer.bias)):
         return _pointwise(x, layer.weight, layer.bias, *EPILOGUES[activation])
     return act(layer(x))
 

@@ -41,9 +41,8 @@ class Workspace(threading.local):
     first touch: filling a new 131 MB tensor took 40-47 ms on this project's machine against
     3.5 ms to refill one already used (and about 4x that inside a training step in a busy
     stretch). The loss's chunk buffers are that size and needed every step, so they are
-    kept: at most one chunk
-    of logits in each dtype (about CHUNK_BYTES fp32 + half that in bf16), and the head's
-    weight and its gradient in the matmul dtype, until ``release``.
+    kept: at most one chunk of logits in each dtype (about CHUNK_BYTES fp32 + half that in
+    bf16), and the head's weight and its gradient in the matmul dtype, until ``release``.
     """
 
     def __init__(self):
