@@ -87,3 +87,32 @@ def test_bf16_inference_over_few_keys_takes_the_explicit_formula_and_agrees_with
         got = explicit_attention(q, k, v, None, False, 0.0)
         want = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
     torch.testing.assert_close(got.float(), want, atol=0.03, rtol=0.02)
+
+
+@pytest.mark.parametrize("kind", ["causal", "bool", "float"])
+def test_explicit_attention_gradients_match_the_tracked_formula(kind):
+    """The mask is applied in place (a bool one untracked); q, k and v get the textbook gradients."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 6, 4, dtype=torch.double, requires_grad=True) for _ in range(3))
+    mask = None
+    if kind == "bool":
+        mask = torch.rand(2, 1, 6, 6) > 0.3
+        mask |= torch.eye(6, dtype=torch.bool)  # no empty rows
+    elif kind == "float":
+        mask = torch.randn(1, 3, 6, 6, dtype=torch.double)
+    y = explicit_attention(q, k, v, mask, kind == "causal", 0.0)
+    refs = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+    scores = refs[0] @ refs[1].transpose(-1, -2) / 2.0
+    if kind == "causal":
+        scores = scores.masked_fill(~causal_mask(6, 6), float("-inf"))
+    elif kind == "bool":
+        scores = scores.masked_fill(~mask, float("-inf"))
+    else:
+        scores = scores + mask
+    want = scores.softmax(-1) @ refs[2]
+    g = torch.randn_like(y)
+    y.backward(g)
+    want.backward(g)
+    torch.testing.assert_close(y, want)
+    for got, ref in zip((q, k, v), refs):
+        torch.testing.assert_close(got.grad, ref.grad)

@@ -74,8 +74,14 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
     scores = q @ k.transpose(-1, -2)  # (B, H, T, S)
     if is_causal:
         mask = causal_mask(q.shape[2], k.shape[2], q.device)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    if mask is not None:  # in place on the fresh scores: no copy of the (B, H, T, S) matrix
+        if mask.dtype == torch.bool:
+            # untracked: where the mask forbids, softmax's output is 0 and so is the gradient its
+            # backward hands on; recording the fill would only add a masked copy of that gradient
+            with torch.no_grad():
+                scores.masked_fill_(~mask, float("-inf"))
+        else:
+            scores = scores.add_(mask)
     probs = scores.softmax(-1)  # bf16 in, bf16 out; the kernel accumulates in fp32 (no fp32 copy of the scores)
     if dropout_p:
         probs = F.dropout(probs, dropout_p)
