@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import BertConfig, BertModel
 
-from tfamily.interop.hf_bert import config_from_hf, state_dict_from_hf
-from tfamily.models import build_model
 
-from .harness import Row, count_flops, interleave, labelled, random_ids
+from .harness import Row, count_flops, interleave, labelled, mirror_of, random_ids
 
 
 @dataclass
@@ -37,10 +35,7 @@ def build_pair(sizes: Sizes, seed: int = 0):
     hf_cfg = BertConfig(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **sizes.model)
     torch.manual_seed(seed)
     theirs = BertModel(hf_cfg).eval()
-    cfg = config_from_hf(hf_cfg.to_dict())
-    ours = build_model(cfg).eval()
-    ours.load_state_dict(state_dict_from_hf(theirs.state_dict(), cfg))
-    return ours, theirs
+    return mirror_of(theirs).eval(), theirs
 
 
 def largest_difference(a: torch.Tensor, b: torch.Tensor) -> str:

@@ -17,14 +17,13 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from tfamily.generation.decode import SamplingParams, decode
 from tfamily.inspect.summary import flops_per_token
-from tfamily.interop.hf_gpt2 import config_from_hf, state_dict_from_hf
 from tfamily.models.gpt import CausalLM
 from tfamily.nn.quant import convert_weights
 from tfamily.objectives import CausalLMObjective
 from tfamily.training.config import TrainConfig
 from tfamily.training.optim import make_optimizers
 
-from .harness import Row, free_memory, hf_adamw, interleave, labelled, random_ids, training_step
+from .harness import Row, free_memory, hf_adamw, interleave, labelled, mirror_of, random_ids, training_step
 
 CPU = torch.device("cpu")
 LR = 1e-3  # torch.optim.AdamW's default, used on both sides
@@ -54,13 +53,9 @@ QUICK = Sizes(train_batch=2, train_seq=64, prompt=8, new_tokens=16, decode_batch
 
 def build_pair(sizes: Sizes, seed: int = 0) -> tuple[CausalLM, GPT2LMHeadModel]:
     """(tfamily CausalLM, HF GPT2LMHeadModel) holding identical random weights."""
-    hf_cfg = GPT2Config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **sizes.model)
     torch.manual_seed(seed)
-    theirs = GPT2LMHeadModel(hf_cfg)
-    cfg = config_from_hf(hf_cfg.to_dict())
-    ours = CausalLM(cfg)
-    ours.load_state_dict(state_dict_from_hf(theirs.state_dict(), cfg))
-    return ours, theirs
+    theirs = GPT2LMHeadModel(GPT2Config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **sizes.model))
+    return mirror_of(theirs), theirs
 
 
 # ---- training --------------------------------------------------------------------------

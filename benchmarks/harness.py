@@ -18,6 +18,8 @@ from typing import Callable
 
 import torch
 
+from tfamily.interop.registry import family_for
+from tfamily.models import build_model
 from tfamily.nn.linear import ONEDNN
 from tfamily.nn.linear import linear as onednn_linear  # F.linear on oneDNN's kernel on a CPU
 
@@ -80,6 +82,16 @@ def autocast_or_not(bf16: bool):
 
 def free_memory() -> None:
     gc.collect()
+
+
+def mirror_of(theirs: torch.nn.Module) -> torch.nn.Module:
+    """tfamily's model holding the very tensors of the HF model ``theirs`` (random weights
+    from a fixed seed), read through the interop registry as ``tfamily import-hf`` does."""
+    family = family_for(theirs.config.model_type)
+    cfg = family.config_from_hf(theirs.config.to_dict())
+    ours = build_model(cfg)
+    ours.load_state_dict(family.state_dict_from_hf(theirs.state_dict(), cfg))
+    return ours
 
 
 def training_step(loss_fn: Callable[[], torch.Tensor], optimizers: list, bf16: bool) -> Callable[[], float]:

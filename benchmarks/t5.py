@@ -17,13 +17,11 @@ from dataclasses import dataclass, field
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
-from tfamily.interop.hf_t5 import config_from_hf, state_dict_from_hf
-from tfamily.models import build_model
 from tfamily.objectives import Seq2SeqObjective
 from tfamily.training.config import TrainConfig
 from tfamily.training.optim import make_optimizers
 
-from .harness import Row, count_flops, free_memory, hf_adamw, interleave, random_ids, training_step
+from .harness import Row, count_flops, free_memory, hf_adamw, interleave, mirror_of, random_ids, training_step
 
 CPU = torch.device("cpu")
 LR = 1e-3  # torch.optim.AdamW's default, on both sides
@@ -45,10 +43,7 @@ def build_pair(sizes: Sizes, seed: int = 0):
     hf_cfg = T5Config(dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, **sizes.model)
     torch.manual_seed(seed)
     theirs = T5ForConditionalGeneration(hf_cfg)
-    cfg = config_from_hf(hf_cfg.to_dict())
-    ours = build_model(cfg)
-    ours.load_state_dict(state_dict_from_hf(theirs.state_dict(), cfg))
-    return ours, theirs
+    return mirror_of(theirs), theirs
 
 
 def make_batch(cfg, sizes: Sizes):

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..nn.linear import Linear
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor | None, how: str) -> torch.Tensor:
@@ -35,7 +36,7 @@ class SequenceClassificationHead(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.drop = nn.Dropout(cfg.dropout)
-        self.proj = nn.Linear(cfg.d_model, cfg.num_labels)
+        self.proj = Linear(cfg.d_model, cfg.num_labels)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.proj(self.drop(pooled))
@@ -47,7 +48,7 @@ class TokenClassificationHead(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.drop = nn.Dropout(cfg.dropout)
-        self.proj = nn.Linear(cfg.d_model, cfg.num_labels)
+        self.proj = Linear(cfg.d_model, cfg.num_labels)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.proj(self.drop(hidden))
@@ -58,7 +59,7 @@ class SpanHead(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.proj = nn.Linear(cfg.d_model, 2)
+        self.proj = Linear(cfg.d_model, 2)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.proj(hidden)

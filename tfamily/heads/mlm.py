@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..nn.mlp import ACTIVATIONS
+from ..nn.linear import Linear, linear_act
 from ..nn.norms import make_norm
 
 
@@ -16,13 +16,13 @@ class MLMHead(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.dense = nn.Linear(cfg.d_model, cfg.d_model)
-        self.act = ACTIVATIONS[cfg.activation]
+        self.dense = Linear(cfg.d_model, cfg.d_model)
+        self.activation = cfg.activation
         self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
-        self.decoder = nn.Linear(cfg.d_model, cfg.vocab_size)
+        self.decoder = Linear(cfg.d_model, cfg.vocab_size)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, T, V)
-        return self.decoder(self.norm(self.act(self.dense(hidden))))
+        return self.decoder(self.norm(linear_act(hidden, self.dense, self.activation)))
 
 
 class Pooler(nn.Module):
@@ -30,7 +30,7 @@ class Pooler(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.dense = nn.Linear(cfg.d_model, cfg.d_model)
+        self.dense = Linear(cfg.d_model, cfg.d_model)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, d)
         return torch.tanh(self.dense(hidden[:, 0]))
@@ -41,7 +41,7 @@ class NSPHead(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.proj = nn.Linear(cfg.d_model, 2)
+        self.proj = Linear(cfg.d_model, 2)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:  # (B, d) -> (B, 2)
         return self.proj(pooled)

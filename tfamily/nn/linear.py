@@ -25,7 +25,13 @@ from torch import nn
 _POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 ONEDNN = _POINTWISE is not None and torch.backends.mkldnn.is_available()
 
-# our activation name -> oneDNN's (attr, algorithm) for the fused epilogue
+ACTIVATIONS = {  # a config's activation name -> the function
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's "gelu_new"
+    "relu": F.relu,
+    "silu": F.silu,
+}
+# the same names -> oneDNN's (attr, algorithm) for the fused epilogue
 EPILOGUES = {"gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh"), "relu": ("relu", ""), "silu": ("swish", "")}
 
 
@@ -79,13 +85,13 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return _pointwise(x, weight, bias)
 
 
-def linear_act(x: torch.Tensor, layer: nn.Linear, activation: str, act) -> torch.Tensor:
-    """``act(layer(x))``; without gradients on oneDNN, the activation fused into the matmul.
-    ``activation`` names ``act`` (a key of ``EPILOGUES`` or anything else)."""
-    if (type(layer) is Linear and activation in EPILOGUES and onednn_applies(x, layer.weight)
+def linear_act(x: torch.Tensor, layer: nn.Module, activation: str) -> torch.Tensor:
+    """``ACTIVATIONS[activation](layer(x))``; without gradients on oneDNN, the activation fused
+    into the matmul. Any other ``layer`` (a LoRA wrapper, an int8 layer) is called as it is."""
+    if (type(layer) is Linear and onednn_applies(x, layer.weight)
             and not _needs_grad(x, layer.weight, layer.bias)):
         return _pointwise(x, layer.weight, layer.bias, *EPILOGUES[activation])
-    return act(layer(x))
+    return ACTIVATIONS[activation](layer(x))
 
 
 class Linear(nn.Linear):

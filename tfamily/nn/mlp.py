@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .linear import Linear, linear_act
+from .linear import ACTIVATIONS, Linear, linear_act
 
-ACTIVATIONS = {
-    "gelu": F.gelu,
-    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's "gelu_new"
-    "relu": F.relu,
-    "silu": F.silu,
-}
+__all__ = ["ACTIVATIONS", "MLP"]
 
 
 class MLP(nn.Module):
@@ -21,14 +15,16 @@ class MLP(nn.Module):
 
     def __init__(self, d_model: int, d_ff: int, activation: str, gated: bool, bias: bool, dropout: float):
         super().__init__()
-        self.activation, self.act = activation, ACTIVATIONS[activation]
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; known: {', '.join(sorted(ACTIVATIONS))}")
+        self.activation = activation
         self.fc_in = Linear(d_model, d_ff, bias=bias)
         self.fc_gate = Linear(d_model, d_ff, bias=bias) if gated else None
         self.fc_out = Linear(d_ff, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d_model) -> (B, T, d_model)
-        h = linear_act(x, self.fc_in, self.activation, self.act)  # (B, T, d_ff)
+        h = linear_act(x, self.fc_in, self.activation)  # (B, T, d_ff)
         if self.fc_gate is not None:
             h = h * self.fc_gate(x)
         return self.dropout(self.fc_out(h))
