@@ -2,10 +2,12 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tfamily.checkpoint import load_model, save_checkpoint
 from tfamily.generation import SamplingParams, decode
 from tfamily.models import build_model
+from tfamily.nn.loss import linear_cross_entropy
 from tfamily.presets import PRESETS, tiny_version
 
 NAMES = sorted(PRESETS)
@@ -29,17 +31,18 @@ class Runner:
         self.seq2seq = model.cfg.arch == "encoder-decoder"
         self.src = torch.randint(0, model.cfg.vocab_size, (1, 5))
 
-    def __call__(self, ids, attention_mask=None, cache=None):
+    def __call__(self, ids, attention_mask=None, cache=None, **options):
         if self.cfg.arch == "encoder":
             assert cache is None
-            return self.model(ids, attention_mask=attention_mask)
+            return self.model(ids, attention_mask=attention_mask, **options)
         if self.seq2seq:
-            return self.model(self.src.expand(ids.shape[0], -1), ids, tgt_mask=attention_mask, cache=cache)
+            return self.model(self.src.expand(ids.shape[0], -1), ids, tgt_mask=attention_mask, cache=cache,
+                              **options)
         if self.cfg.arch == "glm" and cache is not None:
             return self.glm_step(ids, cache)
         if self.cfg.arch == "transformer-xl":  # its cache is the memory of earlier segments
-            return self.model(ids, attention_mask=attention_mask, memory=cache)
-        return self.model(ids, attention_mask=attention_mask, cache=cache)
+            return self.model(ids, attention_mask=attention_mask, memory=cache, **options)
+        return self.model(ids, attention_mask=attention_mask, cache=cache, **options)
 
     def glm_step(self, ids, cache):
         """GLM generation as decode() runs it: the prompt is Part A (its last token the blank),
@@ -117,6 +120,32 @@ def test_every_parameter_gets_a_gradient(model, run):
     for name, p in model.named_parameters():
         assert p.grad is not None, f"{name} got no gradient"
         assert p.grad.abs().sum() > 0, f"{name} got a zero gradient"
+
+
+def test_a_deferred_head_gets_the_gradients_of_plain_logits(generator_model):
+    """Training through ``defer_head`` (the chunked loss; on a CPU, a tied table's lookups
+    hand back sparse rows, ``nn.loss.tied_table``) gives every parameter the dense gradient
+    that full logits and ``F.cross_entropy`` give."""
+    model, run = generator_model.train(), Runner(generator_model)
+    ids = torch.randint(0, model.cfg.vocab_size, (2, 9))
+    targets = torch.randint(0, model.cfg.vocab_size, (2, 9))
+
+    def gradients(defer):
+        torch.manual_seed(0)  # the same dropout masks
+        model.zero_grad(set_to_none=True)
+        out = run(ids, defer_head=defer)
+        if defer:
+            loss = linear_cross_entropy(out.head.features, out.head.weight, out.head.bias, targets)
+        else:
+            loss = F.cross_entropy(out.logits.flatten(0, 1), targets.flatten())
+        loss.backward()
+        return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    deferred, plain = gradients(True), gradients(False)
+    assert deferred.keys() == plain.keys()
+    for name, g in plain.items():
+        assert not deferred[name].is_sparse, name
+        torch.testing.assert_close(deferred[name], g, atol=1e-6, rtol=1e-5, msg=name)
 
 
 def test_save_load_round_trip(model, run, tmp_path):

@@ -3,7 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from tfamily.nn import loss as loss_mod
-from tfamily.nn.loss import IGNORE_INDEX, DeferredHead, Workspace, linear_cross_entropy
+from tfamily.nn.linear import Linear
+from tfamily.nn.loss import IGNORE_INDEX, DeferredHead, Workspace, head_or_deferred, linear_cross_entropy, tied_table
 
 
 def reference(features, weight, bias, targets, smoothing=0.0):
@@ -111,3 +112,56 @@ def test_repeated_calls_on_shared_buffers_give_the_same_loss_and_gradients():
         results.append((loss.detach(), h.grad.clone(), w.grad.clone()))
     for first, second in zip(*results):
         assert torch.equal(first, second)
+
+
+class TiedLM(torch.nn.Module):
+    """A table looked up twice (as T5 looks up source and target) and tied to the head."""
+
+    def __init__(self, vocab=97, d=16):
+        super().__init__()
+        self.table = torch.nn.Embedding(vocab, d)
+        self.head = Linear(d, vocab, bias=False)
+        self.head.weight = self.table.weight
+
+    def loss(self, a, b, targets, tied=True):
+        with (tied_table(self.head, self.table, defer=True) if tied else loss_mod.contextlib.nullcontext()) as w:
+            h = torch.tanh(self.table(a) + self.table(b))
+        _, head = head_or_deferred(self.head, h, True, w if tied else None)
+        return linear_cross_entropy(head.features, head.weight, head.bias, targets)
+
+
+def table_gradient_allocations(model, *args, **options):
+    """How many tensors of the table's size the forward + backward allocated, and the gradient."""
+    from torch.profiler import profile
+    model.zero_grad(set_to_none=True)
+    size = model.table.weight.numel() * 4
+    with profile(profile_memory=True) as prof:
+        model.loss(*args, **options).backward()
+    n = sum(1 for e in prof.events() if e.cpu_memory_usage == size
+            and not any(c.cpu_memory_usage == size for c in e.cpu_children))
+    return n, model.table.weight.grad
+
+
+def test_tied_table_sums_its_gradient_in_the_heads_own_tensor():
+    """The head's dense gradient is the only (V, d) tensor made: the lookups' sparse rows are
+    added into it in place (without the mechanism: one fresh (V, d) tensor per lookup)."""
+    torch.manual_seed(0)
+    model = TiedLM()
+    a, b, t = torch.randint(0, 97, (3, 5)), torch.randint(0, 97, (3, 5)), torch.randint(0, 97, (3, 5))
+    n_tied, g_tied = table_gradient_allocations(model, a, b, t)
+    n_plain, g_plain = table_gradient_allocations(model, a, b, t, tied=False)
+    assert (n_tied, n_plain) == (1, 3)
+    assert not g_tied.is_sparse
+    torch.testing.assert_close(g_tied, g_plain, atol=1e-7, rtol=1e-6)
+    assert not model.table.sparse  # switched back after the forward
+
+
+def test_tied_table_leaves_other_cases_alone():
+    model = TiedLM()
+    with tied_table(model.head, model.table, defer=False) as w:
+        assert w is None and not model.table.sparse
+    with torch.no_grad(), tied_table(model.head, model.table, defer=True) as w:
+        assert w is None and not model.table.sparse
+    model.head.weight = torch.nn.Parameter(model.table.weight.detach().clone())  # untied: lookups stay dense
+    with tied_table(model.head, model.table, defer=True) as w:
+        assert w is None and not model.table.sparse

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..nn import KVCache, Stack, make_positions, positions_from_mask
-from ..nn.loss import head_or_deferred
+from ..nn.loss import head_or_deferred, tied_table
 from ..nn.masks import glm_mask
 from .gpt import LMOutput, TiedLM, check_inputs
 
@@ -89,7 +89,8 @@ class GLM(TiedLM):
         Part B, and then ``positions`` must be given (which blank, how far into it).
         ``defer_head``: no logits, the head is left to the loss (see ``CausalLM``).
         """
-        hidden = self.backbone(ids, attention_mask, positions, part_a_len, cache)
+        with tied_table(self.lm_head, self.backbone.tok_emb, defer_head) as head_weight:
+            hidden = self.backbone(ids, attention_mask, positions, part_a_len, cache)
         h = hidden[:, -1:] if last_only else hidden
-        logits, head = head_or_deferred(self.lm_head, h, defer_head)
+        logits, head = head_or_deferred(self.lm_head, h, defer_head, head_weight)
         return LMOutput(logits, hidden, cache, head)

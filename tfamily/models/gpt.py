@@ -17,7 +17,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..nn import KVCache, Linear, Stack, make_positions, make_rotary, positions_from_mask
-from ..nn.loss import DeferredHead, head_or_deferred
+from ..nn.loss import DeferredHead, head_or_deferred, tied_table
 from ..nn.masks import decoder_mask
 from .init import init_weights
 
@@ -135,7 +135,8 @@ class CausalLM(TiedLM):
         """``last_only`` computes logits for the final position only (decoding needs no more);
         ``defer_head`` computes none and leaves the head to the loss (``nn.loss``: training's
         cross-entropy then never materialises the (B, T, V) logits)."""
-        out = self.backbone(ids, attention_mask, positions, cache)
+        with tied_table(self.lm_head, self.backbone.tok_emb, defer_head) as head_weight:
+            out = self.backbone(ids, attention_mask, positions, cache)
         h = out.hidden[:, -1:] if last_only else out.hidden
-        logits, head = head_or_deferred(self.lm_head, h, defer_head)
+        logits, head = head_or_deferred(self.lm_head, h, defer_head, head_weight)
         return LMOutput(logits, out.hidden, out.cache, head)

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..nn import KVCache, Linear, Stack, make_positions, make_rotary, positions_from_mask
-from ..nn.loss import DeferredHead, head_or_deferred
+from ..nn.loss import DeferredHead, head_or_deferred, tied_table
 from ..nn.masks import decoder_mask, encoder_mask, padding_mask
 from ..nn.norms import make_norm
 from ..nn.positions import make_relative_bias
@@ -122,13 +122,14 @@ class EncoderDecoder(nn.Module):
         """Teacher-forced logits (B, T, V) for target inputs ``tgt_ids`` given the source.
         Pass ``memory`` to skip the encoder (it was run already). ``defer_head``: no logits,
         the head is left to the loss (see ``CausalLM``)."""
-        if memory is None:
-            memory = self.encode(src_ids, src_mask)
-        h = self.decode(tgt_ids, memory, src_mask, tgt_mask, cache)
+        with tied_table(self.lm_head, self.tok_emb, defer_head) as head_weight:
+            if memory is None:
+                memory = self.encode(src_ids, src_mask)
+            h = self.decode(tgt_ids, memory, src_mask, tgt_mask, cache)
         out = h[:, -1:] if last_only else h
         if self.cfg.scale_tied_output:  # T5: the tied embedding is also the output matrix, at d^-0.5
             out = out * self.cfg.d_model ** -0.5
-        logits, head = head_or_deferred(self.lm_head, out, defer_head)
+        logits, head = head_or_deferred(self.lm_head, out, defer_head, head_weight)
         return Seq2SeqOutput(logits, h, memory, cache, head)
 
     def make_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:

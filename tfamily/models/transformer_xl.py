@@ -27,7 +27,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..nn import Stack
 from ..nn.cache import XLMemory
-from ..nn.loss import DeferredHead, head_or_deferred
+from ..nn.loss import DeferredHead, head_or_deferred, tied_table
 from ..nn.masks import decoder_mask
 from ..nn.xl import XLRelativePositions
 from .gpt import TiedLM
@@ -107,9 +107,10 @@ class TransformerXL(TiedLM):
         """ids (B, L); ``memory`` (from ``make_memory``) is read and advanced in place, and
         returned in the output, so ``out = model(seg, memory=mem)`` in a loop carries it on.
         ``defer_head``: no logits, the head is left to the loss (see ``CausalLM``)."""
-        hidden, memory = self.backbone(ids, attention_mask, memory)
+        with tied_table(self.lm_head, self.backbone.tok_emb, defer_head) as head_weight:
+            hidden, memory = self.backbone(ids, attention_mask, memory)
         h = hidden[:, -1:] if last_only else hidden
-        logits, head = head_or_deferred(self.lm_head, h, defer_head)
+        logits, head = head_or_deferred(self.lm_head, h, defer_head, head_weight)
         return XLOutput(logits, hidden, memory, head)
 
     def make_memory(self, batch: int | None = None, mem_len: int | None = None) -> XLMemory:

@@ -22,8 +22,10 @@ softmax and the loss in fp32.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -190,10 +192,57 @@ def linear_cross_entropy(features: torch.Tensor, weight: torch.Tensor, bias: tor
         return _LinearCrossEntropy.apply(features, weight, bias, targets, float(label_smoothing), dtype)
 
 
-def head_or_deferred(head: torch.nn.Linear, features: torch.Tensor, defer: bool
+def head_or_deferred(head: torch.nn.Linear, features: torch.Tensor, defer: bool, weight: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor | None, DeferredHead | None]:
     """(logits (B, T, V), None), or with ``defer`` (None, the head left for the loss): what a
-    language model's forward returns, so training never builds the full logits."""
+    language model's forward returns, so training never builds the full logits. ``weight``:
+    the head's matrix as ``tied_table`` handed it out (default ``head.weight``)."""
     if defer:
-        return None, DeferredHead(features, head.weight, head.bias)
+        return None, DeferredHead(features, head.weight if weight is None else weight, head.bias)
     return head(features), None
+
+
+class _ReadBeforeLookups(torch.autograd.Function):
+    """The identity. Applied to a tied table before any lookup of it, its node is older than
+    theirs, and autograd's engine runs younger nodes first: so the head's gradient reaches
+    the table after the lookups' (see ``tied_table``)."""
+
+    @staticmethod
+    def forward(ctx, weight):
+        return weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+@contextlib.contextmanager
+def tied_table(head: torch.nn.Linear, table: torch.nn.Embedding, defer: bool) -> Iterator[torch.Tensor]:
+    """Run a training forward of a tied LM (the lookups of ``table`` inside the ``with``);
+    yields the head's weight for ``head_or_deferred``.
+
+    Why: a table tied to the LM head gets a gradient from the head (dense, every row) and
+    one from each lookup. Autograd's lookup gradient is a dense (V, d) tensor of zeros with
+    the looked-up rows added, new memory each time: 154 MB of fp32 for GPT-2's table, whose
+    first touch cost 150-220 ms of page faults per step on this project's 2-core machine.
+    Here, training a deferred head on a CPU, the lookups hand back sparse rows instead, and
+    autograd adds them in place into the head's dense gradient, which becomes the table's.
+    It adds in place only when the sparse rows arrive first (a dense gradient that came
+    first gets a fresh sum), so the head reads the table through an identity node made
+    before the lookups (``_ReadBeforeLookups``), whose gradient autograd passes on last.
+    The gradient is the same either way; the order decides only where it is summed.
+
+    Only with ``defer`` (the loss will use the head, so the sum is always dense) and when
+    the head's weight is the table's, gradients are on, on a CPU, and not compiling;
+    otherwise this yields None (``head_or_deferred``: the head's own weight) and changes nothing.
+    """
+    weight = getattr(head, "weight", None)  # an int8 head has none
+    if not (defer and weight is table.weight and weight.requires_grad and torch.is_grad_enabled()
+            and weight.device.type == "cpu" and not table.sparse and not torch.compiler.is_compiling()):
+        yield None
+        return
+    table.sparse = True  # nn.Embedding's own switch: F.embedding(..., sparse=True)
+    try:
+        yield _ReadBeforeLookups.apply(weight)
+    finally:
+        table.sparse = False
