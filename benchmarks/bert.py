@@ -5,6 +5,10 @@ and initialises it from a fixed seed; tfamily loads the very same tensors throug
 ``tfamily.interop.hf_bert`` into the matching model (``FeatureExtractor``: hidden states and
 the pooled [CLS], what ``BertModel`` returns). A repetition is one forward pass over a batch
 of 32 sequences of 128 tokens under ``torch.inference_mode``.
+
+Each side gets its weights in the dtype the way its users would for inference: HF with
+``.to(dtype)``, tfamily with ``nn.quant.convert_weights`` (the dtype, and the linear layers'
+weights packed into oneDNN's layout; exact, as the hidden-state difference in the note shows).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import BertConfig, BertModel
 
+from tfamily.nn.quant import convert_weights
 
 from .harness import Row, count_flops, interleave, labelled, mirror_of, random_ids
 
@@ -44,8 +49,8 @@ def largest_difference(a: torch.Tensor, b: torch.Tensor) -> str:
 
 def bench_forward(sizes: Sizes, bf16_weights: bool, warmup: int, reps: int) -> Row:
     ours, theirs = build_pair(sizes)
-    if bf16_weights:
-        ours, theirs = ours.to(torch.bfloat16), theirs.to(torch.bfloat16)
+    dtype = "bf16" if bf16_weights else "fp32"
+    ours, theirs = convert_weights(ours, dtype), theirs.to(torch.bfloat16 if bf16_weights else torch.float32)
     ids = random_ids(theirs.config.vocab_size, sizes.batch, sizes.seq, seed=3)
     mask = torch.ones_like(ids)
 
@@ -59,7 +64,6 @@ def bench_forward(sizes: Sizes, bf16_weights: bool, warmup: int, reps: int) -> R
 
     note = largest_difference(labelled("tfamily", run_ours), labelled("HF", run_theirs))  # also a warm-up
     t_ours, t_hf = interleave(run_ours, run_theirs, max(0, warmup - 1), reps)
-    dtype = "bf16" if bf16_weights else "fp32"
     row = Row(f"BERT-base fwd {dtype} {sizes.batch}x{sizes.seq}", "seq/s", sizes.batch, t_ours, t_hf, dtype,
               flops=count_flops(run_theirs), note=note)
     return row

@@ -18,6 +18,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from tfamily.generation.decode import SamplingParams, decode
 from tfamily.inspect.summary import flops_per_token
 from tfamily.models.gpt import CausalLM
+from tfamily.nn.linear import PackedLinear
 from tfamily.nn.quant import convert_weights
 from tfamily.objectives import CausalLMObjective
 from tfamily.training.config import TrainConfig
@@ -136,16 +137,22 @@ def agreement(a: list[list[int]], b: list[list[int]]) -> str:
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the weights one forward pass streams: every unique parameter (and quantised
-    weight, with its scales) except the position table (only one row of it is read per token)."""
+    """Bytes of the weights one forward pass streams: every unique parameter (and quantised or
+    packed weight, with its scales) except the token and position tables, of which a step reads
+    one row per token (a tied table counts once, as the LM head's matrix)."""
     seen, total = set(), 0
-    tensors = list(model.named_parameters()) + [(n, b) for n, b in model.named_buffers()
-                                                 if n.rsplit(".", 1)[-1] in ("weight_int8", "scale", "bias")]
-    for name, p in tensors:
-        if id(p) in seen or "pos_emb" in name:
+    for prefix, module in model.named_modules():
+        if isinstance(module, torch.nn.Embedding):
             continue
-        seen.add(id(p))
-        total += p.numel() * p.element_size()
+        tensors = [(n, p) for n, p in module.named_parameters(recurse=False)]
+        tensors += [(n, b) for n, b in module.named_buffers(recurse=False) if n in ("weight_int8", "scale", "bias")]
+        if isinstance(module, PackedLinear):  # its weight is an opaque tensor, neither parameter nor buffer
+            tensors.append(("weight", module.weight))
+        for name, p in tensors:
+            if id(p) in seen or "pos_emb" in f"{prefix}.{name}":
+                continue
+            seen.add(id(p))
+            total += p.numel() * p.element_size()
     return total
 
 

@@ -1,5 +1,7 @@
 """One suite, every preset (shrunk to a test size with the same wiring)."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,7 +9,9 @@ import torch.nn.functional as F
 from tfamily.checkpoint import load_model, save_checkpoint
 from tfamily.generation import SamplingParams, decode
 from tfamily.models import build_model
+from tfamily.nn.linear import PackedLinear
 from tfamily.nn.loss import linear_cross_entropy
+from tfamily.nn.quant import convert_weights
 from tfamily.presets import PRESETS, tiny_version
 
 NAMES = sorted(PRESETS)
@@ -146,6 +150,21 @@ def test_a_deferred_head_gets_the_gradients_of_plain_logits(generator_model):
     for name, g in plain.items():
         assert not deferred[name].is_sparse, name
         torch.testing.assert_close(deferred[name], g, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_packed_weights_change_no_logit(model, run):
+    """``convert_weights(model, "fp32")`` packs every linear layer for oneDNN (the LM head's
+    copy of a tied table too) and changes no logit beyond float rounding."""
+    ids = torch.randint(0, model.cfg.vocab_size, (2, 9))
+    with torch.inference_mode():
+        want = run(ids).logits
+    converted = convert_weights(copy.deepcopy(model), "fp32")
+    assert not any(isinstance(m, torch.nn.Linear) for m in converted.modules())
+    assert any(isinstance(m, PackedLinear) for m in converted.modules())
+    run_converted = Runner(converted)
+    run_converted.src = run.src
+    with torch.inference_mode():
+        torch.testing.assert_close(run_converted(ids).logits, want, atol=1e-5, rtol=1e-5)
 
 
 def test_save_load_round_trip(model, run, tmp_path):

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from tfamily.generation import SamplingParams, decode
 from tfamily.models import build_model
+from tfamily.nn.linear import ACTIVATIONS, Linear, PackedLinear, linear_act
 from tfamily.nn.quant import Int8Linear, convert_weights
 from tfamily.presets import get_preset, tiny_version
 
@@ -54,3 +55,40 @@ def test_converted_model_decodes(model):
 def test_unknown_format_names_the_choices(model):
     with pytest.raises(ValueError, match="fp32, bf16, int8"):
         convert_weights(model, "int4")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("activation", [None, "gelu", "gelu_tanh", "relu", "silu"])
+def test_packed_linear_is_the_linear_layer(dtype, activation):
+    torch.manual_seed(0)
+    lin = Linear(24, 40).to(dtype)
+    packed = PackedLinear(lin)
+    for shape in [(1, 24), (3, 5, 24), (8, 24), (0, 24)]:
+        x = torch.randn(*shape, dtype=dtype)
+        with torch.no_grad():
+            want = lin(x) if activation is None else ACTIVATIONS[activation](lin(x).float()).to(dtype)
+            got = packed(x) if activation is None else linear_act(x, packed, activation)
+        assert got.shape == want.shape and got.dtype == dtype
+        tol = dict(atol=1e-6, rtol=1e-6) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
+        torch.testing.assert_close(got, want, **tol)
+
+
+def test_packed_linear_refuses_gradients_and_other_dtypes():
+    packed = PackedLinear(Linear(8, 4))
+    with pytest.raises(RuntimeError, match="packed for inference"):
+        packed(torch.randn(2, 8, requires_grad=True))
+    with pytest.raises(TypeError, match="bfloat16"):
+        packed(torch.randn(2, 8, dtype=torch.bfloat16))
+    assert list(packed.state_dict()) == ["bias"]
+    twin = copy.deepcopy(packed)
+    x = torch.randn(3, 8)
+    assert torch.equal(twin(x), packed(x))
+
+
+def test_packed_model_decodes_like_the_plain_one(model):
+    params = SamplingParams(max_new_tokens=6, temperature=0)
+    prompts = [[5, 6, 7], [8]]
+
+    def tokens(m):
+        return [[s.token for s in group] for group in decode(m, prompts, params)]
+    assert tokens(convert_weights(copy.deepcopy(model), "fp32")) == tokens(model)

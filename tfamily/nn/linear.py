@@ -18,11 +18,14 @@ oneDNN's already.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 _POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+_REORDER = getattr(getattr(torch.ops, "mkldnn", None), "_reorder_linear_weight", None)
 ONEDNN = _POINTWISE is not None and torch.backends.mkldnn.is_available()
 
 ACTIVATIONS = {  # a config's activation name -> the function
@@ -88,6 +91,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 def linear_act(x: torch.Tensor, layer: nn.Module, activation: str) -> torch.Tensor:
     """``ACTIVATIONS[activation](layer(x))``; without gradients on oneDNN, the activation fused
     into the matmul. Any other ``layer`` (a LoRA wrapper, an int8 layer) is called as it is."""
+    if type(layer) is PackedLinear:
+        return layer(x, activation)
     if (type(layer) is Linear and onednn_applies(x, layer.weight)
             and not _needs_grad(x, layer.weight, layer.bias)):
         return _pointwise(x, layer.weight, layer.bias, *EPILOGUES[activation])
@@ -99,3 +104,65 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight, self.bias)
+
+
+# ---- inference weights in oneDNN's own layout --------------------------------------------
+
+PACKING_ROWS = 8  # the batch size oneDNN is told to expect when it picks the weight's layout
+
+
+def packing_supported(weight: torch.Tensor) -> bool:
+    """Whether ``PackedLinear`` can hold this weight: oneDNN's reorder exists, on a CPU, fp32 or bf16."""
+    return (ONEDNN and _REORDER is not None and weight.device.type == "cpu"
+            and weight.dtype in (torch.float32, torch.bfloat16))
+
+
+class PackedLinear(nn.Module):
+    """An inference-only linear layer whose weight is stored in oneDNN's blocked layout.
+
+    ``Linear`` hands oneDNN a plain (out, in) matrix, which the kernel rearranges into its
+    own tiles on every call. Rearranged once here (``torch.ops.mkldnn._reorder_linear_weight``,
+    what ``torch.compile``'s CPU freezing does), the same matmuls took on this project's
+    machine (2-core AMD EPYC, AVX-512 bf16), one call each:
+
+    - bf16, 1 to 8 rows (decoding): 0.09 -> 0.05 ms for 768 -> 2304, 0.18 -> 0.11 ms for
+      3072 -> 768; GPT-2 small greedy decoding 1.2x as fast at batch 1, 1.4x at batch 8;
+    - bf16, 4,096 rows (BERT-base's batch): 2-8 % faster (48.4 -> 44.3 ms for 768 -> 3072);
+    - fp32, 8 rows: 0.39 -> 0.24 ms for 3072 -> 768 (decoding at batch 8: 1.2x); at 1 row and
+      at 4,096 rows within a few per cent either way.
+
+    The packed tensor is opaque: no gradients, no state dict, CPU only. ``nn.quant.convert_weights``
+    swaps these in for a model that only generates or serves; a plain attribute, not a buffer,
+    so ``state_dict()`` and ``.to()`` leave it alone.
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach()
+        if not packing_supported(weight):
+            raise ValueError(f"oneDNN weight packing needs an fp32 or bf16 weight on a CPU with oneDNN; "
+                             f"got {weight.dtype} on {weight.device}")
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = _REORDER(weight, PACKING_ROWS)  # (out, in), opaque
+        bias = linear.bias.detach() if linear.bias is not None else None
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor, activation: str | None = None) -> torch.Tensor:
+        """x (..., in) -> (..., out); ``activation`` (a name in EPILOGUES) applied in the epilogue."""
+        if _needs_grad(x):
+            raise RuntimeError("this layer's weight is packed for inference (nn.quant.convert_weights) and "
+                               "has no gradient; train or fine-tune the model before converting it")
+        if x.dtype != self.weight.dtype:
+            raise TypeError(f"input is {x.dtype} but the packed weight is {self.weight.dtype}")
+        attr, algorithm = EPILOGUES[activation] if activation else ("none", "")
+        return _pointwise(x, self.weight, self.bias, attr, algorithm)
+
+    def __deepcopy__(self, memo):  # the opaque tensor cannot be deep-copied; share it (it is never written)
+        clone = self.__class__.__new__(self.__class__)
+        memo[id(self)] = clone
+        clone.__dict__.update({k: (v if k == "weight" else copy.deepcopy(v, memo)) for k, v in self.__dict__.items()})
+        return clone
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, dtype={self.weight.dtype}")

@@ -8,12 +8,21 @@ torch's packed int8 matmul; activations, norms, embeddings and the KV cache stay
 
 None of this is on by default: both formats change the model's outputs a little (see
 benchmarks/RESULTS.md for the measured cost on a real model), so a user asks for them.
+
+Whatever the format, ``convert_weights`` makes an inference-only model: on a CPU the fp32 and
+bf16 linear layers become ``nn.linear.PackedLinear`` (the weight rearranged once into oneDNN's
+own layout, which the matmuls read faster: 1.2-1.4x for decoding), exact to the last bit. A
+tied LM head gets a packed copy of its table, which the embedding lookups keep reading.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
+
+from .linear import PackedLinear, packing_supported
 
 WEIGHT_FORMATS = ("fp32", "bf16", "int8")
 
@@ -49,14 +58,14 @@ def int8_supported() -> bool:
     return hasattr(torch.ops.aten, "_weight_int8pack_mm")
 
 
-def convert_weights(model: nn.Module, fmt: str) -> nn.Module:
+def convert_weights(model: nn.Module, fmt: str, pack: bool = True) -> nn.Module:
     """The model with its weights in ``fmt`` (in place, for inference): "fp32", "bf16", or
-    "int8" (every nn.Linear, the LM head included, becomes an Int8Linear; the rest bf16)."""
+    "int8" (every nn.Linear, the LM head included, becomes an Int8Linear; the rest bf16).
+    With ``pack`` (on a CPU with oneDNN), fp32 and bf16 linear layers become ``PackedLinear``:
+    the same numbers, faster matmuls, no gradients. ``pack=False`` keeps ordinary layers."""
     if fmt not in WEIGHT_FORMATS:
         raise ValueError(f"weight format must be one of {', '.join(WEIGHT_FORMATS)}, got {fmt!r}")
-    if fmt == "fp32":
-        return model.float()
-    model = model.to(torch.bfloat16)
+    model = model.float() if fmt == "fp32" else model.to(torch.bfloat16)
     if fmt == "int8":
         if not int8_supported():
             raise ValueError(f"int8 weights need torch's _weight_int8pack_mm (this torch is {torch.__version__})")
@@ -64,13 +73,16 @@ def convert_weights(model: nn.Module, fmt: str) -> nn.Module:
         if device.type != "cpu":
             raise ValueError(f"int8 weights run on the CPU kernels only; the model is on {device}")
         model.eval()
-        _replace_linears(model)
+        _replace_linears(model, Int8Linear)
+    elif pack and packing_supported(next(model.parameters())):
+        model.eval()
+        _replace_linears(model, PackedLinear)
     return model
 
 
-def _replace_linears(module: nn.Module) -> None:
+def _replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> None:
     for name, child in module.named_children():
         if isinstance(child, nn.Linear):
-            setattr(module, name, Int8Linear(child))
+            setattr(module, name, make(child))
         else:
-            _replace_linears(child)
+            _replace_linears(child, make)
