@@ -545,7 +545,9 @@ def add_weights_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", choices=["fp32", "bf16", "int8"], default="fp32", help=WEIGHTS_HELP)
 
 
-def load_for_inference(path: str, weights: str = "fp32"):
+def load_for_inference(path: str, weights: str = "fp32", pack: bool = True):
+    """(model, tokenizer) ready to run: weights in ``weights`` and, with ``pack``, its linear
+    layers packed for oneDNN (``nn.quant.convert_weights``: faster, but no gradients)."""
     from .checkpoint import CheckpointError, load_model
     from .nn.quant import convert_weights
     from .tokenizers import Tokenizer
@@ -556,15 +558,16 @@ def load_for_inference(path: str, weights: str = "fp32"):
     if tok_json is None:
         raise UsageError(f"{path} has no tokenizer.json; text generation needs one")
     try:
-        model = convert_weights(model, weights)
+        model = convert_weights(model, weights, pack=pack)
     except ValueError as e:
         raise UsageError(f"--weights {weights}: {e}") from None
     return model, Tokenizer.from_str(tok_json)
 
 
-def load_any(path: str):
+def load_any(path: str, pack: bool = True):
     """(model, tokenizer) from a tfamily checkpoint or, converted on the fly, a Hugging Face
-    folder (its config.json names a ``model_type``)."""
+    folder (its config.json names a ``model_type``). ``pack=False`` for a model that will be
+    trained (see ``load_for_inference``)."""
     config = Path(path) / "config.json"
     if config.is_file():
         try:
@@ -578,7 +581,7 @@ def load_any(path: str):
             if tok_json is None:
                 raise UsageError(f"{path} has no tokenizer (tokenizer.json, vocab.txt, or vocab.json + merges.txt)")
             return model, Tokenizer.from_str(tok_json)
-    return load_for_inference(path)
+    return load_for_inference(path, pack=pack)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -949,7 +952,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if (out / "checkpoint").exists():
         raise UsageError(f"{out} already holds a checkpoint; choose another --out")
-    pretrained, tokenizer = load_any(args.init)
+    pretrained, tokenizer = load_any(args.init, pack=False)  # its weights seed a model that trains
     if pretrained.cfg.arch not in ("encoder", "decoder"):
         raise UsageError(f"fine-tuning heads sit on an encoder or a decoder; {args.init} is {pretrained.cfg.arch!r}")
     train_examples, names = _task_data(args.task, args.train)
