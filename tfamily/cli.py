@@ -536,9 +536,9 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     add_weights_arg(p)
 
 
-WEIGHTS_HELP = ("number format of the weights while generating: fp32 (default, exact), bf16 (1.1-1.2x "
-                "fp32's speed at batch 1 on a CPU with bf16, up to 1.4x at batch 8), int8 (weight-only, CPU, "
-                "1.7-1.8x at batch 1); bf16 and int8 change the probabilities slightly, see benchmarks/RESULTS.md")
+WEIGHTS_HELP = ("number format of the weights while generating: fp32 (default, exact), bf16 (1.5-1.7x "
+                "fp32's speed at batch 1 on a CPU with bf16, 1.4x at batch 8), int8 (weight-only, CPU, "
+                "1.7-2.0x at batch 1); bf16 and int8 change the probabilities slightly, see benchmarks/RESULTS.md")
 
 
 def add_weights_arg(p: argparse.ArgumentParser) -> None:
