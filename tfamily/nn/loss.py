@@ -217,7 +217,7 @@ class _ReadBeforeLookups(torch.autograd.Function):
 
 
 @contextlib.contextmanager
-def tied_table(head: torch.nn.Linear, table: torch.nn.Embedding, defer: bool) -> Iterator[torch.Tensor]:
+def tied_table(head: torch.nn.Module, table: torch.nn.Embedding, defer: bool) -> Iterator[torch.Tensor | None]:
     """Run a training forward of a tied LM (the lookups of ``table`` inside the ``with``);
     yields the head's weight for ``head_or_deferred``.
 

@@ -11,8 +11,9 @@ benchmarks/RESULTS.md for the measured cost on a real model), so a user asks for
 
 Whatever the format, ``convert_weights`` makes an inference-only model: on a CPU the fp32 and
 bf16 linear layers become ``nn.linear.PackedLinear`` (the weight rearranged once into oneDNN's
-own layout, which the matmuls read faster: 1.2-1.4x for decoding), exact to the last bit. A
-tied LM head gets a packed copy of its table, which the embedding lookups keep reading.
+own layout, which the matmuls read faster: 1.2-1.4x for decoding), with the same outputs
+(identical in every comparison measured here). A tied LM head gets a packed copy of its
+table, which the embedding lookups keep reading.
 """
 
 from __future__ import annotations
