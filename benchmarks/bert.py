@@ -20,7 +20,7 @@ from transformers import BertConfig, BertModel
 
 from tfamily.nn.quant import convert_weights
 
-from .harness import Row, count_flops, interleave, labelled, mirror_of, random_ids
+from .harness import DTYPES, Row, count_flops, interleave, labelled, mirror_of, random_ids
 
 
 @dataclass
@@ -50,7 +50,7 @@ def largest_difference(a: torch.Tensor, b: torch.Tensor) -> str:
 def bench_forward(sizes: Sizes, bf16_weights: bool, warmup: int, reps: int) -> Row:
     ours, theirs = build_pair(sizes)
     dtype = "bf16" if bf16_weights else "fp32"
-    ours, theirs = convert_weights(ours, dtype), theirs.to(torch.bfloat16 if bf16_weights else torch.float32)
+    ours, theirs = convert_weights(ours, dtype), theirs.to(DTYPES[dtype])
     ids = random_ids(theirs.config.vocab_size, sizes.batch, sizes.seq, seed=3)
     mask = torch.ones_like(ids)
 

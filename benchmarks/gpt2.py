@@ -24,7 +24,7 @@ from tfamily.objectives import CausalLMObjective
 from tfamily.training.config import TrainConfig
 from tfamily.training.optim import make_optimizers
 
-from .harness import Row, free_memory, hf_adamw, interleave, labelled, mirror_of, random_ids, training_step
+from .harness import DTYPES, Row, free_memory, hf_adamw, interleave, labelled, mirror_of, random_ids, training_step
 
 CPU = torch.device("cpu")
 LR = 1e-3  # torch.optim.AdamW's default, used on both sides
@@ -163,9 +163,6 @@ def decode_traffic(model: CausalLM, batch: int, prompt: int, new_tokens: int) ->
     elem = model.backbone.tok_emb.weight.element_size()  # the KV cache's dtype
     kv_per_step = 2 * cfg.n_layer * batch * (prompt + new_tokens // 2) * cfg.n_kv_head * cfg.head_dim * elem
     return new_tokens * (weight_bytes(model) + kv_per_step)
-
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def bench_decode(sizes: Sizes, batch: int, ours_dtype: str, warmup: int, reps: int, hf_dtype: str | None = None,

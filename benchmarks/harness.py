@@ -76,6 +76,9 @@ def random_ids(vocab: int, batch: int, length: int, seed: int = 1) -> torch.Tens
     return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # a row's dtype name -> torch's
+
+
 def autocast_or_not(bf16: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 

@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -124,7 +126,7 @@ class TiedLM(torch.nn.Module):
         self.head.weight = self.table.weight
 
     def loss(self, a, b, targets, tied=True):
-        with (tied_table(self.head, self.table, defer=True) if tied else loss_mod.contextlib.nullcontext()) as w:
+        with (tied_table(self.head, self.table, defer=True) if tied else contextlib.nullcontext()) as w:
             h = torch.tanh(self.table(a) + self.table(b))
         _, head = head_or_deferred(self.head, h, True, w if tied else None)
         return linear_cross_entropy(head.features, head.weight, head.bias, targets)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from tfamily.generation import SamplingParams, decode
 from tfamily.models import build_model
-from tfamily.nn.linear import ACTIVATIONS, Linear, PackedLinear, linear_act
+from tfamily.nn.linear import ACTIVATIONS, Linear, PackedLinear, linear_act, packing_supported
 from tfamily.nn.quant import Int8Linear, convert_weights
 from tfamily.presets import get_preset, tiny_version
 
@@ -57,6 +57,11 @@ def test_unknown_format_names_the_choices(model):
         convert_weights(model, "int4")
 
 
+needs_packing = pytest.mark.skipif(not packing_supported(torch.zeros(1)),
+                                   reason="this torch cannot pack weights for oneDNN")
+
+
+@needs_packing
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("activation", [None, "gelu", "gelu_tanh", "relu", "silu"])
 def test_packed_linear_is_the_linear_layer(dtype, activation):
@@ -73,6 +78,7 @@ def test_packed_linear_is_the_linear_layer(dtype, activation):
         torch.testing.assert_close(got, want, **tol)
 
 
+@needs_packing
 def test_packed_linear_refuses_gradients_and_other_dtypes():
     packed = PackedLinear(Linear(8, 4))
     with pytest.raises(RuntimeError, match="packed for inference"):
@@ -85,6 +91,7 @@ def test_packed_linear_refuses_gradients_and_other_dtypes():
     assert torch.equal(twin(x), packed(x))
 
 
+@needs_packing
 def test_packed_model_decodes_like_the_plain_one(model):
     params = SamplingParams(max_new_tokens=6, temperature=0)
     prompts = [[5, 6, 7], [8]]

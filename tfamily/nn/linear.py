@@ -89,21 +89,25 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 
 def linear_act(x: torch.Tensor, layer: nn.Module, activation: str) -> torch.Tensor:
-    """``ACTIVATIONS[activation](layer(x))``; without gradients on oneDNN, the activation fused
-    into the matmul. Any other ``layer`` (a LoRA wrapper, an int8 layer) is called as it is."""
-    if type(layer) is PackedLinear:
+    """``ACTIVATIONS[activation](layer(x))``. tfamily's own layers (``Linear``, ``PackedLinear``)
+    take the activation themselves and fuse it into the matmul where oneDNN runs it without
+    gradients; any other ``layer`` (a LoRA wrapper, an int8 layer) is called as it is."""
+    if isinstance(layer, (Linear, PackedLinear)):
         return layer(x, activation)
-    if (type(layer) is Linear and onednn_applies(x, layer.weight)
-            and not _needs_grad(x, layer.weight, layer.bias)):
-        return _pointwise(x, layer.weight, layer.bias, *EPILOGUES[activation])
     return ACTIVATIONS[activation](layer(x))
 
 
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters, same state-dict keys) computed by ``linear``."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+    def forward(self, x: torch.Tensor, activation: str | None = None) -> torch.Tensor:
+        """x (..., in) -> (..., out); ``activation`` (a name in ACTIVATIONS) applied after, in the
+        matmul's epilogue when oneDNN runs it and nothing needs a gradient."""
+        if activation is None:
+            return linear(x, self.weight, self.bias)
+        if onednn_applies(x, self.weight) and not _needs_grad(x, self.weight, self.bias):
+            return _pointwise(x, self.weight, self.bias, *EPILOGUES[activation])
+        return ACTIVATIONS[activation](linear(x, self.weight, self.bias))
 
 
 # ---- inference weights in oneDNN's own layout --------------------------------------------
