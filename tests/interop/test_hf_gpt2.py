@@ -80,7 +80,9 @@ def test_other_activations(tmp_path, activation):
 def test_untied_head_round_trip(tmp_path):
     hf = make_hf(seed=3, tie_word_embeddings=False)
     with torch.no_grad():
-        hf.lm_head.weight.normal_()
+        # GPT-2's own init scale: at std 1 the logits grow to O(10) and fp32 rounding alone
+        # came within 0.8x of the 1e-5 parity bound (measured 7.6e-6), so a kernel change could flip it
+        hf.lm_head.weight.normal_(std=0.02)
     assert hf.lm_head.weight.data_ptr() != hf.transformer.wte.weight.data_ptr()
     hf_save(hf, tmp_path / "in")
     ours, _ = import_hf(tmp_path / "in")
