@@ -62,7 +62,7 @@ test: install
 
 # The whole fault-injection suite (the quick part runs in `make test`); see docs/reliability.md.
 faults: install
-	$(PY) -m pytest -q -n 2 -m faults --run-faults tests/faults
+	TFAMILY_FAULTS=full $(PY) -m pytest -q -n 2 tests/faults
 
 bench: install
 	$(PY) -m benchmarks.run

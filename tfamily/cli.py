@@ -15,9 +15,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Optional
 
-from .config import ConfigError
+from .config import ConfigError, ValidatedConfig
 
 
 class UsageError(Exception):
@@ -41,6 +41,8 @@ TRAIN_FLAGS = {  # CLI flag -> (type, help); each sets the TrainConfig field of 
     "beta2": (float, "AdamW beta2 (default 0.99)"),
     "weight_decay": (float, "decoupled weight decay on matrices (default 0.1)"),
     "grad_clip": (float, "max global gradient norm (default 1.0)"),
+    "max_bad_steps": (int, "a NaN/inf loss skips its step; this many in a row stop the run, keeping the last "
+                           "good checkpoint (default 5)"),
     "schedule": (str, "cosine, constant or inverse_sqrt (default cosine)"),
     "label_smoothing": (float, "label smoothing of the cross-entropy (default 0)"),
     "eval_interval": (int, "steps between validation passes and checkpoints (default 250)"),
@@ -74,6 +76,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="override a model config field, e.g. --set n_layer=4 (repeatable)")
     p.add_argument("--out", help="run folder: data shards, checkpoint, metrics.jsonl, loss.png (default runs/<preset>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--force", action="store_true",
+                   help="start a new run in an --out that already holds one (its checkpoint is replaced at the "
+                        "new run's first save, its metrics.jsonl started afresh)")
     p.add_argument("--init", metavar="CKPT", help="fine-tune: start from this checkpoint's weights and tokenizer")
     p.add_argument("--lora", type=int, metavar="RANK", help="with --init: train only LoRA adapters of this rank")
     p.add_argument("--lora-targets", default="qkv,out",
@@ -100,16 +105,67 @@ def load_run_config(path: str | None) -> dict[str, Any]:
     if not path:
         return {"model": {}, "data": {}, "train": {}}
     import yaml
+
+    from .config import ModelConfig
+    from .training import TrainConfig
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"run config {path} not found")
-    raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not a YAML run config (not UTF-8 text: {e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or " ".join(str(e).split())
+        raise UsageError(f"{path}: not valid YAML ({problem}{where})") from None
     if not isinstance(raw, dict):
-        raise UsageError(f"{path}: a run config must be a mapping with model / data / train sections")
-    unknown = sorted(set(raw) - {"model", "data", "train"})
+        raise UsageError(f"{path}: a run config must be a mapping with model / data / train sections, "
+                         f"not a {type(raw).__name__}")
+    unknown = sorted(map(str, set(raw) - {"model", "data", "train"}))
     if unknown:
         raise UsageError(f"{path}: unknown section(s) {unknown}; expected model, data, train")
-    return {k: dict(raw.get(k) or {}) for k in ("model", "data", "train")}
+    run = {}
+    for name, fields in (("model", ModelConfig), ("data", DataSection), ("train", TrainConfig)):
+        section = raw.get(name) or {}
+        if not isinstance(section, dict):
+            raise UsageError(f"{path}: section {name!r} must be a mapping of field: value, "
+                             f"got {type(section).__name__} {str(section)[:40]!r}")
+        if name == "model":
+            if not isinstance(section.get("preset", ""), str):
+                raise UsageError(f"{path}: model.preset must be a preset name (a string), got {section['preset']!r}")
+            section = {k: v for k, v in section.items() if k != "preset"}
+        try:
+            fields.check_fields(section)  # names and types here; values are checked with the flags merged
+        except ConfigError as e:
+            raise UsageError(f"{path}: {name}: {e}") from None
+        run[name] = dict(raw.get(name) or {})
+    return run
+
+
+@dataclass
+class DataSection(ValidatedConfig):
+    """The ``data:`` section of a run config: every key it may have, with its type (each is
+    also a command-line flag, or kept with the run; see the _prepare_* functions)."""
+
+    _kind = "data"
+    path: Optional[str] = None  # a text file or a bundled corpus name (--data)
+    tokenizer: Optional[Literal["char", "word", "bpe", "wordpiece"]] = None
+    vocab_size: Optional[int] = None
+    val_fraction: Optional[float] = None
+    src: Optional[str] = None
+    tgt: Optional[str] = None
+    pairs: Optional[str] = None
+    val_src: Optional[str] = None
+    val_tgt: Optional[str] = None
+    source_prefix: Optional[str] = None
+    objective: Optional[Literal["span_corruption", "denoising"]] = None
+    whole_word: Optional[bool] = None
+    segmenter: Optional[str] = None
+    gmask_prob: Optional[float] = None
 
 
 def resolve_corpus(name_or_path: str) -> Path:
@@ -134,7 +190,7 @@ def say(ctx, message: str) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from .checkpoint import load_trainer_state, read_chat_template, read_config
+    from .checkpoint import check_checkpoint, load_trainer_state, read_chat_template
     from .models import build_model
     from .presets import get_preset
     from .tokenizers import Tokenizer
@@ -179,21 +235,27 @@ def cmd_train(args: argparse.Namespace) -> int:
                              f"fine-tune further with --init {ckpt}")
         train_cfg = TrainConfig.from_dict({**state["train_config"], **train_sec, "out_dir": str(out)})
         ctx = from_env(train_cfg.device)
-        model_cfg = read_config(ckpt)
-        tokenizer = Tokenizer.load(ckpt / "tokenizer.json")
+        model_cfg = check_checkpoint(ckpt)  # config.json and the weights' header, before anything is printed
+        tokenizer = checkpoint_tokenizer(ckpt, model_cfg)
         # the shards live in the run folder unless the run was made elsewhere and moved
         data_dir = out / "data" if (out / "data").is_dir() else Path(state["data_dir"])
         say(ctx, f"resuming {out} at step {state['step']} of {train_cfg.steps}"
             + (f" on {ctx.world_size} processes (saved from {state.get('world_size', 1)})" if ctx.enabled else ""))
     else:
-        if ckpt.exists():
-            raise UsageError(f"{out} already holds a checkpoint; use --resume to continue it or choose another --out")
+        if ckpt.exists() and not args.force:
+            raise UsageError(f"{out} already holds a checkpoint; use --resume to continue it, --force to start "
+                             "over, or choose another --out")
+        if out.is_dir() and any(out.iterdir()) and not args.force:
+            raise UsageError(f"{out} already holds files but no checkpoint (a run stopped before its first save?); "
+                             "nothing was written. Pass --force to start the run over in it, or choose another --out")
+        if args.force:
+            (out / "metrics.jsonl").unlink(missing_ok=True)  # a new run's log; the checkpoint goes at its first save
         train_cfg = TrainConfig.from_dict({**train_sec, "out_dir": str(out)})
         if args.lora and not args.init:
             raise UsageError("--lora adapts an existing model: give it with --init CKPT")
         if args.init:  # fine-tuning keeps the model's own tokenizer and shape
-            model_cfg = read_config(args.init)
-            tokenizer = Tokenizer.load(Path(args.init) / "tokenizer.json")
+            model_cfg = check_checkpoint(args.init)  # a broken file is reported before the data is prepared
+            tokenizer = checkpoint_tokenizer(args.init, model_cfg)
             preset = f"init:{args.init}"
         else:
             model_cfg = get_preset(preset).config(**{**model_sec, "vocab_size": 256})  # check fields before tokenizing
@@ -561,7 +623,31 @@ def load_for_inference(path: str, weights: str = "fp32", pack: bool = True):
         model = convert_weights(model, weights, pack=pack)
     except ValueError as e:
         raise UsageError(f"--weights {weights}: {e}") from None
-    return model, Tokenizer.from_str(tok_json)
+    return model, Tokenizer.from_str(tok_json, where=Path(path) / "tokenizer.json")
+
+
+def checkpoint_tokenizer(path, cfg):
+    """The checkpoint's tokenizer, checked against its config (ids within the embedding)."""
+    from .checkpoint import read_tokenizer
+    from .tokenizers import Tokenizer
+    text = read_tokenizer(path, cfg)
+    if text is None:
+        raise UsageError(f"{path} has no tokenizer.json")
+    return Tokenizer.from_str(text, where=Path(path) / "tokenizer.json")
+
+
+def require_generation(command: str, path: str, model) -> None:
+    """generate, chat and fewshot decode with the family's decoding State and its LM head:
+    refuse, in one line naming the checkpoint and its family, a model that has neither
+    (a BERT-style encoder, a fine-tuned classifier)."""
+    from .generation.decode import STATES
+    cfg = model.cfg
+    if cfg.arch in STATES and cfg.head == "lm":
+        return
+    head = f" with a {cfg.head!r} head" if cfg.head != "lm" else ""
+    raise UsageError(f"{path} holds a model of family {cfg.arch!r}{head}, which does not generate text; {command} "
+                     f"needs one of the families {', '.join(sorted(STATES))} with its language-model head (an "
+                     "encoder gives embeddings with `tfamily embed` / `knn`, or is fine-tuned with `tfamily finetune`)")
 
 
 def load_any(path: str, pack: bool = True):
@@ -571,8 +657,9 @@ def load_any(path: str, pack: bool = True):
     config = Path(path) / "config.json"
     if config.is_file():
         try:
-            is_hf = "model_type" in json.loads(config.read_text(encoding="utf-8"))
-        except ValueError:
+            data = json.loads(config.read_text(encoding="utf-8"))
+            is_hf = isinstance(data, dict) and "model_type" in data
+        except (OSError, ValueError):  # unreadable or not JSON: read_config says what is wrong with it
             is_hf = False
         if is_hf:
             from .interop import import_hf
@@ -580,7 +667,8 @@ def load_any(path: str, pack: bool = True):
             model, tok_json = import_hf(path)
             if tok_json is None:
                 raise UsageError(f"{path} has no tokenizer (tokenizer.json, vocab.txt, or vocab.json + merges.txt)")
-            return model, Tokenizer.from_str(tok_json)
+            tok_file = Path(path) / "tokenizer.json"
+            return model, Tokenizer.from_str(tok_json, where=tok_file if tok_file.is_file() else path)
     return load_for_inference(path, pack=pack)
 
 
@@ -589,6 +677,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .generation.show import format_steps, shade
 
     model, tokenizer = load_for_inference(args.checkpoint, args.weights)
+    require_generation("generate", args.checkpoint, model)
     params = SamplingParams(max_new_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                             top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
                             top_alternatives=args.alternatives)
@@ -662,6 +751,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from .generation.chat import DEFAULT_STOP, end_of_turn_ids
 
     model, tokenizer = load_for_inference(args.checkpoint, args.weights)
+    require_generation("chat", args.checkpoint, model)
     template = read_chat_template(args.checkpoint)
     stop = () if template else DEFAULT_STOP
     eot = end_of_turn_ids(tokenizer)
@@ -703,6 +793,7 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beam", type=int, default=5, help="translation: beam size (default 5)")
     p.add_argument("--length-penalty", type=float, default=1.0, help="translation: length penalty (default 1.0)")
     p.add_argument("--output", help="translation: also write the hypotheses here, one a line")
+    p.add_argument("--force", action="store_true", help="replace --output if it exists")
     p.add_argument("--stride", type=int, default=None, help="window step in tokens (default: half the context)")
     p.add_argument("--max-chars", type=int, default=None, help="score only the first N characters")
     p.add_argument("--mem-len", type=int, default=None,
@@ -713,14 +804,18 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import perplexity
 
+    if args.output:  # before the work, so a refusal costs nothing
+        _refuse_overwrite(args.output, args.force)
+
     model, tokenizer = load_for_inference(args.checkpoint)
     if model.cfg.arch == "encoder-decoder":
         return _eval_translation(args, model, tokenizer)
     if model.cfg.head in ("sequence_classification", "token_classification", "span"):
         return _eval_task(args, model, tokenizer)
     if model.cfg.arch == "encoder":
-        raise UsageError("perplexity needs a causal model; score an encoder through a fine-tuned checkpoint "
-                         "(tfamily finetune) or its embeddings (tfamily knn)")
+        raise UsageError(f"perplexity needs a causal model, and {args.checkpoint} holds a model of family "
+                         f"{model.cfg.arch!r}; score an encoder through a fine-tuned checkpoint (tfamily finetune) "
+                         "or its embeddings (tfamily knn)")
     if not args.data:
         raise UsageError("--data is required: the text to measure perplexity on")
     path = resolve_corpus(args.data)
@@ -788,7 +883,8 @@ def _eval_translation(args: argparse.Namespace, model, tokenizer) -> int:
                                       length_penalty=args.length_penalty, progress=sys.stderr.isatty())]
     seconds = time.perf_counter() - t0
     if args.output:
-        Path(args.output).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+        from .files import atomic_write_text
+        atomic_write_text(args.output, "".join(h + "\n" for h in hyps))
     r = bleu(hyps, refs)
     if args.json:
         print(json.dumps({"bleu": r.bleu, "chrf": r.chrf, "bleu_signature": r.bleu_signature,
@@ -808,6 +904,7 @@ def add_translate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("text", nargs="*", help="sentences to translate (or use --input)")
     p.add_argument("--input", help="a file of sentences, one a line (.gz is fine); '-' reads stdin")
     p.add_argument("--output", help="write translations here, one a line (default: stdout)")
+    p.add_argument("--force", action="store_true", help="replace --output if it exists")
     p.add_argument("--beam", type=int, default=5, help="beam size; 1 = greedy (default 5)")
     p.add_argument("--length-penalty", type=float, default=1.0,
                    help="hypotheses are ranked by logprob / length^penalty (default 1.0)")
@@ -823,9 +920,16 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from .generation import translate
     from .generation.show import format_steps
 
+    if args.output:  # before the work, so a refusal costs nothing
+        _refuse_overwrite(args.output, args.force)
+
     if bool(args.text) == bool(args.input):
         raise UsageError("give the sentences either as arguments or with --input FILE, not both or neither")
     model, tokenizer = load_for_inference(args.checkpoint)
+    if model.cfg.arch != "encoder-decoder":
+        raise UsageError(f"{args.checkpoint} holds a model of family {model.cfg.arch!r}; translate needs an "
+                         "encoder-decoder (e.g. a checkpoint trained with --preset transformer-tiny, t5-tiny or "
+                         "bart-tiny)")
     if args.input == "-":
         sentences = [line.rstrip("\r\n") for line in sys.stdin]
     else:
@@ -835,7 +939,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
                         max_len_a=args.max_len_a, max_len_b=args.max_len_b, top_alternatives=alternatives,
                         progress=bool(args.input) and sys.stderr.isatty())
     if args.output:
-        Path(args.output).write_text("".join(r.text + "\n" for r in results), encoding="utf-8")
+        from .files import atomic_write_text
+        atomic_write_text(args.output, "".join(r.text + "\n" for r in results))
         print(f"{len(results)} translations written to {args.output}", file=sys.stderr)
         return 0
     for r in results:
@@ -869,6 +974,7 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val", required=True, help="validation examples (scored every epoch and at the end)")
     p.add_argument("--test", help="test examples, scored once at the end")
     p.add_argument("--out", required=True, help="run folder: checkpoint, metrics.jsonl, results.json")
+    p.add_argument("--force", action="store_true", help="start over in an --out that already holds a run")
     p.add_argument("--epochs", type=float, default=3.0, help="passes over the training set (default 3)")
     p.add_argument("--max-len", type=int, default=128, help="tokens per example, specials included (default 128)")
     p.add_argument("--pooling", choices=["pooler", "first", "mean", "last"],
@@ -950,8 +1056,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from .training import TrainConfig, Trainer
 
     out = Path(args.out)
-    if (out / "checkpoint").exists():
-        raise UsageError(f"{out} already holds a checkpoint; choose another --out")
+    if (out / "checkpoint").exists() and not args.force:
+        raise UsageError(f"{out} already holds a checkpoint; choose another --out, or pass --force to start over")
+    if args.force:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
     pretrained, tokenizer = load_any(args.init, pack=False)  # its weights seed a model that trains
     if pretrained.cfg.arch not in ("encoder", "decoder"):
         raise UsageError(f"fine-tuning heads sit on an encoder or a decoder; {args.init} is {pretrained.cfg.arch!r}")
@@ -1012,7 +1120,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             scores = task_scores(args.task, trainer.model, tokenizer, examples, names, max_len)
             print(f"{split}: {scores.format()}")
             results[split] = _score_summary(scores)
-    (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    from .files import atomic_write_text
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     print(f"model: {model_dir}   results: {out / 'results.json'}   ({seconds:.0f}s)")
     return 0
 
@@ -1097,6 +1206,7 @@ def add_embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("text", nargs="*", help="texts to embed (or use --input)")
     p.add_argument("--input", help="a file of texts, one a line (.gz is fine)")
     p.add_argument("--output", help="write the embeddings here: .npy (an N x d array) or .jsonl (default: stdout)")
+    p.add_argument("--force", action="store_true", help="replace --output if it exists")
     p.add_argument("--pooling", choices=["mean", "first", "pooler", "last"],
                    help="how token states become one vector (default: the checkpoint's own, else mean; "
                         "last for causal decoders)")
@@ -1108,6 +1218,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .data.parallel import read_lines
     from .evaluation.embeddings import embed_texts
 
+    if args.output:  # before the work, so a refusal costs nothing
+        _refuse_overwrite(args.output, args.force)
+
     if bool(args.text) == bool(args.input):
         raise UsageError("give the texts either as arguments or with --input FILE, not both or neither")
     model, tokenizer = load_any(args.checkpoint)
@@ -1116,12 +1229,18 @@ def cmd_embed(args: argparse.Namespace) -> int:
                           batch_size=args.batch_size)
     if args.output and args.output.endswith(".npy"):
         import numpy as np
-        np.save(args.output, vectors.numpy())
+        from .files import atomic_write
+
+        def write_npy(tmp: str) -> None:
+            with open(tmp, "wb") as f:  # a file object, so np.save adds no second .npy suffix
+                np.save(f, vectors.numpy())
+        atomic_write(args.output, write_npy)
     else:
         lines = "".join(json.dumps({"text": t, "embedding": [round(x, 6) for x in v]}, ensure_ascii=False) + "\n"
                         for t, v in zip(texts, vectors.tolist()))
         if args.output:
-            Path(args.output).write_text(lines, encoding="utf-8")
+            from .files import atomic_write_text
+            atomic_write_text(args.output, lines)
         else:
             sys.stdout.write(lines)
     if args.output:
@@ -1144,13 +1263,13 @@ def add_inspect_args(p: argparse.ArgumentParser) -> None:
 def cmd_inspect(args: argparse.Namespace) -> int:
     import torch
 
-    from .checkpoint import read_config
+    from .checkpoint import check_checkpoint
     from .inspect import format_report
     from .models import build_model
     from .presets import PRESETS, get_preset
 
     if Path(args.target).is_dir():
-        cfg = read_config(args.target)
+        cfg = check_checkpoint(args.target)  # the report is of these weights: a broken file is an error
     elif args.target in PRESETS:
         cfg = get_preset(args.target).config()
     else:
@@ -1182,15 +1301,19 @@ def add_import_args(p: argparse.ArgumentParser) -> None:
 
 def _refuse_overwrite(out: str, force: bool) -> None:
     """Nothing already saved is lost: an existing folder is replaced only with --force."""
-    if Path(out).exists() and not force:
-        raise UsageError(f"{out} already exists; choose another folder or pass --force to replace it")
+    from .files import refuse_overwrite
+    refuse_overwrite(out, force)
 
 
 def cmd_import_hf(args: argparse.Namespace) -> int:
     from .checkpoint import save_checkpoint
     _refuse_overwrite(args.out, args.force)
     from .interop import import_hf
+    from .tokenizers.tokenizer import check_tokenizer_json
     model, tok_json = import_hf(args.hf_folder)
+    if tok_json is not None:  # a broken tokenizer.json is refused now, not when the checkpoint is next loaded
+        tok_file = Path(args.hf_folder) / "tokenizer.json"
+        check_tokenizer_json(tok_json, tok_file if tok_file.is_file() else args.hf_folder)
     save_checkpoint(args.out, model, model.cfg, tok_json)
     print(f"imported {args.hf_folder} -> {args.out}")
     return 0
@@ -1233,8 +1356,14 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------
 def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint folder")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only). 0.0.0.0 exposes the "
+                        "server to the network: anyone who can reach the port can use it, so set --api-key too")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key", default=None, metavar="KEY",
+                   help="require 'Authorization: Bearer KEY' on the API (/v1, /tfamily); /health and the page "
+                        "stay open, open the page as /?key=KEY (default: the TFAMILY_API_KEY environment "
+                        "variable, which keeps the key out of `ps`; unset: no key)")
     p.add_argument("--model-name", default=None, help="the model id clients name (default: the checkpoint's folder name)")
     p.add_argument("--max-batch", type=int, default=32, help="requests decoded together at most (default 32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
@@ -1251,11 +1380,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if not 1 <= args.max_batch <= 1024:
         raise UsageError(f"--max-batch must be in [1, 1024], got {args.max_batch}")
-    print(f"serving {args.checkpoint} on http://{args.host}:{args.port}/ (playground at /, API at /v1)",
-          file=sys.stderr)
+    api_key = args.api_key if args.api_key is not None else (os.environ.get("TFAMILY_API_KEY") or None)
+    if api_key is not None:
+        from .server.api import check_api_key
+        try:
+            check_api_key(api_key)
+        except ValueError as e:
+            raise UsageError(f"--api-key (or TFAMILY_API_KEY): {e}; leave it unset for no key") from None
+
+    def banner() -> None:
+        print(f"serving {args.checkpoint} on http://{args.host}:{args.port}/ (playground at /, API at /v1"
+              f"{', API key required' if api_key else ''})", file=sys.stderr)
+        if not api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"warning: {args.host} is reachable from the network and no --api-key is set: "
+                  "anyone who can reach this port can use the server", file=sys.stderr)
     try:
         serve(args.checkpoint, args.host, args.port, model_name=args.model_name, max_batch=args.max_batch,
-              device=args.device, weights=args.weights)
+              device=args.device, weights=args.weights, api_key=api_key, on_ready=banner)
     except (CheckpointError, ValueError) as e:
         raise UsageError(str(e)) from None
     return 0
@@ -1293,6 +1434,7 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     if args.show_prompt:
         print(prompt, file=sys.stderr)
     model, tokenizer = load_for_inference(args.checkpoint)
+    require_generation("fewshot", args.checkpoint, model)
     params = SamplingParams(max_new_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
     (result,) = generate(model, tokenizer, [prompt], params, stop=fewshot_stop())
     print(result.text.strip())
@@ -1324,7 +1466,8 @@ def cmd_infill(args: argparse.Namespace) -> int:
 
     model, tokenizer = load_for_inference(args.checkpoint)
     if model.cfg.arch != "glm":
-        raise UsageError(f"{args.checkpoint} is a {model.cfg.arch!r} model; infilling needs a GLM (e.g. --preset glm-tiny)")
+        raise UsageError(f"{args.checkpoint} holds a model of family {model.cfg.arch!r}; infilling needs a GLM "
+                         "(e.g. --preset glm-tiny)")
     params = SamplingParams(max_new_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                             top_p=args.top_p, seed=args.seed, top_alternatives=args.alternatives)
     token = lambda i, p: {"id": i, "token": tokenizer.token_text(i), "prob": p}  # noqa: E731

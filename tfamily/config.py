@@ -42,11 +42,28 @@ class ValidatedConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown {cls._kind} field(s): {', '.join(unknown)}")
+        cls.check_fields(data)
         return cls(**data)
+
+    @classmethod
+    def check_fields(cls, data: Any) -> None:
+        """Check a partial dict (a run config's section, a saved state) field by field: a
+        mapping, every key a field of this config, every value of the field's type. Checks
+        that need all fields together (ranges, one field against another) are left to the
+        constructor. A ConfigError names the field (and a close known name for a typo)."""
+        import difflib
+
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls._kind} fields must be a mapping of field: value, got {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields), key=str)
+        if unknown:
+            hints = [f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(str(u), list(fields), 1))
+                     else str(u) for u in unknown]
+            raise ConfigError(f"unknown {cls._kind} field(s): {', '.join(hints)}")
+        types = typing.get_type_hints(cls)
+        for name, value in data.items():
+            _check_value(name, value, types[name])
 
 
 @dataclass
@@ -210,6 +227,8 @@ def _check_value(name: str, value: Any, hint: Any) -> None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     elif hint is dict:
         ok = isinstance(value, dict)
+    elif hint is str:
+        ok = isinstance(value, str)
     else:
         ok = True
     if not ok:

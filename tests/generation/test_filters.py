@@ -57,3 +57,15 @@ def test_top_k_one_is_greedy_whatever_the_temperature():
 def test_bad_sampling_params_are_rejected(kw):
     with pytest.raises(ValueError):
         SamplingParams(**kw)
+
+
+def test_limits_fp32_cannot_compute_are_read_as_their_limits():
+    """A top_p below fp32's resolution keeps the top token (it used to drop all: NaN), and a
+    temperature below MIN_TEMPERATURE is greedy (logits / t would overflow to inf)."""
+    from tfamily.generation.decode import SamplingParams, pick
+    logits = torch.tensor([[1.0, 3.0, 2.0]])
+    kept = torch.isfinite(filters.top_p(logits, 1e-46))
+    assert kept.tolist() == [[False, True, False]]
+    gen = torch.Generator().manual_seed(0)
+    for t in (5e-324, 1e-300, 1e-6):
+        assert pick(logits, SamplingParams(temperature=t), None, gen).tolist() == [1]

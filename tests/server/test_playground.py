@@ -71,3 +71,44 @@ def test_page_reports_a_bad_request_from_the_server(server, browser):
     browser.find_element(By.ID, "generate").click()
     _wait(browser, lambda d: d.find_element(By.ID, "status").text.startswith("error"))
     assert "max_tokens" in browser.find_element(By.ID, "status").text
+
+
+PAGE_KEY = "sk-page-key-42"
+
+
+@pytest.fixture(scope="module")
+def keyed_server(checkpoint):
+    from server.conftest import LiveServer
+    with LiveServer(checkpoint, max_batch=8, api_key=PAGE_KEY) as s:
+        yield s
+
+
+def test_page_works_with_an_api_key(keyed_server, browser):
+    """Without a key the page says so; /?key=KEY is kept in sessionStorage (and dropped from the
+    address bar) and sent on every API call, generation and distribution alike; the field works too."""
+    url = keyed_server.url
+    browser.get(url + "/")
+    _wait(browser, lambda d: "API key" in d.find_element(By.ID, "status").text)
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-ready") != "1"
+
+    browser.get(url + "/?key=" + PAGE_KEY)
+    _wait(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+    assert "key=" not in browser.current_url
+    assert browser.execute_script("return sessionStorage.getItem('tfamily-api-key')") == PAGE_KEY
+    browser.find_element(By.ID, "seed").send_keys("3")
+    browser.find_element(By.ID, "generate").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "status").text.startswith("done"))
+    browser.find_elements(By.CSS_SELECTOR, "#output .tok")[1].click()  # /tfamily/distribution needs the key too
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#dist-chart rect.bar-sampled")) > 0)
+
+    browser.get(url + "/")  # same tab: the key is remembered
+    _wait(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(url + "/")
+    _wait(browser, lambda d: "API key" in d.find_element(By.ID, "status").text)
+    browser.execute_script("const k = document.getElementById('api-key'); k.value = arguments[0];"
+                           "k.dispatchEvent(new Event('change'));", PAGE_KEY)
+    _wait(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+    browser.find_element(By.ID, "generate").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "status").text.startswith("done"))

@@ -64,7 +64,7 @@ def pick(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None
     """(B, V) fp32 logits -> (B,) chosen ids, after repetition penalty, temperature, top-k, top-p."""
     if seen is not None:
         logits = filters.repetition_penalty(logits, seen, params.repetition_penalty)
-    if params.temperature == 0:
+    if params.temperature < filters.MIN_TEMPERATURE:  # 0 = greedy; a tiny t would overflow to inf
         return logits.argmax(-1)
     logits = filters.temperature(logits, params.temperature)
     if params.top_k:

@@ -8,6 +8,9 @@ from __future__ import annotations
 import torch
 
 
+MIN_TEMPERATURE = 1e-5  # below this, logits / t overflows fp32: such a temperature is read as 0, greedy (as vLLM does)
+
+
 def temperature(logits: torch.Tensor, t: float) -> torch.Tensor:
     """Divide by t: t < 1 sharpens the distribution, t > 1 flattens it. (t = 0 means greedy; not here.)"""
     if t <= 0:
@@ -33,6 +36,7 @@ def top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     cum = sorted_logits.softmax(-1).cumsum(-1)
     drop_sorted = (cum - sorted_logits.softmax(-1)) >= p  # mass before this token already reaches p
+    drop_sorted[..., 0] = False  # even when p is below fp32's resolution and rounds to 0
     drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
 

@@ -79,9 +79,19 @@ def open_gguf(path: str | os.PathLike):
     if not path.is_file():
         raise MissingFileError(f"{path} not found")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        size = path.stat().st_size
+    except OSError as e:
+        raise InteropError(f"{path} cannot be read ({e.strerror or e})") from None
+    if magic != b"GGUF":
+        raise InteropError(f"{path} is not a readable GGUF file: it starts with {magic!r}, not GGUF's magic b'GGUF'")
+    try:
         return gguf.GGUFReader(path)
-    except Exception as e:  # bad magic, truncated header, unknown version: all unreadable
-        raise InteropError(f"{path} is not a readable GGUF file: {e}") from None
+    except Exception as e:  # truncated header or tensor data, unknown version or type: all unreadable
+        reason = " ".join(str(e).split())[:300]
+        raise InteropError(f"{path} is not a readable GGUF file: truncated or corrupt ({size:,} bytes; "
+                           f"the reader stopped with: {reason})") from None
 
 
 def read_metadata(reader) -> dict[str, Any]:
@@ -268,15 +278,18 @@ def import_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> 
     ``transformers``' GGUF loading, which dequantises the same way.
     """
     reader = open_gguf(path)
-    meta = read_metadata(reader)
-    check_architecture(meta)
-    hf_config = hf_config_from_gguf(meta, {t.name for t in reader.tensors})
-    try:
+    try:  # every fault found past the header is reported with the file's name
+        meta = read_metadata(reader)
+        check_architecture(meta)
+        hf_config = hf_config_from_gguf(meta, {t.name for t in reader.tensors})
         cfg: ModelConfig = hf_llama.config_from_hf(hf_config)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    hf_state = hf_state_dict_from_gguf(reader, cfg.n_head, cfg.n_kv_head)
-    tokenizer_json = tokenizer_json_from_gguf(meta)
-    model = model_from_state_dict(cfg, hf_llama.state_dict_from_hf(hf_state, cfg))
+        hf_state = hf_state_dict_from_gguf(reader, cfg.n_head, cfg.n_kv_head)
+        tokenizer_json = tokenizer_json_from_gguf(meta)
+        model = model_from_state_dict(cfg, hf_llama.state_dict_from_hf(hf_state, cfg))
+    except (InteropError, ConfigError) as e:
+        raise type(e)(f"{path}: {e}") from None
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as e:  # numpy / torch on bad metadata
+        reason = " ".join(str(e).split())[:300]
+        raise InteropError(f"{path}: corrupt GGUF file ({type(e).__name__}: {reason})") from None
     model.to(dtype)
     return model.eval(), tokenizer_json, meta.get("tokenizer.chat_template")

@@ -22,13 +22,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Mapping
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from ..files import atomic_write, atomic_write_text
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -59,12 +61,37 @@ def read_config(folder: str | os.PathLike) -> dict:
     if not path.is_file():
         raise MissingFileError(f"{path} not found: a Hugging Face model folder needs a {CONFIG_FILE}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_text(path))
     except json.JSONDecodeError as e:
         raise InteropError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise InteropError(f"{path} must hold a JSON object, got {type(data).__name__}")
     return data
+
+
+def _read_text(path: Path) -> str:
+    """A UTF-8 text file of the folder; unreadable or not UTF-8 is an InteropError naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InteropError(f"{path} is not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x})") from None
+    except OSError as e:
+        raise InteropError(f"{path} cannot be read ({e.strerror or e})") from None
+
+
+def load_safetensors(path: Path) -> StateDict:
+    """All tensors of one safetensors file, its header checked first (a truncated file, a
+    flipped bit, overlapping tensors), every fault an InteropError naming the file."""
+    from ..checkpoint import CheckpointError, read_safetensors_header
+
+    try:
+        read_safetensors_header(path)
+    except CheckpointError as e:
+        raise InteropError(str(e)) from None
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise InteropError(f"{path}: could not be loaded ({' '.join(str(e).split())[:300]})") from None
 
 
 def read_weights(folder: str | os.PathLike) -> StateDict:
@@ -75,9 +102,9 @@ def read_weights(folder: str | os.PathLike) -> StateDict:
     """
     folder = Path(folder)
     if (folder / SAFETENSORS_FILE).is_file():
-        return load_file(folder / SAFETENSORS_FILE, device="cpu")
+        return load_safetensors(folder / SAFETENSORS_FILE)
     if (folder / SAFETENSORS_INDEX).is_file():
-        return _read_sharded(folder, SAFETENSORS_INDEX, lambda p: load_file(p, device="cpu"))
+        return _read_sharded(folder, SAFETENSORS_INDEX, load_safetensors)
     if (folder / PICKLE_FILE).is_file():
         return _load_pickle_weights(folder / PICKLE_FILE)
     if (folder / PICKLE_INDEX).is_file():
@@ -98,15 +125,19 @@ def _load_pickle_weights(path: Path) -> StateDict:
 
 
 def _read_sharded(folder: Path, index_name: str, load_one) -> StateDict:
-    """Load every shard named in an index file's ``weight_map`` (each shard once)."""
+    """Load every shard named in an index file's ``weight_map`` (each shard once). Every shard
+    name is checked to be a file inside the folder before any shard is opened."""
     index_path = folder / index_name
     try:
-        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+        weight_map = json.loads(_read_text(index_path))["weight_map"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise InteropError(f"{index_path} is not a valid shard index (needs a 'weight_map'): {e}") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise InteropError(f"{index_path} is not a valid shard index: 'weight_map' must map tensor names to "
+                           "shard file names")
+    shards = {shard: _inside(folder, shard, index_path) for shard in sorted(set(weight_map.values()))}
     sd: StateDict = {}
-    for shard in sorted(set(weight_map.values())):
-        path = _inside(folder, shard, index_path)
+    for shard, path in shards.items():
         part = load_one(path)
         sd.update({name: part[name] for name, file in weight_map.items() if file == shard and name in part})
     missing = sorted(set(weight_map) - set(sd))
@@ -135,7 +166,7 @@ def read_tokenizer_json(folder: str | os.PathLike) -> str | None:
     folder = Path(folder)
     path = folder / TOKENIZER_FILE
     if path.is_file():
-        return path.read_text(encoding="utf-8")
+        return _read_text(path)
     if (folder / VOCAB_FILE).is_file() and (folder / MERGES_FILE).is_file():
         return byte_level_bpe_from_files(folder / VOCAB_FILE, folder / MERGES_FILE,
                                          _declared_special_tokens(folder)).to_str()
@@ -210,10 +241,10 @@ def write_folder(folder: str | os.PathLike, config: dict, state_dict: Mapping[st
     tensors = _plain_tensors(state_dict)
     if tokenizer_json is not None:
         _check_json(tokenizer_json, "tokenizer_json")
-    _atomic_write(folder / SAFETENSORS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    _atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    atomic_write(folder / SAFETENSORS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
     if tokenizer_json is not None:
-        _atomic_write_text(folder / TOKENIZER_FILE, tokenizer_json)
+        atomic_write_text(folder / TOKENIZER_FILE, tokenizer_json)
     return folder
 
 
@@ -241,22 +272,6 @@ def _check_json(text: str, what: str) -> None:
         json.loads(text)
     except (TypeError, json.JSONDecodeError) as e:
         raise InteropError(f"{what} is not valid JSON text: {e}") from None
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write via a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 # ---- checking a state dict against expected names and shapes -------------------------------
@@ -324,6 +339,15 @@ def merged_hf_config(hf: Mapping, model_type: str, defaults: Mapping, required: 
     if found != model_type:
         raise ConfigError(f"model_type is {found!r}, expected {model_type!r}")
     c = {**defaults, **{k: v for k, v in hf.items() if k in defaults}}
+    for name, default in defaults.items():  # a value of another type than the default's is named here
+        value = c[name]
+        if value is None or default is None or name.endswith("_token_id"):  # token ids may be lists (Llama 3)
+            continue
+        kinds = ((bool,) if isinstance(default, bool) else (int,) if isinstance(default, int)
+                 else (int, float) if isinstance(default, float) else (type(default),))
+        if not isinstance(value, kinds) or (isinstance(value, bool) and not isinstance(default, bool)):
+            raise ConfigError(f"{name} must be {' or '.join(k.__name__ for k in kinds)}; "
+                              f"got {type(value).__name__} {value!r}")
     for name, allowed in required.items():
         if c[name] != allowed:
             raise ConfigError(f"{name}={c[name]!r} is not supported (only {allowed!r}): {wiring} has no such option")

@@ -66,13 +66,31 @@ def import_hf(folder: str | os.PathLike, dtype: torch.dtype | None = None) -> tu
     from ..models import model_from_state_dict
 
     hf_config = read_config(folder)
-    family = family_for(hf_config.get("model_type"))
+    config_file = Path(folder) / "config.json"
+    try:
+        family = family_for(hf_config.get("model_type"))
+    except InteropError as e:
+        raise InteropError(f"{config_file}: {e}") from None
     try:
         cfg = family.config_from_hf(hf_config)
-    except ConfigError as e:
-        raise ConfigError(f"{Path(folder) / 'config.json'}: {e}") from None
-    state = family.state_dict_from_hf(read_weights(folder), cfg)
-    model = model_from_state_dict(cfg, {k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except (ConfigError, InteropError) as e:
+        raise ConfigError(f"{config_file}: {e}") from None
+    except (KeyError, TypeError, ValueError) as e:  # a field of the wrong type: float("abc"), int(None)
+        raise ConfigError(f"{config_file}: a field has a wrong value or type ({type(e).__name__}: {e})") from None
+    weights = read_weights(folder)
+    try:
+        state = family.state_dict_from_hf(weights, cfg)
+    except (InteropError, KeyError) as e:
+        raise InteropError(f"{folder}: {e}") from None
+    integer = sorted(k for k, v in state.items() if not v.is_floating_point() and v.dtype != torch.bool)
+    if integer:  # every weight of every family is floating point; integer weights are not ours to guess at
+        raise InteropError(f"{folder}: weights stored as integers, which tfamily cannot load as parameters: "
+                           f"{', '.join(integer[:5])} ({state[integer[0]].dtype})")
+    try:
+        model = model_from_state_dict(cfg, {k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as e:
+        raise InteropError(f"{folder}: the weights do not fit config.json ({' '.join(str(e).split())[:300]})") \
+            from None
     pooling = sentence_embedding_config(folder)
     if pooling:
         model.cfg.extra["sentence_embedding"] = pooling

@@ -16,9 +16,11 @@ __all__ = ["Chunk", "Engine", "Request", "TokenInfo", "build_app", "serve"]
 
 
 def build_app(checkpoint: str | Path, model_name: str | None = None, max_batch: int = 32,
-              device: str = "cpu", max_body_bytes: int | None = None, weights: str = "fp32"):
+              device: str = "cpu", max_body_bytes: int | None = None, weights: str = "fp32",
+              api_key: str | None = None):
     """(FastAPI app, Engine) for a checkpoint folder, its weights served as ``weights``
-    (fp32, bf16 or int8: ``nn.quant``). Close the engine when done."""
+    (fp32, bf16 or int8: ``nn.quant``). ``api_key``: when set, the API answers 401 without
+    ``Authorization: Bearer <api_key>`` (/health and the page stay open). Close the engine when done."""
     from ..checkpoint import CheckpointError, load_model, read_chat_template
     from ..nn.quant import convert_weights
     from ..tokenizers import Tokenizer
@@ -34,13 +36,17 @@ def build_app(checkpoint: str | Path, model_name: str | None = None, max_batch: 
     if name == "checkpoint":  # runs/<name>/checkpoint: the run's name says more
         name = Path(checkpoint).resolve().parent.name
     app = create_app(engine, tokenizer, name, read_chat_template(checkpoint),
-                     max_body_bytes=max_body_bytes or MAX_BODY_BYTES)
+                     max_body_bytes=max_body_bytes or MAX_BODY_BYTES, api_key=api_key)
     return app, engine
 
 
-def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, **kwargs) -> None:
+def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, on_ready=None, **kwargs) -> None:
+    """Load ``checkpoint`` and serve it until interrupted; ``on_ready()`` runs once the model
+    has loaded (the CLI prints its banner there, so a bad checkpoint gets one error line only)."""
     import uvicorn
     app, engine = build_app(checkpoint, **kwargs)
+    if on_ready is not None:
+        on_ready()
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
     finally:

@@ -7,6 +7,11 @@
     POST /v1/embeddings          mean-pooled, L2-normalised final hidden states
     POST /tfamily/distribution   one step's next-token distribution before / after the filters
     GET  /                       the playground (static HTML/JS)
+    GET  /openapi.json, /docs    this API described (request bodies included), and browsable
+
+With an API key (``create_app(..., api_key=...)``, ``tfamily serve --api-key``), every /v1 and
+/tfamily route (and any unknown path) needs ``Authorization: Bearer KEY``, else 401; /health,
+the page with its /static files and the docs stay open, and the page sends the key it is given.
 
 Wire format follows the OpenAI API reference, so the official ``openai`` client works
 unchanged. Bad input gets a 4xx with ``{"error": {"message", "type", "param", "code"}}``
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hmac
 import json
 import logging
 import math
@@ -44,6 +50,13 @@ MAX_STOP = 4  # as OpenAI
 MAX_N = 16
 MAX_LOGPROBS = 20
 MAX_BATCH_INPUTS = 64  # prompts or embedding inputs per request
+# Below these the fp32 sampling filters break (logits / t overflows to inf, a top_p under
+# fp32's smallest normal rounds to 0 and drops every token: NaN probabilities), so they are
+# read as their limits: temperature -> 0 (greedy, as vLLM does below 1e-5), top_p -> the
+# most likely token only (what nucleus sampling keeps as p -> 0).
+MIN_TEMPERATURE = filters.MIN_TEMPERATURE
+MIN_TOP_P = 1e-6
+SEED_RANGE = (-(2 ** 63), 2 ** 63 - 1)  # a seed torch.Generator takes (seed + n - 1 still does)
 
 
 class ApiError(Exception):
@@ -69,11 +82,19 @@ class StreamOptions(_Body):
     include_usage: bool = False
 
 
+class FewShotExample(_Body):
+    input: str
+    output: str
+
+
 class FewShot(_Body):
     """Extension: build the prompt from an instruction, examples and a query (see generation.fewshot)."""
     query: str
-    examples: list[dict[str, str]] = Field(default_factory=list, max_length=64)
+    examples: list[FewShotExample] = Field(default_factory=list, max_length=64)
     instruction: str = ""
+
+    def example_dicts(self) -> list[dict[str, str]]:
+        return [e.model_dump() for e in self.examples]
 
 
 class _Sampling(_Body):
@@ -85,7 +106,7 @@ class _Sampling(_Body):
     top_k: int | None = Field(default=None, ge=0)  # extension, as in vLLM
     n: int = Field(default=1, ge=1, le=MAX_N)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     stream: bool = False
     stream_options: StreamOptions | None = None
     frequency_penalty: float = 0.0
@@ -95,19 +116,35 @@ class _Sampling(_Body):
     ignore_eos: bool = False  # extension, as in vLLM: run to max_tokens (benchmarks, load tests)
 
 
+_NOT_NULL = {"not": {"type": "null"}}
+
+
 class CompletionBody(_Sampling):
+    # the document says what the handler checks: a prompt or a fewshot, not both
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["prompt"], "properties": {"prompt": _NOT_NULL}},
+        {"required": ["fewshot"], "properties": {"fewshot": _NOT_NULL}}]})
     prompt: str | list[str] | list[int] | list[list[int]] | None = None
     logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     echo: bool = False
     max_tokens: int | None = Field(default=16, gt=0)  # OpenAI's default for completions
 
 
+class TextPart(_Body):
+    type: Literal["text"]
+    text: str
+
+
 class Message(_Body):
     role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[dict[str, Any]]
+    content: str | list[TextPart]
 
 
 class ChatBody(_Sampling):
+    # messages (at least one) or a fewshot, not both
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["messages"], "properties": {"messages": {"minItems": 1}}},
+        {"required": ["fewshot"], "properties": {"fewshot": _NOT_NULL}}]})
     messages: list[Message] = Field(default_factory=list, max_length=256)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
@@ -133,22 +170,38 @@ async def parse_body(request: HTTPRequest, schema: type[BaseModel]) -> Any:
     """The JSON body as ``schema``, or an ApiError naming the offending field."""
     raw = await request.body()
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = json.loads(raw, parse_constant=_no_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, _NotJSON) as e:
         raise ApiError(400, f"the request body is not valid JSON: {e}") from None
+    except RecursionError:  # [[[[... nested past Python's stack: refuse it, do not crash on it
+        raise ApiError(400, "the request body is not valid JSON here: nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
     try:
         return schema.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        # unions report the tried alternative in loc (e.g. stop.str); keep the field path
-        loc = [str(x) for x in first["loc"] if not (isinstance(x, str) and x in _UNION_TAGS)]
+        # unions report the tried alternative in loc (e.g. stop.str); keep the field path. Of the
+        # first field's errors (one per alternative of a union), the deepest says the most:
+        # messages.0.content.0.type "should be 'text'" rather than messages.0.content "a string"
+        errors = [([str(x) for x in err["loc"] if not _union_tag(x)], err["msg"]) for err in e.errors()]
+        first = errors[0][0]
+        loc, msg = max((err for err in errors if err[0][:len(first)] == first), key=lambda err: len(err[0]))
         param = ".".join(loc) or None
-        raise ApiError(400, f"{param}: {first['msg']}" if param else first["msg"], param) from None
+        raise ApiError(400, f"{param}: {msg}" if param else msg, param) from None
 
 
-_UNION_TAGS = {"str", "int", "list[str]", "list[int]", "list[list[int]]", "list[dict[str,any]]", "bool", "float"}
+class _NotJSON(ValueError):
+    pass
+
+
+def _no_constant(name: str):
+    """NaN and Infinity are not JSON (Python's json reads them by default)."""
+    raise _NotJSON(f"{name} is not a JSON value")
+
+
+def _union_tag(x) -> bool:
+    """Whether a loc item names a union's alternative ("str", "list[int]", "list[TextPart]"), not a field."""
+    return isinstance(x, str) and (x in {"str", "int", "bool", "float"} or "[" in x or x[:1].isupper())
 
 
 # ---------------------------------------------------------------------------------------
@@ -219,8 +272,8 @@ class Service:
 
     def params(self, body: _Sampling, max_new: int, alternatives: int, stop_ids, index: int) -> SamplingParams:
         seed = None if body.seed is None else body.seed + index  # n choices differ, each reproducible
-        return SamplingParams(max_new_tokens=max_new, temperature=body.temperature, top_k=body.top_k or None,
-                              top_p=body.top_p if body.top_p < 1 else None, seed=seed,
+        temperature, top_k, top_p = sampling_filters(body.temperature, body.top_k, body.top_p)
+        return SamplingParams(max_new_tokens=max_new, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                               top_alternatives=alternatives, stop_token_ids=tuple(stop_ids))
 
     # ---------------------------------------------------------------- prompts
@@ -245,7 +298,7 @@ class Service:
 
     def _fewshot_text(self, fs: FewShot) -> str:
         try:
-            return fewshot_prompt(fs.query, fs.examples, fs.instruction)
+            return fewshot_prompt(fs.query, fs.example_dicts(), fs.instruction)
         except ValueError as e:
             raise ApiError(400, f"fewshot.{e}", "fewshot.examples") from None
 
@@ -254,14 +307,14 @@ class Service:
             if body.messages:
                 raise ApiError(400, "give either messages or fewshot, not both", "fewshot")
             try:
-                messages = fewshot_messages(body.fewshot.query, body.fewshot.examples, body.fewshot.instruction)
+                messages = fewshot_messages(body.fewshot.query, body.fewshot.example_dicts(), body.fewshot.instruction)
             except ValueError as e:
                 raise ApiError(400, f"fewshot.{e}", "fewshot.examples") from None
         else:
             if not body.messages:
                 raise ApiError(400, "messages: at least one message is required", "messages")
-            messages = [{"role": "system" if m.role == "developer" else m.role, "content": _text_content(m.content, i)}
-                        for i, m in enumerate(body.messages)]
+            messages = [{"role": "system" if m.role == "developer" else m.role, "content": _text_content(m.content)}
+                        for m in body.messages]
         try:
             text = render_chat(messages, self.template)
         except Exception as e:  # a template error is the checkpoint's, but report it, not a trace
@@ -295,16 +348,20 @@ class Service:
         return result
 
 
-def _text_content(content, i: int) -> str:
+def sampling_filters(temperature: float, top_k: int | None, top_p: float) -> tuple[float, int | None, float | None]:
+    """(temperature, top_k, top_p) as the sampler should get them: off where they do nothing,
+    and the tiny values fp32 cannot compute with replaced by their limits (see MIN_TEMPERATURE)."""
+    if temperature < MIN_TEMPERATURE:
+        temperature = 0.0
+    top_k = top_k or None
+    if top_p < MIN_TOP_P:
+        top_k, top_p = 1, 1.0
+    return temperature, top_k, (top_p if top_p < 1 else None)
+
+
+def _text_content(content: str | list[TextPart]) -> str:
     """Message content as text: a string, or a list of {"type": "text", "text": ...} parts."""
-    if isinstance(content, str):
-        return content
-    parts = []
-    for part in content:
-        if part.get("type") != "text" or not isinstance(part.get("text"), str):
-            raise ApiError(400, f"messages[{i}].content: only text parts are supported", f"messages.{i}.content")
-        parts.append(part["text"])
-    return "".join(parts)
+    return content if isinstance(content, str) else "".join(part.text for part in content)
 
 
 class Streams:
@@ -376,7 +433,11 @@ def sse(data: dict | str) -> str:
 # the app
 # ---------------------------------------------------------------------------------------
 def create_app(engine: Engine, tokenizer, model_name: str, chat_template: str | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES, api_key: str | None = None) -> FastAPI:
+    """The app. ``api_key``: when set (non-empty), the API routes answer 401 without
+    ``Authorization: Bearer <api_key>``."""
+    if api_key:
+        check_api_key(api_key)  # at once, not at the first request
     svc = Service(engine, tokenizer, model_name, chat_template)
     app = FastAPI(title="tfamily", docs_url="/docs", redoc_url=None)
     app.state.service = svc
@@ -397,10 +458,12 @@ def create_app(engine: Engine, tokenizer, model_name: str, chat_template: str | 
         return error_response(e.status_code, str(e.detail), code="not_found" if e.status_code == 404 else None)
 
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    if api_key:  # added last, so outermost: a request without the key is refused before its body is read
+        app.add_middleware(ApiKeyAuth, key=api_key)
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": svc.model_name, "running": len(engine.running),
+        return {"status": "ok", "model": svc.model_name, "running": engine.active,
                 "waiting": engine.waiting, "max_batch": engine.max_batch, "context": svc.context,
                 "decode_steps": engine.steps}
 
@@ -408,16 +471,16 @@ def create_app(engine: Engine, tokenizer, model_name: str, chat_template: str | 
         return {"id": svc.model_name, "object": "model", "created": svc.created, "owned_by": "tfamily",
                 "context_length": svc.context}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=_responses())
     async def models():
         return {"object": "list", "data": [model_card()]}
 
-    @app.get("/v1/models/{name:path}")
+    @app.get("/v1/models/{name:path}", responses=_responses())
     async def one_model(name: str):
         svc.check_model(name)
         return model_card()
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", openapi_extra=_body_doc(CompletionBody), responses=_responses(True))
     async def completions(request: HTTPRequest):
         body: CompletionBody = await parse_body(request, CompletionBody)
         stop = svc.check_common(body)
@@ -439,7 +502,7 @@ def create_app(engine: Engine, tokenizer, model_name: str, chat_template: str | 
                    for i in range(len(texts))]
         return {**meta, "choices": choices, "usage": usage(prompt_total, sum(counts))}
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=_body_doc(ChatBody), responses=_responses(True))
     async def chat(request: HTTPRequest):
         body: ChatBody = await parse_body(request, ChatBody)
         stop = svc.check_common(body)
@@ -464,7 +527,7 @@ def create_app(engine: Engine, tokenizer, model_name: str, chat_template: str | 
                 "usage": usage(prompt_total, sum(counts)),
                 **({"prompt_token_ids": ids} if body.return_token_ids else {})}
 
-    @app.post("/v1/embeddings")
+    @app.post("/v1/embeddings", openapi_extra=_body_doc(EmbeddingBody), responses=_responses(False))
     async def embeddings(request: HTTPRequest):
         body: EmbeddingBody = await parse_body(request, EmbeddingBody)
         svc.check_model(body.model)
@@ -484,7 +547,7 @@ def create_app(engine: Engine, tokenizer, model_name: str, chat_template: str | 
                          for i, v in enumerate(vectors)],
                 "usage": {"prompt_tokens": sum(map(len, encoded)), "total_tokens": sum(map(len, encoded))}}
 
-    @app.post("/tfamily/distribution")
+    @app.post("/tfamily/distribution", openapi_extra=_body_doc(DistributionBody), responses=_responses(False))
     async def distribution(request: HTTPRequest):
         body: DistributionBody = await parse_body(request, DistributionBody)
         svc.check_model(body.model)
@@ -497,16 +560,136 @@ def create_app(engine: Engine, tokenizer, model_name: str, chat_template: str | 
     async def page():
         return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
 
-    @app.get("/static/{name}")
+    @app.get("/static/{name}", response_class=Response, responses={
+        200: {"description": "the file",
+              "content": {t: {"schema": {"type": "string"}} for t in _STATIC_TYPES.values()}},
+        404: _ERROR_DOC})
     async def static_file(name: str):
-        types = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
         ext = name[name.rfind("."):] if "." in name else ""
         f = static / name
-        if "/" in name or ext not in types or not f.is_file():
+        if "/" in name or ext not in _STATIC_TYPES or not f.is_file():
             raise ApiError(404, f"no static file {name!r}", code="not_found")
-        return Response(f.read_text(encoding="utf-8"), media_type=types[ext])
+        return Response(f.read_text(encoding="utf-8"), media_type=_STATIC_TYPES[ext])
 
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi_document(app, svc, bool(api_key))
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
+
+
+# ---------------------------------------------------------------------------------------
+# the OpenAPI document: the routes read their bodies themselves (to answer errors in
+# OpenAI's shape), so the bodies are declared here, from the same pydantic models
+# ---------------------------------------------------------------------------------------
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+_STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+_ERROR_DOC = {"model": ErrorResponse, "description": "error (the field at fault in error.param)"}
+_BODY_MODELS = (CompletionBody, ChatBody, EmbeddingBody, DistributionBody)
+_ONLY_VALUE = {"frequency_penalty": 0, "presence_penalty": 0, "echo": False}
+
+
+def _body_doc(model: type[BaseModel]) -> dict:
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+def _responses(streams: bool = False) -> dict:
+    """Error responses of an API route; a streaming route's 200 may also be server-sent events."""
+    out: dict = {400: _ERROR_DOC, 401: {**_ERROR_DOC, "description": "missing or wrong API key"},
+                 404: _ERROR_DOC, 413: _ERROR_DOC}
+    if streams:
+        out[200] = {"description": "the completion, or with stream=true server-sent events",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+    return out
+
+
+def openapi_document(app: FastAPI, svc: Service, keyed: bool) -> dict:
+    """FastAPI's document plus the request bodies, narrowed to what this server accepts (its
+    one model name, token ids inside its vocabulary, max_tokens inside its context), so that a
+    client, or a fuzzer, reading it builds requests this server can run."""
+    from fastapi.openapi.utils import get_openapi
+    doc = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                      description="OpenAI-compatible API of one tfamily checkpoint")
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for model in _BODY_MODELS:
+        s = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(s.pop("$defs", {}))
+        schemas[model.__name__] = s
+    for model in _BODY_MODELS:
+        props = schemas[model.__name__]["properties"]
+        props["model"] = {**props["model"], "enum": [svc.model_name]}
+        _narrow(props, svc)
+        for name in ("prompt", "input", "token_ids"):
+            if name in props:
+                _bound_integers(props[name], 0, svc.vocab_size - 1)
+        for name in ("max_tokens", "max_completion_tokens"):
+            if name in props:
+                _bound_integers(props[name], None, svc.context - 1)
+        if "top_k" in props:
+            _bound_integers(props["top_k"], None, svc.vocab_size)
+        for name, only in _ONLY_VALUE.items():  # accepted for compatibility, only at their default
+            if name in props:
+                props[name] = {**props[name], "enum": [only], "description": f"only {json.dumps(only)} is supported"}
+    static = resources.files("tfamily.server") / "static"
+    files = sorted(f.name for f in static.iterdir() if f.name.endswith(tuple(_STATIC_TYPES)))
+    for path, names in (("/v1/models/{name}", [svc.model_name]), ("/static/{name}", files)):
+        for op in doc["paths"].get(path, {}).values():  # the names that exist (others: 404)
+            for param in op.get("parameters", []):
+                param["schema"] = {**param["schema"], "enum": names}
+    if keyed:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            op.get("responses", {}).pop("422", None)  # no route answers FastAPI's 422: errors are 400s
+            if keyed and _needs_key(path):
+                op["security"] = [{"bearer": []}]
+            elif not keyed:
+                op.get("responses", {}).pop("401", None)
+    return doc
+
+
+def _narrow(props: dict, svc: Service) -> None:
+    """The limits the handlers check, stated in the document (lists of prompts and inputs,
+    stop strings, embedding dimensions)."""
+    if "stop" in props:
+        props["stop"] = {**props["stop"], "anyOf": [
+            {"type": "string", "minLength": 1},
+            {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": MAX_STOP}, {"type": "null"}]}
+    for name in ("prompt", "input"):  # a batch: 1 .. MAX_BATCH_INPUTS; one prompt of ids: < context
+        for alt in props.get(name, {}).get("anyOf", []):
+            if alt.get("type") == "array":
+                single = alt.get("items", {}).get("type") == "integer"
+                alt.update(minItems=1, maxItems=svc.context - 1 if single else MAX_BATCH_INPUTS)
+    if "dimensions" in props:
+        _bound_integers(props["dimensions"], 1, svc.engine.model.cfg.d_model)
+
+
+def _bound_integers(schema: Any, low: int | None, high: int | None) -> None:
+    """Set minimum / maximum on every integer schema inside ``schema`` (unions, arrays)."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "integer":
+            if low is not None:
+                schema["minimum"] = max(low, schema.get("minimum", low))
+            if high is not None:
+                schema["maximum"] = min(high, schema.get("maximum", high))
+        for v in schema.values():
+            _bound_integers(v, low, high)
+    elif isinstance(schema, list):
+        for v in schema:
+            _bound_integers(v, low, high)
 
 
 # ---------------------------------------------------------------------------------------
@@ -622,20 +805,66 @@ def next_token_distribution(model, tokenizer, ids: list[int], body: Distribution
     logits = model(x, last_only=True).logits[:, -1].float()  # (1, V)
     probs = logits.softmax(-1)[0]
     f = logits
-    if body.temperature == 0:
+    temperature, top_k, top_p = sampling_filters(body.temperature, body.top_k, body.top_p)
+    if temperature == 0:
         f = torch.full_like(logits, float("-inf")).scatter(-1, logits.argmax(-1, keepdim=True), 0.0)
     else:
-        f = filters.temperature(f, body.temperature)
-        if body.top_k:
-            f = filters.top_k(f, body.top_k)
-        if body.top_p < 1:
-            f = filters.top_p(f, body.top_p)
+        f = filters.temperature(f, temperature)
+        if top_k:
+            f = filters.top_k(f, top_k)
+        if top_p is not None:
+            f = filters.top_p(f, top_p)
     sampled = f.softmax(-1)[0]
     order = torch.argsort(probs, descending=True)[:body.top_n].tolist()
     entropy = float(-(probs * probs.clamp(min=1e-30).log()).sum())
     return {"vocab_size": probs.shape[0], "kept": int((sampled > 0).sum()), "entropy": entropy,
             "tokens": [{"id": t, "token": tokenizer.token_text(t), "prob": float(probs[t]),
                         "sampled_prob": float(sampled[t])} for t in order]}
+
+
+# ---------------------------------------------------------------------------------------
+# API key
+# ---------------------------------------------------------------------------------------
+_OPEN_PATHS = frozenset({"/", "/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+
+
+def _needs_key(path: str) -> bool:
+    """Everything needs the key (the API under /v1 and /tfamily, and any path not known here)
+    except /health, the page, its /static files and the docs."""
+    return not (path in _OPEN_PATHS or path.startswith("/static/"))
+
+
+def check_api_key(key: str) -> str:
+    """``key`` if a client can send it in a header: printable ASCII, no spaces."""
+    if not key or not all(33 <= ord(c) <= 126 for c in key):
+        raise ValueError("api_key: must be non-empty printable ASCII without spaces (it travels in an HTTP header)")
+    return key
+
+
+class ApiKeyAuth:
+    """ASGI middleware: an API request without ``Authorization: Bearer <key>`` gets OpenAI's
+    401 before its body is read. The key is compared in constant time."""
+
+    def __init__(self, app, key: str):
+        self.app, self.key = app, check_api_key(key).encode("ascii")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not _needs_key(scope.get("path", "")):
+            return await self.app(scope, receive, send)
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        scheme, _, token = header.strip().partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key):
+            return await self.app(scope, receive, send)
+        if not header:
+            message = ("You didn't provide an API key. You need to provide your API key in an Authorization "
+                       "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+        elif scheme.lower() != b"bearer":
+            message = "The Authorization header must use Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+        else:
+            message = "Incorrect API key provided."
+        response = error_response(401, message, code="invalid_api_key")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        await response(scope, receive, send)
 
 
 # ---------------------------------------------------------------------------------------

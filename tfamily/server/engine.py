@@ -288,6 +288,11 @@ class Engine:
     def waiting(self) -> int:
         return self.inbox.qsize()
 
+    @property
+    def active(self) -> int:
+        """Requests holding a decode slot now (read-only; 0 once every client has finished or left)."""
+        return len(self.running)
+
     def close(self) -> None:
         self._closed = True
         self.inbox.put(None)
@@ -381,13 +386,16 @@ class Engine:
         logprobs = logits.log_softmax(-1)  # (n, V): the model's own distribution
         k = min(max(s.req.params.top_alternatives for s in states), self.max_alternatives, logits.shape[-1])
         top = torch.topk(logprobs, k, dim=-1) if k else None
-        chosen = self._pick(states, logits)  # (n,)
+        chosen, failed = self._pick(states, logits)  # (n,), {row: error}
         chosen_lp = logprobs.gather(-1, chosen[:, None]).squeeze(-1).tolist()
         chosen = chosen.tolist()
         top_ids = top.indices.tolist() if top is not None else None
         top_lps = top.values.tolist() if top is not None else None
         keep = []
         for i, s in enumerate(states):
+            if i in failed:  # this request ends with its error; the others go on
+                s.req.emit(Chunk(error=failed[i], completion_tokens=s.generated))
+                continue
             n_alt = s.req.params.top_alternatives
             alts = [(t, self.tokenizer.token_text(t), lp) for t, lp in zip(top_ids[i][:n_alt], top_lps[i][:n_alt])] \
                 if n_alt and top_ids is not None else []
@@ -405,14 +413,21 @@ class Engine:
                 keep.append(i)
         return keep
 
-    def _pick(self, states: list[_Running], logits: torch.Tensor) -> torch.Tensor:
+    def _pick(self, states: list[_Running], logits: torch.Tensor) -> tuple[torch.Tensor, dict[int, str]]:
         """(n, V) -> (n,): greedy rows together, sampled rows one by one (each request has its
-        own seeded generator, so its draws do not depend on who else is in the batch)."""
+        own seeded generator, so its draws do not depend on who else is in the batch). A row
+        whose sampling fails (its filters left no finite probability) is returned in the dict
+        with its error, so that one request's parameters cannot end the whole batch."""
         chosen = logits.argmax(-1)
+        failed: dict[int, str] = {}
         for i, s in enumerate(states):
             if s.req.params.temperature > 0:
-                chosen[i] = pick(logits[i:i + 1], s.req.params, None, s.generator)[0]
-        return chosen
+                try:
+                    chosen[i] = pick(logits[i:i + 1], s.req.params, None, s.generator)[0]
+                except (RuntimeError, ValueError) as e:
+                    log.exception("sampling failed for one request")
+                    failed[i] = f"internal error while sampling: {type(e).__name__}"
+        return chosen, failed
 
     def _drop_cancelled(self) -> None:
         for row in reversed(range(len(self.running))):

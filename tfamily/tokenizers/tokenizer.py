@@ -10,6 +10,10 @@ on:
   strips accents, drops control characters) and forgets how words were spaced, so its
   decode gives the words back joined by single spaces.
 * Encoding never adds BOS/EOS; the objective or generation code adds what it needs.
+* Text that is not valid Unicode (a Python str holding lone surrogates U+D800-U+DFFF, as
+  ``json.loads('"\\ud800"')`` or ``surrogateescape`` give) is encoded with each surrogate
+  replaced by U+FFFD, one for one, so offsets and lengths still match the caller's text:
+  a server must answer such a request, not fail on it. `clean_text` is that step.
 * Special tokens have *roles* (pad, unk, bos, eos, ...) inferred from their names via
   ``special.py``, so GPT-2's lone ``<|endoftext|>`` is understood as bos, eos and unk.
 * One saved file: the library's own tokenizer.json, readable by any HF tool.
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -129,12 +134,13 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ encode / decode
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``; no BOS/EOS is added."""
-        return self.backend.encode(text, add_special_tokens=False).ids
+        """Token ids of ``text``; no BOS/EOS is added. Lone surrogates count as U+FFFD."""
+        return self.backend.encode(clean_text(text), add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """`encode` for many texts at once (parallel inside the library)."""
-        return [e.ids for e in self.backend.encode_batch(list(texts), add_special_tokens=False)]
+        texts = [clean_text(t) for t in texts]
+        return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
 
     def encode_with_words(self, text: str, segmenter: Segmenter | None = None) -> tuple[list[int], list[int]]:
         """Token ids of ``text`` and, for each token, the index of the word it belongs to.
@@ -147,6 +153,7 @@ class Tokenizer:
         e.g. ``jieba.cut``) and each token's word is the segment its first character
         falls in. Word indices start at 0 and never decrease.
         """
+        text = clean_text(text)  # same length: the segmenter's words still cover it
         enc = self.backend.encode(text, add_special_tokens=False)
         if segmenter is None:
             words = _number_words(enc.word_ids)
@@ -213,9 +220,10 @@ class Tokenizer:
         return self.backend.to_str()
 
     @classmethod
-    def from_str(cls, text: str) -> Tokenizer:
-        """Rebuild from tokenizer.json text (ours or any HF one)."""
-        return cls(_backend_from_str(text, "the given text"))
+    def from_str(cls, text: str, where: str | os.PathLike | None = None) -> Tokenizer:
+        """Rebuild from tokenizer.json text (ours or any HF one); ``where`` (the file it came
+        from) is named in the error when the text is not a valid tokenizer."""
+        return cls(_backend_from_str(text, str(where) if where is not None else "the given text"))
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write one tokenizer.json (into ``path`` itself, or inside it if it is a folder)."""
@@ -240,6 +248,8 @@ class Tokenizer:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise ValueError(f"{path} is not a tokenizer.json file (not UTF-8 text)") from None
+        except OSError as e:  # a folder in its place, no permission, an I/O error
+            raise ValueError(f"{path} cannot be read: {e.strerror or e}") from None
         return cls(_backend_from_str(text, str(path)))
 
     @classmethod
@@ -281,6 +291,22 @@ class Tokenizer:
 
 
 train_tokenizer = Tokenizer.train
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` with every lone surrogate (U+D800-U+DFFF) replaced by U+FFFD.
+
+    A Python str may hold surrogates that no UTF-8 text can (``"\\ud800"`` in JSON, bytes
+    decoded with ``surrogateescape``); the `tokenizers` library refuses such a str with a
+    bare TypeError. Replacing one code point by one keeps every offset valid. Two
+    surrogates in a row become two U+FFFD: a str is code points, and a well-formed pair
+    would already have been joined by whoever decoded it (``json.loads`` does).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"expected text (str), got {type(text).__name__}")
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
 # ---------------------------------------------------------------------- builders
@@ -454,7 +480,17 @@ def _backend_from_str(text: str, where: str) -> HFTokenizer:
     try:
         return HFTokenizer.from_str(text)
     except Exception as e:  # the library raises a bare Exception with serde's message
-        raise ValueError(f"{where} is not a valid tokenizer.json file: {e}") from None
+        reason = " ".join(str(e).split())  # one line
+        raise ValueError(f"{where} is not a valid tokenizer.json file: {reason}") from None
+
+
+def check_tokenizer_json(text: str, where: str | os.PathLike) -> int:
+    """Check that ``text`` is a tokenizer.json the library can load (a ValueError naming
+    ``where`` says what is wrong) and return the embedding rows its ids need (largest id + 1).
+
+    Cheaper than ``Tokenizer.from_str`` (no role inference), for loaders that only check."""
+    vocab = _backend_from_str(text, str(where)).get_vocab(with_added_tokens=True)
+    return max(vocab.values()) + 1 if vocab else 0
 
 
 def _special_candidates(spec: dict, vocab: dict[str, int]) -> list[str]:

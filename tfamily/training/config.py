@@ -32,6 +32,7 @@ class TrainConfig(ValidatedConfig):
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: Optional[float] = 1.0  # max global grad norm; None = no clipping
+    max_bad_steps: int = 5  # a NaN / inf loss or gradient skips its step; this many in a row stop the run
     eval_interval: int = 250  # steps between validation passes (and checkpoints)
     eval_batches: int = 20
     log_interval: int = 10  # steps between metrics.jsonl lines
@@ -46,7 +47,8 @@ class TrainConfig(ValidatedConfig):
 
     def __post_init__(self) -> None:
         self._check_types()
-        for name in ("steps", "batch_size", "seq_len", "grad_accum", "eval_interval", "eval_batches", "log_interval"):
+        for name in ("steps", "batch_size", "seq_len", "grad_accum", "eval_interval", "eval_batches", "log_interval",
+                     "max_bad_steps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.batch_size % self.grad_accum:

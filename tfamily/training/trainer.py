@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_trainer_state, load_weights, save_checkpoint
+from ..files import atomic_write, atomic_write_text
 from ..config import ModelConfig
 from ..nn.block import Stack
 from ..nn.lora import has_lora, merge_lora
@@ -46,6 +47,14 @@ from .schedule import SCHEDULES
 CHECKPOINT_DIR = "checkpoint"
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss.png"
+
+
+class NonFiniteLoss(FloatingPointError, ValueError):
+    """Training stopped on NaN / inf (a ValueError too, so the CLI reports it in one line)."""
+
+
+class MetricsWriteError(ValueError, OSError):
+    """metrics.jsonl could not be written (disk full); the CLI reports it in one line."""
 
 
 class BatchSource(Protocol):
@@ -99,11 +108,21 @@ class Trainer:
         self.losses: list[float] = []  # train loss per step of this process (tests read it)
         self.val_losses: list[tuple[int, float]] = []
         self.best_val = math.inf
+        self.skipped_steps = 0  # steps whose loss or gradient was NaN / inf: no update, counted in metrics
+        self.bad_in_a_row = 0
 
     # ---- state ------------------------------------------------------------------------
     def save(self, path: Path | None = None) -> Path | None:
-        """Write a checkpoint (rank 0; with FSDP every rank first helps gather the full state)."""
+        """Write a checkpoint (rank 0; with FSDP every rank first helps gather the full state).
+        Weights that are no longer finite are never written: that would replace the last good
+        checkpoint with a broken one."""
         path = path or self.out_dir / CHECKPOINT_DIR
+        bad = [name for name, p in self.model.named_parameters()
+               if not bool(torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all())]  # FSDP: own shard
+        if all_reduce_sum(len(bad), self.dist, self.device):  # every rank stops, or none
+            bad = bad or ["(on another rank)"]
+            raise NonFiniteLoss(f"not saving step {self.step} to {path}: {len(bad)} weight tensors hold NaN or inf "
+                                f"(first: {bad[0]}); the previous checkpoint is kept as it was")
         if self.fsdp:
             model, opt_tensors, groups = full_fsdp_state(self.model, self.optimizers, self.model_cfg, self.dist)
         else:
@@ -118,7 +137,8 @@ class Trainer:
         state = {"step": self.step, "elapsed": self.elapsed, "train_config": self.cfg.to_dict(),
                  "optimizer_groups": groups, "best_val": None if math.isinf(self.best_val) else self.best_val,
                  "val_losses": self.val_losses, "world_size": self.dist.world_size,
-                 "optimizer_format": "fsdp" if self.fsdp else "params", **self.extra_state}
+                 "optimizer_format": "fsdp" if self.fsdp else "params", "skipped_steps": self.skipped_steps,
+                 **self.extra_state}
         return save_checkpoint(path, model, self.model_cfg, self.tokenizer_json, state, opt_tensors,
                                chat_template=self.chat_template)
 
@@ -154,6 +174,19 @@ class Trainer:
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.val_losses = [tuple(v) for v in state.get("val_losses", [])]
         self.best_val = state["best_val"] if state.get("best_val") is not None else math.inf
+        self.skipped_steps = state.get("skipped_steps", 0)
+        self._forget_metrics_after(self.step)
+
+    def _forget_metrics_after(self, step: int) -> None:
+        """Drop metrics.jsonl records past the checkpoint (logged by the run that stopped after
+        it): the resumed run logs those steps again, so each step appears once."""
+        path = self.out_dir / METRICS_FILE
+        if not self.dist.is_main or not path.is_file():
+            return
+        rows = read_metrics(path)
+        kept = [r for r in rows if r["step"] <= step]
+        if len(kept) != len(rows) or path.read_text(encoding="utf-8", errors="replace").count("\n") != len(rows):
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
     # ---- the loop ---------------------------------------------------------------------
     def progress(self) -> float:
@@ -194,13 +227,22 @@ class Trainer:
                     loss = self.objective.loss(self.forward(**batch.inputs, **self.forward_options), batch)
                 (loss * (batch.n_tokens / tokens * self.dist.world_size)).backward()
             total += loss.item() * batch.n_tokens
+        mean = all_reduce_sum(total, self.dist, self.device) / tokens  # every rank sees the same value
+        norm = 0.0
         if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+        finite = math.isfinite(mean) and math.isfinite(norm)
         for opt in self.optimizers:
-            opt.step()
+            if finite:  # a NaN / inf loss or gradient would poison the weights and the moments
+                opt.step()
             opt.zero_grad(set_to_none=True)
         self.step += 1
-        return all_reduce_sum(total, self.dist, self.device) / tokens, int(tokens)
+        if not finite:
+            self.skipped_steps += 1
+            self.bad_in_a_row += 1
+        else:
+            self.bad_in_a_row = 0
+        return mean, int(tokens)
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
@@ -224,8 +266,13 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
-        with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        path = self.out_dir / METRICS_FILE
+        try:
+            with open(path, "a", encoding="utf-8") as f:  # one write of a whole line
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:  # disk full: say so, and keep the last checkpoint as it is
+            raise MetricsWriteError(f"{path}: could not append a record ({(e.strerror or str(e)).lower()}); "
+                                    f"training stopped at step {self.step}, the last checkpoint is kept as it was") from None
 
     def out_of_time(self) -> bool:
         """Budget spent? Ranks agree (the slowest rank's clock), so they all stop at one step."""
@@ -255,14 +302,18 @@ class Trainer:
                 self.elapsed += time.perf_counter() - t0
                 self.losses.append(loss)
                 tokens_since += tokens
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss} at step {self.step}; try a lower lr or grad_clip")
+                if self.bad_in_a_row:
+                    self._log({"step": self.step, "skipped": "non-finite loss or gradient", "bad_loss": str(loss),
+                               "skipped_steps": self.skipped_steps})
+                    if self.bad_in_a_row >= cfg.max_bad_steps:
+                        raise NonFiniteLoss(self._non_finite_message(loss))
                 if self.step % cfg.log_interval == 0 or self.step == cfg.steps:
                     now = time.perf_counter()
                     tps = tokens_since / max(now - t_log, 1e-9)
                     tokens_since, t_log = 0, now
                     self._log({"step": self.step, "loss": loss, "lr": self.lr_now(), "tokens_per_s": round(tps, 1),
-                               "elapsed": round(self.elapsed, 2)})
+                               "elapsed": round(self.elapsed, 2), **({"skipped_steps": self.skipped_steps}
+                                                                     if self.skipped_steps else {})})
                     bar.note(step=str(self.step), loss=f"{loss:.3f}", val=f"{val:.3f}" if val is not None else "-",
                              tok_s=f"{tps:,.0f}")
                 bar.advance(self.step, self.elapsed)
@@ -281,6 +332,14 @@ class Trainer:
             plot_losses(self.out_dir / METRICS_FILE, self.out_dir / PLOT_FILE)
         return {"step": self.step, "elapsed": self.elapsed, "val_loss": val, "train_loss": self.losses[-1] if self.losses else None,
                 "checkpoint": str(self.out_dir / CHECKPOINT_DIR), "interrupted": interrupted}
+
+    def _non_finite_message(self, loss: float) -> str:
+        ckpt = self.out_dir / CHECKPOINT_DIR
+        kept = (f"the last good checkpoint, {ckpt}, is kept as it was" if ckpt.is_dir()
+                else "no checkpoint had been written yet")
+        return (f"training stopped at step {self.step}: the loss or gradient was {loss} for "
+                f"{self.bad_in_a_row} steps in a row ({self.skipped_steps} skipped in all); {kept}. "
+                "Try a lower lr, grad_clip, or bf16 off")
 
     def _eval_and_save(self) -> float | None:
         val = self.evaluate()
@@ -341,7 +400,7 @@ def plot_losses(metrics_path: Path, png_path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_metrics(metrics_path)
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
@@ -354,6 +413,19 @@ def plot_losses(metrics_path: Path, png_path: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(png_path)
+    atomic_write(png_path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
     return png_path
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl; a line cut short by a killed process is skipped."""
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+    return rows

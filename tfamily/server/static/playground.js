@@ -1,7 +1,9 @@
 // tfamily playground: streams a completion or a chat reply from this server's OpenAI-style
 // API, shades every token by its probability, shows a token's top alternatives on hover or
 // click, and the whole next-token distribution at a clicked step under temperature / top-k /
-// top-p. Plain JS, no build step.
+// top-p. Plain JS, no build step. A server started with --api-key wants the key on every API
+// call: the page takes it from its field or from /?key=KEY, keeps it in sessionStorage (this tab
+// only), drops it from the address bar, and sends it as "Authorization: Bearer KEY".
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -24,8 +26,37 @@ function numberOrNull(id) {
   return v === "" ? null : Number(v);
 }
 
+// ------------------------------------------------------------------ the API key
+const KEY_ITEM = "tfamily-api-key";
+
+function apiKey() {
+  try { return sessionStorage.getItem(KEY_ITEM) || ""; } catch (_) { return $("api-key").value.trim(); }
+}
+
+function setApiKey(key) {
+  try {
+    if (key) sessionStorage.setItem(KEY_ITEM, key); else sessionStorage.removeItem(KEY_ITEM);
+  } catch (_) { /* storage disabled: the field still holds it */ }
+  $("api-key").value = key;
+}
+
+// ?key=KEY: remember it for this tab, and take it out of the address bar (and out of history)
+function keyFromAddress() {
+  const url = new URL(window.location.href);
+  const key = url.searchParams.get("key");
+  if (key === null) return;
+  setApiKey(key.trim());
+  url.searchParams.delete("key");
+  history.replaceState(null, "", url.pathname + url.search + url.hash);
+}
+
+function apiHeaders(extra = {}) {
+  const key = apiKey();
+  return key ? { ...extra, Authorization: `Bearer ${key}` } : extra;
+}
+
 async function postJSON(path, body, signal) {
-  const r = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" },
+  const r = await fetch(path, { method: "POST", headers: apiHeaders({ "Content-Type": "application/json" }),
                                body: JSON.stringify(body), signal });
   if (!r.ok) {
     let message = `HTTP ${r.status}`;
@@ -250,7 +281,29 @@ function drawBars(svg, rows) {
 }
 
 // ------------------------------------------------------------------ wiring
+async function loadModel() {
+  try {
+    const r = await fetch("/v1/models", { headers: apiHeaders() });
+    if (r.status === 401) {
+      $("model-name").textContent = "API key needed";
+      setStatus("this server needs an API key: enter it above (or open the page as /?key=KEY)", true);
+      $("api-key").focus();
+      return;
+    }
+    const models = await r.json();
+    state.model = models.data[0].id;
+    $("model-name").textContent = `${state.model} · context ${models.data[0].context_length} tokens`;
+    setStatus("");
+    document.body.dataset.ready = "1";
+  } catch (e) {
+    setStatus(`cannot reach the server: ${e.message}`, true);
+  }
+}
+
 async function init() {
+  keyFromAddress();
+  $("api-key").value = apiKey();
+  $("api-key").addEventListener("change", () => { setApiKey($("api-key").value.trim()); loadModel(); });
   document.querySelectorAll("input[name=mode]").forEach((r) => r.addEventListener("change", () => {
     const chat = document.querySelector("input[name=mode]:checked").value === "chat";
     $("completion-box").hidden = chat;
@@ -259,14 +312,7 @@ async function init() {
   $("generate").addEventListener("click", generate);
   $("stop").addEventListener("click", () => state.abort && state.abort.abort());
   ["d-temperature", "d-top_k", "d-top_p"].forEach((id) => $(id).addEventListener("input", scheduleDistribution));
-  try {
-    const models = await (await fetch("/v1/models")).json();
-    state.model = models.data[0].id;
-    $("model-name").textContent = `${state.model} · context ${models.data[0].context_length} tokens`;
-    document.body.dataset.ready = "1";
-  } catch (e) {
-    setStatus(`cannot reach the server: ${e.message}`, true);
-  }
+  await loadModel();
 }
 
 init();
