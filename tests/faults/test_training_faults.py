@@ -137,8 +137,11 @@ def test_sigkill_at_random_moments_then_resume_gives_the_same_losses(corpus, tmp
         step = checkpoint_is_whole(ckpt)  # never half-written: every load succeeds
         assert step is None or step >= before  # a killed write left the previous one (or the new one) whole
         seen_steps.append(step)
-    # finish the run
-    cmd = [*TF, "train", "--out", str(out), "--resume", "--no-progress", "--threads", "1"]
+    # finish the run (from the start if every kill landed before the first checkpoint)
+    if (out / "checkpoint").exists():
+        cmd = [*TF, "train", "--out", str(out), "--resume", "--no-progress", "--threads", "1"]
+    else:
+        cmd = train_cmd(corpus, out, steps, "--force")
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     got = losses_by_step(out)
