@@ -100,7 +100,7 @@ class FakeTrainer:
 def test_fine_tuning_keeps_the_epoch_that_scores_best_on_val(scores, best_epoch, kept):
     from types import SimpleNamespace
 
-    from tfamily.cli import fit_keeping_best_epoch
+    from tfamily.training.finetune import fit_keeping_best_epoch
     trainer = FakeTrainer(steps=30)
     queue = iter(scores)
     best = fit_keeping_best_epoch(trainer, 10, lambda: SimpleNamespace(accuracy=next(queue)))
@@ -113,7 +113,7 @@ def test_fine_tuning_keeps_the_epoch_that_scores_best_on_val(scores, best_epoch,
 def test_fine_tuning_stops_at_the_time_budget_between_epochs():
     from types import SimpleNamespace
 
-    from tfamily.cli import fit_keeping_best_epoch
+    from tfamily.training.finetune import fit_keeping_best_epoch
     trainer = FakeTrainer(steps=30, budget_epochs=2)
     best = fit_keeping_best_epoch(trainer, 10, lambda: SimpleNamespace(f1=0.5))
     assert [h["epoch"] for h in best.history] == [1, 2] and best.epoch == 1 and best.state is not None

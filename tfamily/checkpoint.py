@@ -424,3 +424,31 @@ def load_trainer_state(path: str | Path) -> tuple[dict[str, Any], dict[str, torc
             raise CheckpointError(f"{tensors_file}: could not be loaded ({' '.join(str(e).split())[:300]})") \
                 from None
     return state, tensors
+
+
+# ---- loading for inference (the CLI's commands and the server) --------------------------------
+
+def checkpoint_tokenizer(path: str | Path, cfg: ModelConfig):
+    """The checkpoint's Tokenizer, checked against its config (ids within the embedding)."""
+    from .tokenizers import Tokenizer
+    text = read_tokenizer(path, cfg)
+    if text is None:
+        raise CheckpointError(f"{path} has no tokenizer.json; reading and writing text needs one")
+    return Tokenizer.from_str(text, where=Path(path) / TOKENIZER)
+
+
+def load_for_inference(path: str | Path, weights: str = "fp32", pack: bool = True,
+                       device: str | torch.device = "cpu"):
+    """(model in eval mode, Tokenizer) ready to run: weights as ``weights`` (fp32, bf16, int8)
+    and, with ``pack``, its linear layers packed for oneDNN (``nn.quant.convert_weights``:
+    faster, but no gradients). Every fault is a CheckpointError naming the file."""
+    from .nn.quant import convert_weights
+    from .tokenizers import Tokenizer
+    model, cfg, tok_json = load_model(path, device=device)
+    if tok_json is None:
+        raise CheckpointError(f"{path} has no tokenizer.json; reading and writing text needs one")
+    try:
+        model = convert_weights(model, weights, pack=pack)
+    except ValueError as e:
+        raise CheckpointError(f"--weights {weights}: {e}") from None
+    return model, Tokenizer.from_str(tok_json, where=Path(path) / TOKENIZER)

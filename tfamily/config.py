@@ -115,7 +115,14 @@ class ModelConfig(ValidatedConfig):
     init_fan_in: bool = False  # linears ~ N(0, 1 / fan_in), embeddings ~ N(0, init_std^2): T5's (Mesh TensorFlow) init
     scale_residual_init: bool = True  # GPT-2: output projections get std / sqrt(2 * n_layer)
     pad_token_id: Optional[int] = None
-    extra: dict = field(default_factory=dict)  # free-form notes (source, tokenizer name); not used by models
+    # What travels with a checkpoint for the code around the model; the model itself never reads it.
+    # Its keys, and who reads them:
+    #   labels              class / tag names of a task head       (finetune writes; eval, the HF BERT export read)
+    #   task                classify, tag or qa                    (finetune writes; for people)
+    #   source_prefix       T5-style task prefix put before every source   (train writes; translate reads)
+    #   sentence_embedding  how a sentence encoder pools            (HF import writes; embed, knn, the server read)
+    #   hf                  HF config fields tfamily has no use for (HF import writes; HF export writes them back)
+    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._check_types()

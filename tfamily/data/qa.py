@@ -11,9 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..objectives.span import QAExample
+
+@dataclass
+class QAExample:
+    question: str
+    context: str
+    answers: list[str] = field(default_factory=list)  # gold answer texts (the first is trained on)
+    answer_start: int | None = None  # character offset of answers[0] in the context, when known
 
 
 def read_qa_jsonl(path: str | os.PathLike) -> list[QAExample]:

@@ -62,3 +62,43 @@ def predict_answers(model: nn.Module, tokenizer, examples: Sequence, max_len: in
                 continue
             answers.append(ex.context[row_spans[best[0]][0]:row_spans[best[1]][1]])
     return answers
+
+
+# ---- scoring a fine-tuned model on a task (tfamily finetune / eval) ----------------------------
+
+def task_scores(task: str, model, tokenizer, examples, names: list[str], max_len: int):
+    """Accuracy / F1 (classify), entity-level F1 (tag), or exact match / F1 (qa) of ``model``."""
+    from .classification import classification_scores, entity_f1, qa_scores
+    model.eval()
+    if task == "qa":
+        return qa_scores(predict_answers(model, tokenizer, examples, max_len), [e.answers or [""] for e in examples])
+    if task == "classify":
+        has_b = any(e[1] is not None for e in examples)
+        pred = predict_classes(model, tokenizer, [e[0] for e in examples],
+                               [e[1] or "" for e in examples] if has_b else None, max_len)
+        return classification_scores([names[p] for p in pred], [names[e[2]] for e in examples],
+                                     positive=positive_class(names))
+    pred = predict_tags(model, tokenizer, [e[0] for e in examples], max_len)
+    return entity_f1([[names[t] for t in p] for p in pred], [[names[t] for t in e[1]] for e in examples])
+
+
+def positive_class(names: list[str]) -> str | None:
+    """The positive class of a binary task, when its name says so."""
+    for candidate in ("pos", "positive", "fresh", "1", "true", "yes"):
+        if len(names) == 2 and candidate in names:
+            return candidate
+    return None
+
+
+def headline(scores) -> float:
+    """The one number epochs are compared by: accuracy (classify), F1 (tag, qa)."""
+    return scores.accuracy if hasattr(scores, "accuracy") else scores.f1
+
+
+def score_summary(scores) -> dict:
+    """The scores as a small dict for results.json."""
+    if hasattr(scores, "exact_match"):
+        return {"exact_match": scores.exact_match, "f1": scores.f1, "n": scores.n}
+    if hasattr(scores, "accuracy"):
+        return {"accuracy": scores.accuracy, "macro_f1": scores.macro_f1, "f1": scores.positive_f1, "n": scores.n}
+    return {"precision": scores.precision, "recall": scores.recall, "f1": scores.f1, "sentences": scores.sentences}

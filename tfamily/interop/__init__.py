@@ -14,8 +14,8 @@ from . import hf_gpt2, hf_llama  # family mappings stay namespaced: hf_gpt2.conf
 from .io import (InteropError, MissingFileError, read_config, read_tokenizer_json, read_weights,
                  write_folder)
 from .gguf import import_gguf, smollm2_gguf_path
-from .registry import FAMILIES, HFFamily, export_hf, import_hf, register
+from .registry import FAMILIES, HFFamily, export_hf, import_hf, load_any, register
 
 __all__ = ["import_hf", "export_hf", "FAMILIES", "HFFamily", "register", "InteropError", "MissingFileError",
            "read_config", "read_weights", "read_tokenizer_json", "write_folder", "hf_gpt2", "hf_llama",
-           "import_gguf", "smollm2_gguf_path"]
+           "import_gguf", "smollm2_gguf_path", "load_any"]

@@ -9,6 +9,7 @@ Adding a family is one ``register(HFFamily(...))`` line; this file stays the sam
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,3 +145,25 @@ def _family_that_fits(cfg: ModelConfig, model_type: str | None) -> tuple[HFFamil
         except ConfigError as e:
             reasons.append(f"{family.model_type}: {e}")
     raise ConfigError("no Hugging Face format can express this model: " + "; ".join(reasons))
+
+
+def load_any(path: str | Path, pack: bool = True):
+    """(model, Tokenizer) from a tfamily checkpoint or, converted on the fly (``import_hf``), a Hugging Face
+    folder (its config.json names a ``model_type``). ``pack=False`` for a model that will be
+    trained (see ``load_for_inference``)."""
+    from ..checkpoint import CheckpointError, load_for_inference
+    config = Path(path) / "config.json"
+    if config.is_file():
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+            is_hf = isinstance(data, dict) and "model_type" in data
+        except (OSError, ValueError):  # unreadable or not JSON: read_config says what is wrong with it
+            is_hf = False
+        if is_hf:
+            from ..tokenizers import Tokenizer
+            model, tok_json = import_hf(path)
+            if tok_json is None:
+                raise CheckpointError(f"{path} has no tokenizer (tokenizer.json, vocab.txt, or vocab.json + merges.txt)")
+            tok_file = Path(path) / "tokenizer.json"
+            return model, Tokenizer.from_str(tok_json, where=tok_file if tok_file.is_file() else path)
+    return load_for_inference(path, pack=pack)

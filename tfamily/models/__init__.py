@@ -1,4 +1,4 @@
-"""One short builder per family; ``build_model`` picks it from ``config.arch``."""
+"""One short builder per family; ``build_model`` asks the family registry (family.py) for it."""
 
 from __future__ import annotations
 
@@ -6,23 +6,20 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .gpt import GPT, CausalLM, DecoderOutput, LMOutput, TiedLM
-from .bert import Encoder, EncoderOutput, MaskedLM, MaskedLMOutput
+from .gpt import DecoderBackbone, CausalLM, DecoderOutput, LMOutput, BackboneLM
+from .bert import EncoderBackbone, EncoderOutput, MaskedLM, MaskedLMOutput
 from .seq2seq import EncoderDecoder, Seq2SeqOutput
 from .glm import GLM, GLMBackbone
 from .transformer_xl import TransformerXL, TransformerXLBackbone, XLOutput
+from .family import FAMILIES, Family, family_of
 from .tasks import TASK_MODELS, FeatureExtractor, SequenceClassifier, SpanExtractor, TaskOutput, TokenClassifier
 
-BUILDERS = {"decoder": CausalLM, "encoder": MaskedLM, "encoder-decoder": EncoderDecoder}  # pretraining models
-BUILDERS["glm"] = GLM  # blank infilling: Part A bidirectional, Part B autoregressive (models/glm.py)
-BUILDERS["transformer-xl"] = TransformerXL  # segment recurrence + relative positions (models/transformer_xl.py)
-
-
 def build_model(cfg: ModelConfig) -> nn.Module:
-    """The family's pretraining model (``head="lm"``), or a backbone with a task head."""
-    builder = BUILDERS.get(cfg.arch) if cfg.head == "lm" else TASK_MODELS.get(cfg.head)
+    """The family's pretraining model (``head="lm"``, see models/family.py), or a backbone
+    with a task head."""
+    builder = family_of(cfg).builder if cfg.head == "lm" else TASK_MODELS.get(cfg.head)
     if builder is None:
-        raise ValueError(f"no builder for arch {cfg.arch!r} with head {cfg.head!r}")
+        raise ValueError(f"no model for head {cfg.head!r}; known: lm, {', '.join(TASK_MODELS)}")
     return builder(cfg)
 
 
@@ -44,7 +41,7 @@ def model_from_state_dict(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> n
     return model
 
 
-__all__ = ["GPT", "CausalLM", "DecoderOutput", "LMOutput", "EncoderDecoder", "Seq2SeqOutput", "Encoder",
+__all__ = ["DecoderBackbone", "CausalLM", "DecoderOutput", "LMOutput", "EncoderDecoder", "Seq2SeqOutput", "EncoderBackbone",
            "EncoderOutput", "MaskedLM", "MaskedLMOutput", "SequenceClassifier", "TokenClassifier", "SpanExtractor",
-           "TaskOutput", "TASK_MODELS", "FeatureExtractor", "GLM", "GLMBackbone", "TransformerXL", "TiedLM",
-           "TransformerXLBackbone", "XLOutput", "build_model", "model_from_state_dict", "BUILDERS"]
+           "TaskOutput", "TASK_MODELS", "FeatureExtractor", "GLM", "GLMBackbone", "TransformerXL", "BackboneLM",
+           "TransformerXLBackbone", "XLOutput", "build_model", "model_from_state_dict", "FAMILIES", "Family", "family_of"]

@@ -6,7 +6,7 @@
                                       ─ hidden (B, T, d) ─┬ MLM head (tied to the token embedding) ─ (B, T, V)
                                                           └ pooler (tanh dense on [CLS]) ─ NSP head ─ (B, 2)
 
-The same ``Encoder`` backbone carries the fine-tuning heads (models/tasks.py). Only the mask
+The same ``EncoderBackbone`` carries the fine-tuning heads (models/tasks.py). Only the mask
 differs from GPT's stack: padding, not causality.
 """
 
@@ -39,7 +39,7 @@ class MaskedLMOutput:
     pooled: torch.Tensor | None  # (B, d_model)
 
 
-class Encoder(nn.Module):
+class EncoderBackbone(nn.Module):
     """The backbone: embeddings (with segments and an embedding norm when configured) and a
     bidirectional stack. Returns hidden states."""
 
@@ -87,7 +87,7 @@ class MaskedLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.backbone = Encoder(cfg)
+        self.backbone = EncoderBackbone(cfg)
         self.mlm = MLMHead(cfg)
         self.pooler = Pooler(cfg) if cfg.nsp else None
         self.nsp = NSPHead(cfg) if cfg.nsp else None

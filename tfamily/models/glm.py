@@ -24,7 +24,7 @@ from ..config import ModelConfig
 from ..nn import KVCache, Stack, make_positions, positions_from_mask
 from ..nn.loss import head_or_deferred, tied_table
 from ..nn.masks import glm_mask
-from .gpt import LMOutput, TiedLM, check_inputs
+from .gpt import LMOutput, BackboneLM, check_inputs
 
 
 def part_a_positions(attention_mask: torch.Tensor | None, b: int, t: int, device) -> torch.Tensor:
@@ -72,7 +72,7 @@ class GLMBackbone(nn.Module):
         return x
 
 
-class GLM(TiedLM):
+class GLM(BackboneLM):
     """GLM backbone + LM head tied to the token embedding (``tie_embeddings``)."""
 
     backbone_class = GLMBackbone

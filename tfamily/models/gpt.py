@@ -65,7 +65,7 @@ def check_inputs(cfg: ModelConfig, ids: torch.Tensor, attention_mask: torch.Tens
     return b, t, past, attention_mask
 
 
-class GPT(nn.Module):
+class DecoderBackbone(nn.Module):
     """The backbone: embeddings and a causal stack. Returns hidden states, not logits."""
 
     def __init__(self, cfg: ModelConfig):
@@ -96,7 +96,7 @@ class GPT(nn.Module):
             cache.advance(t)
         return DecoderOutput(x, cache)
 
-class TiedLM(nn.Module):
+class BackboneLM(nn.Module):
     """A backbone and an LM head that shares its token embedding when ``tie_embeddings``; the
     decoder-style families (GPT, GLM, Transformer-XL) differ only in their backbone."""
 
@@ -124,10 +124,10 @@ class TiedLM(nn.Module):
                        dtype or p.dtype, p.device)
 
 
-class CausalLM(TiedLM):
-    """GPT backbone + LM head. The head shares the token embedding when ``tie_embeddings``."""
+class CausalLM(BackboneLM):
+    """The decoder backbone (GPT, Llama) + LM head. The head shares the token embedding when ``tie_embeddings``."""
 
-    backbone_class = GPT
+    backbone_class = DecoderBackbone
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, cache: KVCache | None = None,

@@ -19,11 +19,10 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..heads import Pooler, SequenceClassificationHead, SpanHead, TokenClassificationHead, pool
-from .bert import Encoder
-from .gpt import GPT
+from .bert import EncoderBackbone
+from .family import family_of
 from .init import init_weights
 
-BACKBONES = {"encoder": Encoder, "decoder": GPT}
 
 
 @dataclass
@@ -35,10 +34,11 @@ class TaskOutput:
 class _TaskModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        if cfg.arch not in BACKBONES:
-            raise ValueError(f"task heads sit on an encoder or a decoder backbone, not {cfg.arch!r}")
+        family = family_of(cfg)
+        if family.backbone is None:
+            raise ValueError(f"task heads sit on an encoder or a decoder backbone, not on a {family.title}")
         self.cfg = cfg
-        self.backbone = BACKBONES[cfg.arch](cfg)
+        self.backbone = family.backbone(cfg)
 
     def tie_weights(self) -> None:
         """Nothing is tied: a task head has no vocabulary projection."""
@@ -57,7 +57,7 @@ class FeatureExtractor(_TaskModel):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
-        self.pooler = Pooler(cfg) if cfg.pooling == "pooler" and cfg.arch == "encoder" else None
+        self.pooler = Pooler(cfg) if cfg.pooling == "pooler" and isinstance(self.backbone, EncoderBackbone) else None
         init_weights(self, cfg)
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

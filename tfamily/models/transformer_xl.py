@@ -30,7 +30,7 @@ from ..nn.cache import XLMemory
 from ..nn.loss import DeferredHead, head_or_deferred, tied_table
 from ..nn.masks import decoder_mask
 from ..nn.xl import XLRelativePositions
-from .gpt import TiedLM
+from .gpt import BackboneLM
 
 
 @dataclass
@@ -97,7 +97,7 @@ class TransformerXLBackbone(nn.Module):
         return torch.cat(hidden, dim=1) if len(hidden) > 1 else hidden[0], memory
 
 
-class TransformerXL(TiedLM):
+class TransformerXL(BackboneLM):
     """Transformer-XL language model: backbone + LM head (tied to the token embedding)."""
 
     backbone_class = TransformerXLBackbone

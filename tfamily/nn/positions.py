@@ -165,6 +165,13 @@ class GLMPositions(nn.Module):
         return self.block(pos[:, 0]) + self.span(pos[:, 1])
 
 
+def glm_row_limit(n: int, mask_ratio: float = 0.15) -> int:
+    """The most tokens a GLM row of n text tokens can become under blank infilling: each span
+    adds its [MASK] to Part A and its [S] to Part B, and there are at most ceil(mask_ratio * n)
+    spans (one for gMASK). A GLM's max_seq_len must cover it."""
+    return n + 2 * max(1, min(math.ceil(mask_ratio * n), n - 1))
+
+
 def make_relative_bias(cfg, bidirectional: bool) -> RelativePositionBias | None:
     if cfg.position != "t5_relative":
         return None

@@ -28,13 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..nn.positions import glm_row_limit  # noqa: F401 (the row length the objective's rows stay within)
 from .base import IGNORE_INDEX, Batch, SeededRows, token_cross_entropy
-
-
-def glm_row_limit(n: int, mask_ratio: float = 0.15) -> int:
-    """The most tokens a row of n text tokens can become: each span adds its [MASK] to Part A
-    and its [S] to Part B, and there are at most ceil(mask_ratio * n) spans (one for gMASK)."""
-    return n + 2 * max(1, min(math.ceil(mask_ratio * n), n - 1))
 
 
 GLMRaw = SeededRows  # GLM's raw batch: token windows (``ids``) and one masking seed per row

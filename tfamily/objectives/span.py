@@ -10,22 +10,14 @@ context's tokens come from the tokenizer, so a predicted span maps back to the e
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..data.inputs import encode_pieces, pad_rows
+from ..data.qa import QAExample  # noqa: F401 (the example a span objective reads; data's, as it should be)
 from .base import Batch, logits_of
-
-
-@dataclass
-class QAExample:
-    question: str
-    context: str
-    answers: list[str] = field(default_factory=list)  # gold answer texts (the first is trained on)
-    answer_start: int | None = None  # character offset of answers[0] in the context, when known
 
 
 class SpanObjective:

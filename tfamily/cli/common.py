@@ -1,0 +1,55 @@
+"""Helpers shared by several command groups: UsageError, progress lines, --weights, overwrite checks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+class UsageError(Exception):
+    """A problem with the user's input, reported as one line and exit code 2."""
+
+
+def say(ctx, message: str) -> None:
+    """A progress line on stderr, from rank 0 only under torchrun."""
+    if ctx.is_main:
+        print(message, file=sys.stderr)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _refuse_overwrite(out: str, force: bool) -> None:
+    """Nothing already saved is lost: an existing folder is replaced only with --force."""
+    from ..files import refuse_overwrite
+    refuse_overwrite(out, force)
+
+
+WEIGHTS_HELP = ("number format of the weights while generating: fp32 (default, exact), bf16 (1.5-1.7x "
+                "fp32's speed at batch 1 on a CPU with bf16, 1.4x at batch 8), int8 (weight-only, CPU, "
+                "1.7-2.0x at batch 1); bf16 and int8 change the probabilities slightly, see benchmarks/RESULTS.md")
+
+
+def add_weights_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", choices=["fp32", "bf16", "int8"], default="fp32", help=WEIGHTS_HELP)
+
+
+def require_generation(command: str, path: str, model) -> None:
+    """generate, chat and fewshot decode with the family's decoding State and its LM head:
+    refuse, in one line naming the checkpoint and its family, a model that has neither
+    (a BERT-style encoder, a fine-tuned classifier)."""
+    from ..models.family import families_that, family_of
+    cfg = model.cfg
+    if family_of(cfg).can("generate") and cfg.head == "lm":
+        return
+    head = f" with a {cfg.head!r} head" if cfg.head != "lm" else ""
+    generative = ", ".join(sorted(f.arch for f in families_that("generate")))
+    raise UsageError(f"{path} holds a model of family {cfg.arch!r}{head}, which does not generate text; {command} "
+                     f"needs one of the families {generative} with its language-model head (an "
+                     "encoder gives embeddings with `tfamily embed` / `knn`, or is fine-tuned with `tfamily finetune`)")

@@ -1,0 +1,60 @@
+"""`tfamily import-hf`, `import-gguf` and `export-hf`: checkpoints to and from other formats."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import _refuse_overwrite
+
+
+def add_import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("hf_folder", help="a Hugging Face model folder (config.json + safetensors or pytorch_model.bin)")
+    p.add_argument("out", help="where to write the tfamily checkpoint")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+
+
+def cmd_import_hf(args: argparse.Namespace) -> int:
+    from ..checkpoint import save_checkpoint
+    _refuse_overwrite(args.out, args.force)
+    from ..interop import import_hf
+    from ..tokenizers.tokenizer import check_tokenizer_json
+    model, tok_json = import_hf(args.hf_folder)
+    if tok_json is not None:  # a broken tokenizer.json is refused now, not when the checkpoint is next loaded
+        tok_file = Path(args.hf_folder) / "tokenizer.json"
+        check_tokenizer_json(tok_json, tok_file if tok_file.is_file() else args.hf_folder)
+    save_checkpoint(args.out, model, model.cfg, tok_json)
+    print(f"imported {args.hf_folder} -> {args.out}")
+    return 0
+
+
+def add_import_gguf_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("gguf_file", help="a llama.cpp GGUF file of a Llama-architecture model (quantised or not)")
+    p.add_argument("out", help="where to write the tfamily checkpoint")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+
+
+def cmd_import_gguf(args: argparse.Namespace) -> int:
+    from ..checkpoint import save_checkpoint
+    from ..interop import import_gguf
+    _refuse_overwrite(args.out, args.force)
+    model, tok_json, chat_template = import_gguf(args.gguf_file)
+    save_checkpoint(args.out, model, model.cfg, tok_json, chat_template=chat_template)
+    print(f"imported {args.gguf_file} -> {args.out} (weights dequantised to float32)")
+    return 0
+
+
+def add_export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a tfamily checkpoint folder")
+    p.add_argument("out", help="where to write the Hugging Face folder")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+
+
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    from ..checkpoint import load_model
+    from ..interop import export_hf
+    _refuse_overwrite(args.out, args.force)
+    model, _, tok_json = load_model(args.checkpoint)
+    export_hf(model, args.out, tokenizer_json=tok_json)
+    print(f"exported {args.checkpoint} -> {args.out} (Hugging Face format)")
+    return 0
