@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import safetensors.torch
 import torch
@@ -390,9 +390,11 @@ def read_chat_template(path: str | Path) -> str | None:
     return _read_text(file, "chat template") if file.is_file() else None
 
 
-def load_trainer_state(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def load_trainer_state(path: str | Path, check_train_config: Callable[[dict], None] | None = None,
+                       ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(trainer.json as a dict, trainer.safetensors' tensors) of a training checkpoint, each
-    file checked: a fault is a CheckpointError that names the file."""
+    file checked: a fault is a CheckpointError that names the file. ``check_train_config``
+    (the trainer's ``TrainConfig.check_fields``) checks the saved training settings' fields."""
     path = Path(path)
     recover(path)
     file = path / TRAINER_JSON
@@ -409,9 +411,9 @@ def load_trainer_state(path: str | Path) -> tuple[dict[str, Any], dict[str, torc
         if not isinstance(state.get(key), types) or isinstance(state.get(key), bool):
             raise CheckpointError(f"{file}: field {key!r} must be {what}, got {json.dumps(state.get(key))[:60]}")
     from .config import ConfigError
-    from .training.config import TrainConfig
     try:
-        TrainConfig.check_fields(state["train_config"])
+        if check_train_config is not None:
+            check_train_config(state["train_config"])
     except ConfigError as e:
         raise CheckpointError(f"{file}: train_config: {e}") from None
     tensors_file = path / TRAINER_TENSORS

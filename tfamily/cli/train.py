@@ -185,7 +185,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                           ("--lora", args.lora)) if given]
         if fixed:
             raise UsageError(f"--resume continues the run as it was saved; {', '.join(fixed)} cannot change it")
-        state, _ = load_trainer_state(ckpt)
+        state, _ = load_trainer_state(ckpt, TrainConfig.check_fields)
         data_sec = {**state.get("data_options", {}), **data_sec}  # how the run's batches are built
         if state.get("lora"):
             raise UsageError("LoRA runs save merged weights, not the adapters, so they cannot resume; "

@@ -152,7 +152,7 @@ class Trainer:
     def resume(self, path: str | Path) -> None:
         """Load weights, optimizer moments, RNG and step from a training checkpoint."""
         path = Path(path)
-        state, tensors = load_trainer_state(path)
+        state, tensors = load_trainer_state(path, TrainConfig.check_fields)
         if state.get("optimizer_format") == "fsdp":  # full state keyed by name: loads sharded or not
             load_full_fsdp_state(self.model, self.optimizers, path, tensors, state["optimizer_groups"])
         elif self.fsdp:
