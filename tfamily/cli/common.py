@@ -53,3 +53,17 @@ def require_generation(command: str, path: str, model) -> None:
     raise UsageError(f"{path} holds a model of family {cfg.arch!r}{head}, which does not generate text; {command} "
                      f"needs one of the families {generative} with its language-model head (an "
                      "encoder gives embeddings with `tfamily embed` / `knn`, or is fine-tuned with `tfamily finetune`)")
+
+
+def input_texts(args: argparse.Namespace, noun: str) -> list[str]:
+    """A command's texts: given as arguments or with --input FILE (one a line; '-' reads stdin),
+    not both. Also refuses an existing --output without --force before any work is done."""
+    from ..data.parallel import read_lines
+    if getattr(args, "output", None):
+        _refuse_overwrite(args.output, args.force)
+    if bool(args.text) == bool(args.input):
+        raise UsageError(f"give the {noun} either as arguments or with --input FILE, not both or neither")
+    if args.input == "-":
+        return [line.rstrip("\r\n") for line in sys.stdin]
+    return read_lines(args.input) if args.input else list(args.text)
+

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import UsageError, _refuse_overwrite
+from .common import UsageError, input_texts
 from .train import TRAIN_FLAGS
 
 
@@ -203,7 +203,7 @@ def cmd_knn(args: argparse.Namespace) -> int:
 def add_embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a tfamily checkpoint or a Hugging Face folder (e.g. a sentence encoder)")
     p.add_argument("text", nargs="*", help="texts to embed (or use --input)")
-    p.add_argument("--input", help="a file of texts, one a line (.gz is fine)")
+    p.add_argument("--input", help="a file of texts, one a line (.gz is fine; - reads stdin)")
     p.add_argument("--output", help="write the embeddings here: .npy (an N x d array) or .jsonl (default: stdout)")
     p.add_argument("--force", action="store_true", help="replace --output if it exists")
     p.add_argument("--pooling", choices=["mean", "first", "pooler", "last"],
@@ -214,17 +214,11 @@ def add_embed_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from ..interop import load_any
-    from ..data.parallel import read_lines
     from ..evaluation.embeddings import embed_texts
+    from ..interop import load_any
 
-    if args.output:  # before the work, so a refusal costs nothing
-        _refuse_overwrite(args.output, args.force)
-
-    if bool(args.text) == bool(args.input):
-        raise UsageError("give the texts either as arguments or with --input FILE, not both or neither")
+    texts = input_texts(args, "texts")
     model, tokenizer = load_any(args.checkpoint)
-    texts = read_lines(args.input) if args.input else list(args.text)
     vectors = embed_texts(model, tokenizer, texts, pooling=args.pooling, normalize=not args.no_normalize,
                           batch_size=args.batch_size)
     if args.output and args.output.endswith(".npy"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import UsageError, _refuse_overwrite
+from .common import UsageError, input_texts
 
 
 def add_translate_args(p: argparse.ArgumentParser) -> None:
@@ -26,26 +26,18 @@ def add_translate_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_translate(args: argparse.Namespace) -> int:
     from ..checkpoint import load_for_inference
-    from ..data.parallel import read_lines
     from ..generation import translate
     from ..generation.show import format_steps
 
-    if args.output:  # before the work, so a refusal costs nothing
-        _refuse_overwrite(args.output, args.force)
-
-    if bool(args.text) == bool(args.input):
-        raise UsageError("give the sentences either as arguments or with --input FILE, not both or neither")
     from ..models.family import family_of
+
+    sentences = input_texts(args, "sentences")
 
     model, tokenizer = load_for_inference(args.checkpoint)
     if not family_of(model.cfg).can("translate"):
         raise UsageError(f"{args.checkpoint} holds a model of family {model.cfg.arch!r}; translate needs an "
                          "encoder-decoder (e.g. a checkpoint trained with --preset transformer-tiny, t5-tiny or "
                          "bart-tiny)")
-    if args.input == "-":
-        sentences = [line.rstrip("\r\n") for line in sys.stdin]
-    else:
-        sentences = read_lines(args.input) if args.input else list(args.text)
     alternatives = args.alternatives if args.show_probs else 0
     results = translate(model, tokenizer, sentences, beam_size=args.beam, length_penalty=args.length_penalty,
                         max_len_a=args.max_len_a, max_len_b=args.max_len_b, top_alternatives=alternatives,
