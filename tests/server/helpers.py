@@ -18,3 +18,30 @@ def tiny_checkpoint(folder: Path, context: int = 64, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     cfg = tiny_version(get_preset("gpt-tiny").config()).replace(vocab_size=tok.vocab_size, max_seq_len=context)
     return save_checkpoint(folder, build_model(cfg), cfg, tok.to_str())
+
+
+def family_tokenizer(cfg) -> Tokenizer:
+    """A char tokenizer fit to ``cfg``'s family: a GLM's has [MASK] / [S] / [E] / [gMASK], an
+    encoder-decoder's and a decoder's <pad> / <unk> / <s> / <|endoftext|>."""
+    from tfamily.models.family import family_of
+    from tfamily.tokenizers.special import GLM_SPECIAL_TOKENS
+    glm = family_of(cfg).prompt == "blanks"
+    return Tokenizer.train("char", [TEXT], special_tokens=GLM_SPECIAL_TOKENS if glm else None)
+
+
+def family_config(cfg, tok: Tokenizer):
+    """``cfg`` with the ids its tokenizer fixes: vocabulary, padding, and the token a decoder
+    starts from (an encoder-decoder's <s>, a GLM's [S]), as `tfamily train` sets them."""
+    from tfamily.models.family import family_of
+    fields = dict(family_of(cfg).data_fields(tok, cfg.max_seq_len))
+    fields = {k: v for k, v in fields.items() if k != "max_seq_len"}  # the preset's tiny context stays
+    return cfg.replace(vocab_size=tok.vocab_size, pad_token_id=tok.pad_id, **fields)
+
+
+def preset_checkpoint(folder: Path, preset: str, seed: int = 0) -> Path:
+    """A checkpoint of ``preset``'s tiny version (random weights) with its family's tokenizer."""
+    cfg = tiny_version(get_preset(preset).config())
+    tok = family_tokenizer(cfg)
+    cfg = family_config(cfg, tok)
+    torch.manual_seed(seed)
+    return save_checkpoint(folder, build_model(cfg).eval(), cfg, tok.to_str())

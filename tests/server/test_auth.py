@@ -73,7 +73,7 @@ def test_401_is_the_error_shape_and_covers_every_api_route(keyed):
 
 
 def test_the_key_is_compared_in_constant_time(keyed, monkeypatch):
-    import tfamily.server.api as api
+    import tfamily.server.middleware as api
     calls = []
     real = api.hmac.compare_digest
     monkeypatch.setattr(api.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
@@ -84,7 +84,7 @@ def test_the_key_is_compared_in_constant_time(keyed, monkeypatch):
 
 
 def test_keys_a_header_cannot_carry_are_refused_at_start(checkpoint):
-    from tfamily.server.api import check_api_key
+    from tfamily.server.middleware import check_api_key
     for bad in ["", "has space", "naïve", "tab\there"]:
         with pytest.raises(ValueError, match="api_key"):
             check_api_key(bad)

@@ -112,3 +112,35 @@ def test_page_works_with_an_api_key(keyed_server, browser):
     _wait(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
     browser.find_element(By.ID, "generate").click()
     _wait(browser, lambda d: d.find_element(By.ID, "status").text.startswith("done"))
+
+
+# The page knows no family: it reads OpenAI's logprobs format and the token ids the server returns
+# (playground.js), so what it shows for a decoder it shows for any family. This checks it does, in
+# the browser, for an encoder-decoder (the prompt is the source) and a GLM (the prompt's blank).
+@pytest.fixture(scope="module", params=[("t5-tiny", "The quick brown fox"), ("glm-tiny", "The quick [MASK] fox")],
+                ids=["encoder-decoder", "glm"])
+def family_server(request, tmp_path_factory):
+    from server.conftest import LiveServer
+    from server.helpers import preset_checkpoint
+    preset, prompt = request.param
+    ck = preset_checkpoint(tmp_path_factory.mktemp(preset) / "ck", preset)
+    with LiveServer(ck, max_batch=4) as s:
+        yield s, prompt
+
+
+def test_page_shows_every_familys_token_probabilities(family_server, browser):
+    server, prompt = family_server
+    browser.get(server.url + "/")
+    _wait(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+    browser.execute_script("document.getElementById('prompt').value = arguments[0];", prompt)
+    browser.find_element(By.ID, "seed").send_keys("3")
+    browser.execute_script("document.getElementById('max_tokens').value = 12;")
+    browser.find_element(By.ID, "generate").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "status").text.startswith("done"))
+    tokens = browser.find_elements(By.CSS_SELECTOR, "#output .tok")
+    assert len(tokens) == int(browser.find_element(By.ID, "status").text.split()[1]) >= 2
+    assert all(t.get_attribute("title").startswith("p = ") for t in tokens)  # each token's probability
+    tokens[1].click()
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#alt-chart rect.alt-bar")) == 5)
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#dist-chart rect.bar-sampled")) == 25)
+    assert "keeps" in browser.find_element(By.ID, "dist-summary").text

@@ -37,7 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-batch must be in [1, 1024], got {args.max_batch}")
     api_key = args.api_key if args.api_key is not None else (os.environ.get("TFAMILY_API_KEY") or None)
     if api_key is not None:
-        from ..server.api import check_api_key
+        from ..server.middleware import check_api_key
         try:
             check_api_key(api_key)
         except ValueError as e:

@@ -15,6 +15,7 @@ from typing import Sequence
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..tokenizers.special import KNOWN_SPECIAL_TOKENS
+from . import prompts
 
 # For checkpoints without a template: plain text turns the model can learn from anywhere.
 DEFAULT_TEMPLATE = (
@@ -52,3 +53,12 @@ def end_of_turn_ids(tokenizer) -> tuple[int, ...]:
     "</s>", "<|endoftext|>" ...): a chat reply ends at whichever the model emits."""
     ids = [tokenizer.token_to_id(name) for name in KNOWN_SPECIAL_TOKENS["eos"]]
     return tuple(sorted({i for i in ids if i is not None}))
+
+
+def chat_stops(tokenizer, template: str | None, cfg) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """(stop strings, stop token ids) of a chat reply: where the default template's next turn
+    would begin (a checkpoint's own template ends turns with tokens instead), every end-of-turn
+    token, and where ``cfg``'s family ends an output. Stop strings go through the one matcher
+    (``stops.StopStrings``), in ``generate`` and in the server alike."""
+    ids = set(end_of_turn_ids(tokenizer)) | set(prompts.stop_ids(cfg, tokenizer))
+    return (() if template else DEFAULT_STOP), tuple(sorted(ids))

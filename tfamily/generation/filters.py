@@ -8,7 +8,46 @@ from __future__ import annotations
 import torch
 
 
-MIN_TEMPERATURE = 1e-5  # below this, logits / t overflows fp32: such a temperature is read as 0, greedy (as vLLM does)
+# Below these the fp32 filters break (logits / t overflows to inf; a top_p under fp32's smallest
+# normal rounds to 0 and would drop every token: NaN probabilities), so they are read as their
+# limits: temperature -> 0 (greedy, as vLLM does below 1e-5), top_p -> the most likely token only
+# (what nucleus sampling keeps as p -> 0).
+MIN_TEMPERATURE = 1e-5
+MIN_TOP_P = 1e-6
+
+
+def is_greedy(t: float) -> bool:
+    """Whether temperature ``t`` means greedy decoding (0, or too small to divide by)."""
+    return t < MIN_TEMPERATURE
+
+
+def limits(t: float, k: int | None, p: float | None) -> tuple[float, int | None, float | None]:
+    """(temperature, top_k, top_p) as the chain applies them: off where they do nothing
+    (top_k 0, top_p 1), and the tiny values fp32 cannot compute with read as their limits."""
+    t = 0.0 if is_greedy(t) else t
+    k = k or None
+    if p is not None and p < MIN_TOP_P:
+        k, p = 1, None
+    return t, k, (p if p is not None and p < 1 else None)
+
+
+def chain(logits: torch.Tensor, t: float, k: int | None = None, p: float | None = None,
+          seen: torch.Tensor | None = None, penalty: float = 1.0) -> torch.Tensor:
+    """The one sampling chain, (B, V) fp32 logits -> the logits a token is drawn from: the
+    repetition penalty (with ``seen``), then temperature, top-k and top-p, each under its
+    ``limits``. Greedy (t = 0) keeps the most likely token alone. Used by decoding's ``pick``
+    and by the server's view of one step's distribution, so the two never disagree."""
+    if seen is not None:
+        logits = repetition_penalty(logits, seen, penalty)
+    t, k, p = limits(t, k, p)
+    if t == 0:
+        return torch.full_like(logits, float("-inf")).scatter(-1, logits.argmax(-1, keepdim=True), 0.0)
+    logits = temperature(logits, t)
+    if k:
+        logits = top_k(logits, k)
+    if p is not None:
+        logits = top_p(logits, p)
+    return logits
 
 
 def temperature(logits: torch.Tensor, t: float) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Text in, text out: tokenise prompts, run the decode generator, apply stop strings."""
+"""Text in, text out: read prompts as the model's family does, run the decode generator, apply
+stop strings (``stops.StopStrings``, the one matcher)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Callable, Iterator, Sequence
 
 from torch import nn
 
+from . import prompts as family_prompts
 from .decode import SamplingParams, Step, decode
+from .stops import StopStrings, cut_at_stop  # noqa: F401 (cut_at_stop: text's name for the matcher's cut)
 
 
 @dataclass
@@ -19,42 +22,25 @@ class Generation:
     finish_reason: str | None = None
 
 
-def _stop_checker(tokenizer, stop: Sequence[str]):
-    """should_stop(seq, ids): True once the decoded continuation contains a stop string."""
-    if not stop:
-        return None
-    if any(not s for s in stop):
-        raise ValueError("stop strings must be non-empty")
-    # A stop string that completes at this step lies within the last 4 * len tokens (every
-    # token carries at least one byte, a character at most four), so only that tail is
-    # decoded: the check stays constant-time per step however long the generation runs.
-    tail = 4 * max(len(s) for s in stop)
-    return lambda seq, ids: any(s in tokenizer.decode(ids[-tail:]) for s in stop)
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    cut = min((text.find(s) for s in stop if s in text), default=-1)
-    return text if cut < 0 else text[:cut]
-
-
-def with_eos(params: SamplingParams, tokenizer) -> SamplingParams:
-    """The params, stopping at the tokenizer's end-of-text token unless stop ids were given."""
-    if params.stop_token_ids or tokenizer.eos_id is None:
+def with_eos(params: SamplingParams, tokenizer, cfg=None) -> SamplingParams:
+    """The params, stopping where the family's outputs end (end-of-text; a GLM span's [E]) unless
+    stop ids were given."""
+    if params.stop_token_ids:
         return params
-    return dataclasses.replace(params, stop_token_ids=(tokenizer.eos_id,))
+    ids = family_prompts.stop_ids(cfg, tokenizer) if cfg is not None else (
+        () if tokenizer.eos_id is None else (tokenizer.eos_id,))
+    return dataclasses.replace(params, stop_token_ids=ids) if ids else params
 
 
 def stream(model: nn.Module, tokenizer, prompts: Sequence[str], params: SamplingParams | None = None,
            stop: Sequence[str] = ()) -> Iterator[list[Step]]:
-    """The decode generator on text prompts; yields the same per-step lists of Steps."""
-    params = with_eos(params or SamplingParams(), tokenizer)
-    encoded = [tokenizer.encode(p) for p in prompts]
-    for i, ids in enumerate(encoded):
-        if not ids:
-            if tokenizer.bos_id is None and tokenizer.eos_id is None:
-                raise ValueError(f"prompt {i} is empty and the tokenizer has no start token to begin from")
-            encoded[i] = [tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id]
-    yield from decode(model, encoded, params, _stop_checker(tokenizer, stop))
+    """The decode generator on text prompts, read as the model's family reads them
+    (``prompts.encode``: a decoder continues the text, an encoder-decoder translates it, a GLM
+    fills its blanks); yields the same per-step lists of Steps, each named by the tokenizer."""
+    params = with_eos(params or SamplingParams(), tokenizer, model.cfg)
+    encoded = [family_prompts.encode(model.cfg, tokenizer, p) for p in prompts]
+    for steps in decode(model, encoded, params, StopStrings(stop).checker(tokenizer)):
+        yield [s.named(tokenizer) for s in steps]
 
 
 def generate(model: nn.Module, tokenizer, prompts: Sequence[str], params: SamplingParams | None = None,
@@ -62,7 +48,7 @@ def generate(model: nn.Module, tokenizer, prompts: Sequence[str], params: Sampli
     """Complete every prompt; returns text, per-token Steps and why each stopped.
 
     ``on_step`` sees each Step as it is generated (to print a reply while it streams)."""
-    params = with_eos(params or SamplingParams(), tokenizer)
+    params = with_eos(params or SamplingParams(), tokenizer, model.cfg)
     results = [Generation(prompt=p, text="") for p in prompts]
     for steps in stream(model, tokenizer, prompts, params, stop):
         for step in steps:
@@ -71,8 +57,8 @@ def generate(model: nn.Module, tokenizer, prompts: Sequence[str], params: Sampli
             results[step.seq].steps.append(step)
             if step.finished:
                 results[step.seq].finish_reason = step.finish_reason
-    stop_ids = set(params.stop_token_ids)
+    stop_ids, matcher = set(params.stop_token_ids), StopStrings(stop)
     for r in results:
         ids = [s.token for s in r.steps if s.token not in stop_ids]
-        r.text = cut_at_stop(tokenizer.decode(ids), stop)
+        r.text = matcher.cut(tokenizer.decode(ids))
     return results

@@ -13,8 +13,10 @@ from typing import Sequence
 
 from torch import nn
 
+from ..models.family import families_that, family_of
+from . import prompts
 from .beam import beam_search
-from .decode import Step
+from .step import Step
 
 
 @dataclass
@@ -31,12 +33,12 @@ def translate(model: nn.Module, tokenizer, sentences: Sequence[str], beam_size: 
     """Translate every sentence; each output may have up to ``max_len_a * source tokens + max_len_b``
     tokens (within the model's context). ``batch_tokens`` bounds sentences x beam x source
     length per batch."""
-    if model.cfg.arch != "encoder-decoder":
-        raise ValueError(f"translation needs an encoder-decoder model; this one is {model.cfg.arch!r}")
+    if not family_of(model.cfg).can("translate"):
+        need = " or ".join(f.title for f in families_that("translate"))
+        raise ValueError(f"translation needs an {need} model; this one is {model.cfg.arch!r}")
     if tokenizer.eos_id is None:
         raise ValueError("the tokenizer has no end-of-sequence token to end translations with")
-    prefix = model.cfg.extra.get("source_prefix", "") if isinstance(model.cfg.extra, dict) else ""
-    sources = [tokenizer.encode(prefix + s)[: model.cfg.max_seq_len - 1] + [tokenizer.eos_id] for s in sentences]
+    sources = [prompts.encode(model.cfg, tokenizer, s) for s in sentences]  # task prefix + sentence + </s>
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     results: list[Translation | None] = [None] * len(sources)
     bar = _progress(len(sources)) if progress else None
@@ -47,7 +49,8 @@ def translate(model: nn.Module, tokenizer, sentences: Sequence[str], beam_size: 
                            stop_token_ids=(tokenizer.eos_id,), length_penalty=length_penalty,
                            top_alternatives=top_alternatives)
         for i, (hyp,) in zip(batch, best):
-            results[i] = Translation(sentences[i], tokenizer.decode(hyp.tokens), hyp.score, hyp.steps)
+            results[i] = Translation(sentences[i], tokenizer.decode(hyp.tokens), hyp.score,
+                                     [s.named(tokenizer) for s in hyp.steps])
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:

@@ -7,7 +7,7 @@
 
 The CLI, the server, the page, the benchmarks and the tests ask this table (``family_of(cfg)``)
 and never compare ``cfg.arch`` themselves. Layers above ``models/`` implement each *kind* once
-and look it up by the name given here: ``generation.decode.STATES[family.decoding]`` is the
+and look it up by the name given here: ``generation.states.STATES[family.decoding]`` is the
 decoding state, ``training.recipes.RECIPES[family.recipe]`` the data + objective recipe. Adding
 a family is one entry below plus its own files (and, for a new way of decoding or of making
 training data, one new kind in those tables).
@@ -37,7 +37,7 @@ class Family:
     title: str  # for people: error messages, `tfamily presets`, the page
     builder: Callable[[ModelConfig], nn.Module]  # the pretraining model (head="lm")
     abilities: frozenset[str]
-    decoding: str | None = None  # kind of decoding State (generation/decode.py STATES); None: does not generate
+    decoding: str | None = None  # kind of decoding State (generation/states.py STATES); None: does not generate
     prompt: str = "continue"  # what a text prompt is: "continue" (the text goes on), "source" (the encoder's
     #                           input; the output is the decoder's), "blanks" (GLM: [MASK]s to fill)
     recipe: str = "text"  # kind of training data + objective (training/recipes.py RECIPES)

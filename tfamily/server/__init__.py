@@ -3,7 +3,16 @@
     tfamily serve CKPT --port 8000      # then open http://127.0.0.1:8000/
 
 ``build_app(ckpt)`` gives the FastAPI app (and its engine) for embedding in other servers
-or tests; ``serve(ckpt, host, port)`` runs it under uvicorn.
+or tests; ``serve(ckpt, host, port)`` runs it under uvicorn. Every family that generates is
+served (decoders with continuous batching; encoder-decoders and GLMs over their decoding
+State, see ``engine.py``); an encoder serves embeddings.
+
+    routes.py         the FastAPI app and its handlers (``create_app``)
+    schemas.py        request bodies (pydantic)
+    openai_format.py  chunks of Steps as OpenAI JSON: logprobs, usage, server-sent events
+    middleware.py     API-key auth, body-size limit, error handlers
+    service.py        request bodies turned into engine requests, per family
+    engine.py         the thread that owns the model and decodes every request
 """
 
 from __future__ import annotations
@@ -12,7 +21,13 @@ from pathlib import Path
 
 from .engine import Chunk, Engine, Request, TokenInfo
 
-__all__ = ["Chunk", "Engine", "Request", "TokenInfo", "build_app", "serve"]
+__all__ = ["Chunk", "Engine", "Request", "TokenInfo", "build_app", "create_app", "serve"]
+
+
+def create_app(*args, **kwargs):
+    """The FastAPI app over an Engine (``routes.create_app``)."""
+    from .routes import create_app as create
+    return create(*args, **kwargs)
 
 
 def build_app(checkpoint: str | Path, model_name: str | None = None, max_batch: int = 32,
@@ -24,7 +39,8 @@ def build_app(checkpoint: str | Path, model_name: str | None = None, max_batch: 
     from ..checkpoint import CheckpointError, load_model, read_chat_template
     from ..nn.quant import convert_weights
     from ..tokenizers import Tokenizer
-    from .api import MAX_BODY_BYTES, create_app
+    from .middleware import MAX_BODY_BYTES
+    from .routes import create_app
 
     model, _, tok_json = load_model(checkpoint, device=device)
     model = convert_weights(model, weights)

@@ -4,6 +4,10 @@
 // top-p. Plain JS, no build step. A server started with --api-key wants the key on every API
 // call: the page takes it from its field or from /?key=KEY, keeps it in sessionStorage (this tab
 // only), drops it from the address bar, and sends it as "Authorization: Bearer KEY".
+// The page knows no model family: it reads only OpenAI's logprobs format and the token ids the
+// server returns, and says where the prompt ends (prompt_length) when it asks for a step's
+// distribution, so a decoder, an encoder-decoder (the prompt is the source) and a GLM (the
+// prompt's blanks) are shown the same way.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -224,6 +228,7 @@ async function loadDistribution() {
   const ids = state.promptIds.concat(state.tokens.slice(0, tok.index).map((t) => t.id));
   const body = { model: state.model, token_ids: ids, temperature: Number($("d-temperature").value),
                  top_p: Number($("d-top_p").value), top_n: 25 };
+  if (state.promptIds.length) body.prompt_length = state.promptIds.length;  // the rest was generated
   if (Number($("d-top_k").value) > 0) body.top_k = Number($("d-top_k").value);
   try {
     const d = await (await postJSON("/tfamily/distribution", body)).json();
