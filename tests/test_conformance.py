@@ -45,7 +45,7 @@ class Runner:
         if self.cfg.arch == "glm" and cache is not None:
             return self.glm_step(ids, cache)
         if self.cfg.arch == "transformer-xl":  # its cache is the memory of earlier segments
-            return self.model(ids, attention_mask=attention_mask, memory=cache, **options)
+            return self.model(ids, attention_mask=attention_mask, recurrence=cache, **options)
         return self.model(ids, attention_mask=attention_mask, cache=cache, **options)
 
     def glm_step(self, ids, cache):

@@ -42,7 +42,7 @@ def test_segments_with_a_full_memory_equal_one_long_segment():
         got = segmented(ids)  # three segments of 6, carrying a fresh memory
         want = whole(ids)  # one segment of 18
     torch.testing.assert_close(got.logits, want.logits, rtol=1e-4, atol=1e-5)
-    assert got.memory.length == 18
+    assert got.recurrence.length == 18
 
 
 def test_one_call_equals_a_loop_over_segments():
@@ -51,8 +51,8 @@ def test_one_call_equals_a_loop_over_segments():
     ids = torch.randint(0, 50, (3, 17))
     with torch.no_grad():
         together = model(ids).logits
-        memory = model.make_memory()
-        pieces = [model(ids[:, s:s + 5], memory=memory).logits for s in range(0, 17, 5)]
+        memory = model.make_recurrence()
+        pieces = [model(ids[:, s:s + 5], recurrence=memory).logits for s in range(0, 17, 5)]
     torch.testing.assert_close(torch.cat(pieces, 1), together, rtol=0, atol=1e-6)
     assert memory.length == 7
 
@@ -63,9 +63,9 @@ def test_memory_changes_the_output_and_drops_the_oldest():
     ids = torch.randint(0, 50, (1, 8))
     with torch.no_grad():
         alone = model(ids).logits
-        memory = model.make_memory()
-        model(torch.randint(0, 50, (1, 8)), memory=memory)
-        after = model(ids, memory=memory).logits
+        memory = model.make_recurrence()
+        model(torch.randint(0, 50, (1, 8)), recurrence=memory)
+        after = model(ids, recurrence=memory).logits
     assert (alone - after).abs().max() > 1e-3
     assert memory.length == 8  # mem_len: 16 positions seen, the last 8 kept
 
@@ -76,9 +76,9 @@ def test_gradient_stays_inside_the_segment():
     torch.manual_seed(0)
     model = build_model(xl(tie_embeddings=False))
     first, second = torch.randint(0, 25, (2, 8)), torch.randint(25, 50, (2, 8))
-    memory = model.make_memory()
-    model(first, memory=memory)
-    out = model(second, memory=memory)
+    memory = model.make_recurrence()
+    model(first, recurrence=memory)
+    out = model(second, recurrence=memory)
     assert all(not s.requires_grad for s in memory.states)
     out.logits.logsumexp(-1).sum().backward()
     grad = model.backbone.tok_emb.weight.grad
@@ -168,7 +168,7 @@ def test_memory_lowers_eval_loss_on_shakespeare(tmp_path):
     model.eval()
     val = torch.from_numpy(TokenShards(tmp_path / "data", "val").window(0, 8192).astype("int64"))
     with_memory = segment_perplexity(model, val)
-    without = segment_perplexity(model, val, use_memory=False)
+    without = segment_perplexity(model, val, use_recurrence=False)
     print(f"shakespeare val, {with_memory.tokens} tokens: {with_memory.nll:.4f} nats/token with memory, "
           f"{without.nll:.4f} without")
     assert with_memory.tokens == without.tokens == 8191

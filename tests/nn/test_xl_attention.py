@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tfamily.nn import Attention
-from tfamily.nn.cache import KVCache, XLMemory
+from tfamily.nn.cache import KVCache, XLRecurrence
 from tfamily.nn.xl import XLRelativePositions, rel_shift, relative_sinusoid
 
 
@@ -63,7 +63,7 @@ def parts():
 
 
 def efficient(attn, rel, layer, x, mem):
-    memory = XLMemory(n_layer=2, mem_len=16)
+    memory = XLRecurrence(n_layer=2, mem_len=16)
     if mem is not None:
         memory.states[layer] = mem
         memory.states[1 - layer] = mem
@@ -88,7 +88,7 @@ def test_the_position_terms_matter(parts):
     x, mem = torch.randn(1, 4, 16), torch.randn(1, 3, 16)
     with torch.no_grad():
         with_positions = efficient(attn, rel, 0, x, mem)
-        memory = XLMemory(2, 16)
+        memory = XLRecurrence(2, 16)
         memory.states = [mem, mem]
         plain = attn(x, is_causal=True, cache=memory, layer=0)
     assert (with_positions - plain).abs().max() > 1e-2
@@ -111,7 +111,7 @@ def test_relative_sinusoid_is_descending_sin_then_cos():
 
 
 def test_memory_is_detached_and_keeps_the_last_mem_len():
-    memory = XLMemory(n_layer=1, mem_len=5)
+    memory = XLRecurrence(n_layer=1, mem_len=5)
     a = torch.randn(1, 3, 4, requires_grad=True)
     assert memory.extend(0, a) is a and memory.length == 0
     memory.advance()
@@ -127,11 +127,11 @@ def test_memory_is_detached_and_keeps_the_last_mem_len():
 
 
 def test_memory_needs_every_layer_before_it_advances():
-    memory = XLMemory(n_layer=2, mem_len=4)
+    memory = XLRecurrence(n_layer=2, mem_len=4)
     memory.extend(0, torch.zeros(1, 2, 4))
     with pytest.raises(RuntimeError, match="every layer"):
         memory.advance()
 
 
 def test_kv_cache_is_not_a_hidden_state_memory():
-    assert not KVCache(1, 1, 1, 4, 2).keeps_hidden_states and XLMemory(1, 4).keeps_hidden_states
+    assert not KVCache(1, 1, 1, 4, 2).keeps_hidden_states and XLRecurrence(1, 4).keeps_hidden_states

@@ -25,7 +25,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=int, default=None, help="window step in tokens (default: half the context)")
     p.add_argument("--max-chars", type=int, default=None, help="score only the first N characters")
     p.add_argument("--mem-len", type=int, default=None,
-                   help="transformer-xl: memory in tokens carried between segments (default: the model's; 0 = none)")
+                   help="transformer-xl: recurrence in tokens carried between segments (the paper's memory "
+                        "length; default: the model's; 0 = none)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -58,7 +59,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"{path} is not UTF-8 text: {e}") from None
     if args.max_chars:
         text = text[: args.max_chars]
-    if scoring == "segments":  # Transformer-XL: segment by segment, carrying the memory (Dai et al. 2019)
+    if scoring == "segments":  # Transformer-XL: segment by segment, carrying the recurrence (Dai et al. 2019)
         return _eval_segments(args, model, tokenizer.encode(text), path, len(text.encode("utf-8")))
     r = perplexity(model, tokenizer.encode(text), stride=args.stride, text_bytes=len(text.encode("utf-8")))
     if args.json:
@@ -70,11 +71,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _eval_segments(args: argparse.Namespace, model, ids: list[int], path: Path, text_bytes: int) -> int:
-    """Transformer-XL perplexity: segments of the model's max_seq_len, the memory carried along."""
+    """Transformer-XL perplexity: segments of the model's max_seq_len, the recurrence carried along."""
     from ..evaluation import segment_perplexity
     if args.stride is not None:
         raise UsageError("--stride slides a fixed-context window; a transformer-xl checkpoint scores consecutive "
-                         "segments with a memory instead (--mem-len)")
+                         "segments with a recurrence instead (--mem-len)")
     if args.mem_len is not None and args.mem_len < 0:
         raise UsageError(f"--mem-len must be >= 0, got {args.mem_len}")
     mem_len = model.cfg.mem_len if args.mem_len is None else args.mem_len
@@ -83,7 +84,7 @@ def _eval_segments(args: argparse.Namespace, model, ids: list[int], path: Path, 
         print(json.dumps({"tokens": r.tokens, "nll": r.nll, "perplexity": r.perplexity,
                           "bits_per_byte": r.bits_per_byte, "segment_len": model.cfg.max_seq_len, "mem_len": mem_len}))
     else:
-        print(f"{path}: {r.tokens:,} tokens scored in segments of {model.cfg.max_seq_len} with a memory of {mem_len}, "
+        print(f"{path}: {r.tokens:,} tokens scored in segments of {model.cfg.max_seq_len} with a recurrence of {mem_len}, "
               f"loss {r.nll:.4f} nats/token, perplexity {r.perplexity:.3f}, {r.bits_per_byte:.4f} bits/byte")
     return 0
 

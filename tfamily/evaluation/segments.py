@@ -3,11 +3,11 @@
 The token stream is cut into consecutive segments of ``segment_len`` tokens. Every token
 but the first is predicted exactly once:
 
-    segment 1: [t0 .. t(T-1)]   predicts t1 .. tT      memory: none
-    segment 2: [tT .. t(2T-1)]  predicts t(T+1) .. t2T  memory: segment 1's hidden states
+    segment 1: [t0 .. t(T-1)]   predicts t1 .. tT      recurrence: none
+    segment 2: [tT .. t(2T-1)]  predicts t(T+1) .. t2T  recurrence: segment 1's hidden states
     ...
 
-With ``use_memory`` the model carries its memory (the last ``mem_len`` positions' hidden
+With ``use_recurrence`` the model carries its recurrence (the last ``mem_len`` positions' hidden
 states per layer) from one segment to the next, as in Dai et al. 2019's evaluation; without
 it every segment starts from nothing, which is what a fixed-context model scoring disjoint
 segments sees. The two score the same tokens, so their losses compare directly.
@@ -26,7 +26,7 @@ from .perplexity import PerplexityResult
 
 @torch.inference_mode()
 def segment_perplexity(model: nn.Module, ids: Sequence[int] | torch.Tensor, segment_len: int | None = None,
-                       mem_len: int | None = None, use_memory: bool = True,
+                       mem_len: int | None = None, use_recurrence: bool = True,
                        text_bytes: int | None = None) -> PerplexityResult:
     """Mean NLL of ``ids`` (a 1-D stream) under a Transformer-XL ``model``.
 
@@ -44,12 +44,12 @@ def segment_perplexity(model: nn.Module, ids: Sequence[int] | torch.Tensor, segm
         raise ValueError(f"mem_len must be >= 0, got {mem_len}")
     device = next(model.parameters()).device
     stream = ids.to(device)
-    memory = model.make_memory(1, mem_len) if use_memory else None
+    recurrence = model.make_recurrence(1, mem_len) if use_recurrence else None
     total, count = 0.0, 0
     for start in range(0, stream.numel() - 1, segment_len):
         end = min(start + segment_len, stream.numel() - 1)
         inputs, targets = stream[start:end][None], stream[start + 1:end + 1]  # (1, T), (T,)
-        logits = model(inputs, memory=memory).logits[0].float()  # (T, V)
+        logits = model(inputs, recurrence=recurrence).logits[0].float()  # (T, V)
         total += F.cross_entropy(logits, targets, reduction="sum").item()
         count += targets.numel()
     return PerplexityResult(tokens=count, nll=total / count, bytes=text_bytes)

@@ -404,8 +404,8 @@ class XLState(State):
         self.history_mask = torch.cat([mask, torch.ones(ids.shape[0], max(budgets), dtype=torch.bool,
                                                           device=self.device)], 1)  # (B, W + new): keys so far
         self.fed = ids.shape[1]  # history columns so far
-        self.cache = cache if cache is not None else model.make_memory(ids.shape[0], self.context(cfg))
-        self.logits = model(ids, attention_mask=mask, memory=self.cache, last_only=True).logits[:, -1].float()
+        self.cache = cache if cache is not None else model.make_recurrence(ids.shape[0], self.context(cfg))
+        self.logits = model(ids, attention_mask=mask, recurrence=self.cache, last_only=True).logits[:, -1].float()
 
     @staticmethod
     def context(cfg) -> int:
@@ -415,7 +415,7 @@ class XLState(State):
         """Feed each row's chosen token (B,); returns the next logits (B, V) in fp32."""
         self.fed += 1
         keys = self.history_mask[:, self.fed - 1 - self.cache.length:self.fed]  # (B, M + 1): memory, then the token
-        self.logits = self.model(chosen[:, None], attention_mask=keys, memory=self.cache,
+        self.logits = self.model(chosen[:, None], attention_mask=keys, recurrence=self.cache,
                                  last_only=True).logits[:, -1].float()
         self._advance()
         return self.logits

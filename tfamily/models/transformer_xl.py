@@ -3,18 +3,18 @@ relative positions, built from the shared blocks.
 
     ids (B, T) ─ token embedding (x sqrt(d_model)) ─ dropout
                ─ Stack of causal Blocks, where each layer's attention
-                   · takes keys/values from [memory of that layer ; this segment]  (XLMemory, as the cache)
+                   · takes keys/values from [recurrence of that layer ; this segment]  (XLRecurrence, as the cache)
                    · adds relative position scores (b) + (d) and shifts q by u      (XLRelativePositions, as the bias)
                ─ hidden (B, T, d) ─ LM head (tied) ─ logits (B, T, V)
 
 No position is added to the tokens: the only positional signal is the sinusoid of the
-distance between query and key, which is why a memory computed for one segment can be
+distance between query and key, which is why a recurrence computed for one segment can be
 reused by the next (absolute positions would collide).
 
 A sequence longer than ``max_seq_len`` is run as consecutive segments of that length,
-carrying the memory from one to the next (the paper's training and evaluation scheme):
+carrying the recurrence from one to the next (the paper's training and evaluation scheme):
 training feeds windows of several segments, and every segment's loss back-propagates into
-that segment only, as the memory is detached.
+that segment only, as the recurrence is detached.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..nn import Stack
-from ..nn.cache import XLMemory
+from ..nn.cache import XLRecurrence
 from ..nn.loss import DeferredHead, head_or_deferred, tied_table
 from ..nn.masks import decoder_mask
 from ..nn.xl import XLRelativePositions
@@ -37,7 +37,7 @@ from .gpt import BackboneLM
 class XLOutput:
     logits: torch.Tensor | None  # (B, T, V); (B, 1, V) with last_only; None with defer_head
     hidden: torch.Tensor  # (B, T, d_model)
-    memory: XLMemory | None  # the memory after these tokens (the same object that came in, advanced)
+    recurrence: XLRecurrence | None  # the recurrence after these tokens (the same object that came in, advanced)
     head: DeferredHead | None = None  # with defer_head: the head's input and weights, for the loss
 
 
@@ -53,48 +53,48 @@ class TransformerXLBackbone(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.stack = Stack(cfg)
 
-    def segment(self, ids: torch.Tensor, key_valid: torch.Tensor | None, memory: XLMemory | None) -> torch.Tensor:
+    def segment(self, ids: torch.Tensor, key_valid: torch.Tensor | None, recurrence: XLRecurrence | None) -> torch.Tensor:
         """One segment: ids (B, T), T <= max_seq_len; key_valid (B, M + T) or None -> hidden (B, T, d).
-        Advances ``memory`` when one is given."""
+        Advances ``recurrence`` when one is given."""
         b, t = ids.shape
-        past = memory.length if memory is not None else 0
+        past = recurrence.length if recurrence is not None else 0
         x = self.tok_emb(ids)
         if self.cfg.scale_embeddings:
             x = x * (self.cfg.d_model ** 0.5)
         x = self.drop(x)  # (B, T, d)
-        mask, is_causal = decoder_mask(t, past + t, key_valid, ids.device)  # query i sees memory and keys <= i
-        x = self.stack(x, mask=mask, is_causal=is_causal, cache=memory, bias=self.relative.scorer(past + t))
-        if memory is not None:
-            memory.advance()
+        mask, is_causal = decoder_mask(t, past + t, key_valid, ids.device)  # query i sees recurrence and keys <= i
+        x = self.stack(x, mask=mask, is_causal=is_causal, cache=recurrence, bias=self.relative.scorer(past + t))
+        if recurrence is not None:
+            recurrence.advance()
         return x
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                memory: XLMemory | None = None) -> tuple[torch.Tensor, XLMemory | None]:
+                recurrence: XLRecurrence | None = None) -> tuple[torch.Tensor, XLRecurrence | None]:
         """ids (B, L) -> hidden (B, L, d), run in segments of ``max_seq_len``.
 
-        attention_mask: (B, M + L) bool/int, True = real token, covering the memory's M
-        positions and these L (the convention of the KV cache). Without a ``memory``, an input
+        attention_mask: (B, M + L) bool/int, True = real token, covering the recurrence's M
+        positions and these L (the convention of the KV cache). Without a ``recurrence``, an input
         longer than one segment gets a fresh one of ``mem_len``, so its segments see each other
         as in the paper; a single segment runs alone."""
         b, total = ids.shape
         seg = self.cfg.max_seq_len
-        if memory is None and total > seg and self.cfg.mem_len > 0:
-            memory = XLMemory(self.cfg.n_layer, self.cfg.mem_len)
-        past = memory.length if memory is not None else 0
+        if recurrence is None and total > seg and self.cfg.mem_len > 0:
+            recurrence = XLRecurrence(self.cfg.n_layer, self.cfg.mem_len)
+        past = recurrence.length if recurrence is not None else 0
         if attention_mask is not None:
             attention_mask = attention_mask.bool()
             if attention_mask.shape != (b, past + total):
-                raise ValueError(f"attention_mask must be (batch, memory + new) = {(b, past + total)}, "
+                raise ValueError(f"attention_mask must be (batch, recurrence + new) = {(b, past + total)}, "
                                  f"got {tuple(attention_mask.shape)}")
         hidden = []
         for start in range(0, total, seg):
             end = min(start + seg, total)
             key_valid = None
-            if attention_mask is not None:  # this segment's keys: what the memory holds now, then its own
-                held = memory.length if memory is not None else 0
+            if attention_mask is not None:  # this segment's keys: what the recurrence holds now, then its own
+                held = recurrence.length if recurrence is not None else 0
                 key_valid = attention_mask[:, past + start - held: past + end]
-            hidden.append(self.segment(ids[:, start:end], key_valid, memory))
-        return torch.cat(hidden, dim=1) if len(hidden) > 1 else hidden[0], memory
+            hidden.append(self.segment(ids[:, start:end], key_valid, recurrence))
+        return torch.cat(hidden, dim=1) if len(hidden) > 1 else hidden[0], recurrence
 
 
 class TransformerXL(BackboneLM):
@@ -103,23 +103,23 @@ class TransformerXL(BackboneLM):
     backbone_class = TransformerXLBackbone
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                memory: XLMemory | None = None, last_only: bool = False, defer_head: bool = False) -> XLOutput:
-        """ids (B, L); ``memory`` (from ``make_memory``) is read and advanced in place, and
-        returned in the output, so ``out = model(seg, memory=mem)`` in a loop carries it on.
+                recurrence: XLRecurrence | None = None, last_only: bool = False, defer_head: bool = False) -> XLOutput:
+        """ids (B, L); ``recurrence`` (from ``make_recurrence``) is read and advanced in place, and
+        returned in the output, so ``out = model(seg, recurrence=mem)`` in a loop carries it on.
         ``defer_head``: no logits, the head is left to the loss (see ``CausalLM``)."""
         with tied_table(self.lm_head, self.backbone.tok_emb, defer_head) as head_weight:
-            hidden, memory = self.backbone(ids, attention_mask, memory)
+            hidden, recurrence = self.backbone(ids, attention_mask, recurrence)
         h = hidden[:, -1:] if last_only else hidden
         logits, head = head_or_deferred(self.lm_head, h, defer_head, head_weight)
-        return XLOutput(logits, hidden, memory, head)
+        return XLOutput(logits, hidden, recurrence, head)
 
-    def make_memory(self, batch: int | None = None, mem_len: int | None = None) -> XLMemory:
-        """An empty memory of ``mem_len`` positions per layer (default: the config's). The
+    def make_recurrence(self, batch: int | None = None, mem_len: int | None = None) -> XLRecurrence:
+        """An empty recurrence of ``mem_len`` positions per layer (default: the config's). The
         batch size is set by the first segment; ``batch`` is accepted for symmetry with caches."""
-        return XLMemory(self.cfg.n_layer, self.cfg.mem_len if mem_len is None else mem_len)
+        return XLRecurrence(self.cfg.n_layer, self.cfg.mem_len if mem_len is None else mem_len)
 
-    def make_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> XLMemory:
-        """The decoding protocol's name: a memory of ``max_len`` positions (default ``mem_len``), so
+    def make_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> XLRecurrence:
+        """The decoding protocol's name: a recurrence of ``max_len`` positions (default ``mem_len``), so
         that a generation of up to max_len tokens keeps every one of them and matches running the
         whole sequence at once. Its dtype follows the hidden states."""
-        return self.make_memory(batch, max_len)
+        return self.make_recurrence(batch, max_len)

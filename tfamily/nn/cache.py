@@ -8,7 +8,7 @@ backbone calls ``advance`` once per forward pass after all layers have written.
 Encoder-decoder models also keep each layer's cross-attention keys/values here: they
 depend only on the encoder output, so they are projected once per generation, not per step.
 
-``XLMemory`` is Transformer-XL's segment-level recurrence (Dai et al. 2019, section 3.2):
+``XLRecurrence`` is Transformer-XL's segment-level recurrence (Dai et al. 2019, section 3.2):
 per layer, the hidden states that entered that layer's attention in earlier segments.
 """
 
@@ -18,7 +18,7 @@ import torch
 
 
 class KVCache:
-    keeps_hidden_states = False  # attention appends keys/values here (an XLMemory keeps hidden states)
+    keeps_hidden_states = False  # attention appends keys/values here (an XLRecurrence keeps hidden states)
 
     def __init__(self, n_layer: int, batch: int, n_kv_head: int, max_len: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
@@ -63,8 +63,9 @@ class KVCache:
         self.length = 0
 
 
-class XLMemory:
-    """Transformer-XL's memory: for each of L layers, the last ``mem_len`` hidden states
+class XLRecurrence:
+    """Transformer-XL's recurrence (the paper's "memory"; named apart from an encoder's output,
+    which cross-attention also calls memory): for each of L layers, the last ``mem_len`` hidden states
     (B, M, d_model) that entered that layer's self-attention, kept without gradient.
 
         segment τ:    layer l attends over [ SG(memory_l) ; h_l ]   (M + T keys)
@@ -107,7 +108,7 @@ class XLMemory:
     def advance(self) -> None:
         """After a segment: each layer keeps the last ``mem_len`` of [memory; segment], detached."""
         if any(p is None for p in self.pending):
-            raise RuntimeError("XLMemory.advance: not every layer passed its hidden states through extend")
+            raise RuntimeError("XLRecurrence.advance: not every layer passed its hidden states through extend")
         for layer, x in enumerate(self.pending):
             past = self.states[layer]
             joined = x.detach() if past is None else torch.cat([past, x.detach().to(past.dtype)], dim=1)
