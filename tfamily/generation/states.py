@@ -386,10 +386,10 @@ class GLMState(State):
 
 
 class XLState(State):
-    """Decoding state of a Transformer-XL: like a decoder's, with the memory as the cache.
+    """Decoding state of a Transformer-XL: like a decoder's, with the recurrence as the cache.
 
     The prompt runs in segments of ``max_seq_len`` (the model does that itself); each new
-    token is then a segment of one, attending to the memory. The memory drops its oldest
+    token is then a segment of one, attending to the recurrence. The recurrence drops its oldest
     states by itself, so unlike a KV cache it never has to slide: it keeps ``mem_len +
     max_seq_len`` positions, the span the last token of a training segment saw."""
 
@@ -409,12 +409,12 @@ class XLState(State):
 
     @staticmethod
     def context(cfg) -> int:
-        return cfg.mem_len + cfg.max_seq_len  # what the memory keeps: beyond it, the oldest states drop out
+        return cfg.mem_len + cfg.max_seq_len  # what the recurrence keeps: beyond it, the oldest states drop out
 
     def append(self, chosen: torch.Tensor) -> torch.Tensor:
         """Feed each row's chosen token (B,); returns the next logits (B, V) in fp32."""
         self.fed += 1
-        keys = self.history_mask[:, self.fed - 1 - self.cache.length:self.fed]  # (B, M + 1): memory, then the token
+        keys = self.history_mask[:, self.fed - 1 - self.cache.length:self.fed]  # (B, M + 1): the recurrence, then the token
         self.logits = self.model(chosen[:, None], attention_mask=keys, recurrence=self.cache,
                                  last_only=True).logits[:, -1].float()
         self._advance()
