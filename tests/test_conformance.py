@@ -12,15 +12,16 @@ from tfamily.models import build_model
 from tfamily.nn.linear import PackedLinear, packing_supported
 from tfamily.nn.loss import linear_cross_entropy
 from tfamily.nn.quant import convert_weights
+from tfamily.models.family import family_of
 from tfamily.presets import PRESETS, tiny_version
 
 NAMES = sorted(PRESETS)
-GENERATIVE = [n for n in NAMES if PRESETS[n].fields["arch"] != "encoder"]  # encoders do not generate
+GENERATIVE = [n for n in NAMES if family_of(PRESETS[n].config()).can("generate")]  # encoders do not generate
 
 
 def tiny(name, **changes):
     cfg = tiny_version(PRESETS[name].config())
-    if cfg.arch in ("encoder-decoder", "glm"):  # glm: [S], which starts the generated span
+    if family_of(cfg).decoding in ("seq2seq", "glm"):  # glm: [S], which starts the generated span
         changes.setdefault("decoder_start_token_id", 1)
     return cfg.replace(**changes) if changes else cfg
 
@@ -32,19 +33,20 @@ class Runner:
 
     def __init__(self, model):
         self.model, self.cfg = model, model.cfg
-        self.seq2seq = model.cfg.arch == "encoder-decoder"
+        self.decoding = family_of(model.cfg).decoding  # None: does not generate (an encoder)
+        self.seq2seq = self.decoding == "seq2seq"
         self.src = torch.randint(0, model.cfg.vocab_size, (1, 5))
 
     def __call__(self, ids, attention_mask=None, cache=None, **options):
-        if self.cfg.arch == "encoder":
+        if self.decoding is None:
             assert cache is None
             return self.model(ids, attention_mask=attention_mask, **options)
         if self.seq2seq:
             return self.model(self.src.expand(ids.shape[0], -1), ids, tgt_mask=attention_mask, cache=cache,
                               **options)
-        if self.cfg.arch == "glm" and cache is not None:
+        if self.decoding == "glm" and cache is not None:
             return self.glm_step(ids, cache)
-        if self.cfg.arch == "transformer-xl":  # its cache is the memory of earlier segments
+        if self.decoding == "recurrent":  # Transformer-XL: its cache is the recurrence of earlier segments
             return self.model(ids, attention_mask=attention_mask, recurrence=cache, **options)
         return self.model(ids, attention_mask=attention_mask, cache=cache, **options)
 
@@ -65,7 +67,7 @@ class Runner:
         if self.seq2seq:
             src, ids = torch.tensor([prompt]), torch.tensor([[self.cfg.decoder_start_token_id]])
             forward = lambda x: self.model(src, x)  # noqa: E731
-        elif self.cfg.arch == "glm":  # Part A = the prompt; Part B = [S] + what was generated
+        elif self.decoding == "glm":  # Part A = the prompt; Part B = [S] + what was generated
             ids = torch.tensor([prompt + [self.cfg.decoder_start_token_id]])
             forward = lambda x: self.model(x, positions=glm_positions(len(prompt), x.shape[1] - len(prompt)),  # noqa: E731
                                            part_a_len=torch.tensor([len(prompt)]))

@@ -10,6 +10,7 @@ from torch import nn
 from tfamily.generation import SamplingParams, beam_search, decode
 from tfamily.models import build_model
 from tfamily.presets import get_preset
+from tfamily.models.family import family_of
 
 EOS = 2
 
@@ -41,7 +42,7 @@ def test_beam_one_equals_greedy(arch):
 
 def _sequence_logprob(model, prompt, tokens):
     """log P(tokens | prompt) by plain teacher forcing, no cache."""
-    if model.cfg.arch == "encoder-decoder":
+    if family_of(model.cfg).prompt == "source":  # an encoder-decoder: the prompt is the source
         tgt = torch.tensor([[model.cfg.decoder_start_token_id] + tokens[:-1]])
         logits = model(torch.tensor([prompt]), tgt).logits[0]
     else:
