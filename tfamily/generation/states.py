@@ -24,6 +24,7 @@ and inspected the same way:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -78,18 +79,19 @@ def _seen(prompts: list[list[int]], vocab_size: int, device) -> torch.Tensor:
     return seen
 
 
-class State:
-    """What every State keeps per row, and the protocol's bookkeeping (see the module docstring)."""
+class State(ABC):
+    """What every State keeps per row, and the protocol's bookkeeping (see the module docstring).
+    ``max_new_tokens``: one budget for every row, or one per prompt."""
 
     kind: str = ""  # the registry's decoding kind
 
-    def __init__(self, model: nn.Module, prompts: Sequence, budgets: list[int]):
+    def __init__(self, model: nn.Module, prompts: Sequence, max_new_tokens: int | Sequence[int]):
         self.model, self.cfg = model, model.cfg
         self.device = next(model.parameters()).device
         self.prompts = [ids_of(p) for p in prompts]
         n = len(self.prompts)
         self.rows = list(range(n))  # the prompt each row continues
-        self.budget = budgets  # most tokens per output
+        self.budget = _budgets(max_new_tokens, n)  # most tokens per output
         self.produced = [0] * n  # tokens chosen so far in each row's current output
         self.part = [0] * n  # which output of the row (a GLM's blanks: 0, 1, ...)
         self.finished = [False] * n
@@ -126,8 +128,13 @@ class State:
         """(B, V) bool: tokens already in each row's prompt, for the repetition penalty."""
         return _seen(self.prompts, vocab_size, self.device)
 
+    @abstractmethod
     def append(self, chosen: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Feed each row's chosen token (B,); returns the next logits (B, V) in fp32."""
+
+    def _left_padded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompts as one batch: ids (B, W) and mask (B, W), padded on the left."""
+        return left_pad(self.prompts, self.cfg.pad_token_id or 0, self.device)
 
     def reorder(self, rows: Sequence[int] | torch.Tensor) -> None:
         """Continue from rows ``rows`` (B',) in that order: the subclasses move their tensors."""
@@ -152,7 +159,7 @@ class CausalState(State):
     def __init__(self, model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int],
                  cache: SlotCache | None = None):
         budgets = _budgets(max_new_tokens, len(prompts))
-        super().__init__(model, [], [])
+        super().__init__(model, [], budgets[:0])
         if cache is None:
             longest = max(len(p) for p in prompts)
             if longest > self.cfg.max_seq_len:
@@ -235,8 +242,8 @@ class Seq2SeqState(State):
 
     def __init__(self, model: nn.Module, sources: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int],
                  cache=None):
-        budgets = _budgets(max_new_tokens, len(sources))
-        super().__init__(model, sources, budgets)
+        super().__init__(model, sources, max_new_tokens)
+        budgets = self.budget
         cfg = self.cfg
         if cfg.decoder_start_token_id is None:
             raise ValueError("the model's config has no decoder_start_token_id to begin the target from")
@@ -246,7 +253,7 @@ class Seq2SeqState(State):
         if max(budgets) >= cfg.max_seq_len:
             raise ValueError(f"max_new_tokens ({max(budgets)}) must be below the model's max_seq_len "
                              f"({cfg.max_seq_len}): the target has one position for the start token")
-        src, src_mask = left_pad(self.prompts, cfg.pad_token_id or 0, self.device)
+        src, src_mask = self._left_padded()
         self.src_mask = src_mask
         self.memory = model.encode(src, src_mask)  # (B, S, d)
         self.cache = cache if cache is not None else model.make_cache(src.shape[0], max(budgets) + 1)
@@ -294,8 +301,8 @@ class GLMState(State):
 
     def __init__(self, model: nn.Module, prompts: Sequence, max_new_tokens: int | Sequence[int], cache=None,
                  blanks: Sequence[Sequence[int]] | None = None):
-        budgets = _budgets(max_new_tokens, len(prompts))
-        super().__init__(model, prompts, budgets)
+        super().__init__(model, prompts, max_new_tokens)
+        budgets = self.budget
         cfg = self.cfg
         if cfg.decoder_start_token_id is None:
             raise ValueError("the GLM's config has no decoder_start_token_id: the [S] token that starts a span")
@@ -310,7 +317,7 @@ class GLMState(State):
         if columns > cfg.max_seq_len:
             raise ValueError(f"prompt of {width} tokens plus max_new_tokens={max(budgets)} is longer than the "
                              f"model's context of {cfg.max_seq_len} tokens")
-        ids, mask = left_pad(self.prompts, cfg.pad_token_id or 0, self.device)  # (B, W): Part A
+        ids, mask = self._left_padded()  # (B, W): Part A
         b = ids.shape[0]
         self.pending: list[str | None] = [None] * b  # per row: how its last blank ended, when another follows
         self.key_mask = torch.zeros(b, columns, dtype=torch.bool, device=self.device)  # (B, columns): keys so far
@@ -397,10 +404,10 @@ class XLState(State):
 
     def __init__(self, model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int],
                  cache=None):
-        budgets = _budgets(max_new_tokens, len(prompts))
-        super().__init__(model, prompts, budgets)
+        super().__init__(model, prompts, max_new_tokens)
+        budgets = self.budget
         cfg = self.cfg
-        ids, mask = left_pad(self.prompts, cfg.pad_token_id or 0, self.device)
+        ids, mask = self._left_padded()
         self.history_mask = torch.cat([mask, torch.ones(ids.shape[0], max(budgets), dtype=torch.bool,
                                                           device=self.device)], 1)  # (B, W + new): keys so far
         self.fed = ids.shape[1]  # history columns so far
@@ -436,7 +443,7 @@ def state_class(cfg) -> type[State]:
     that does not generate."""
     family = family_of(cfg)
     if not family.can("generate"):
-        raise ValueError(f"a model of family {cfg.arch!r} ({family.title}) does not generate text")
+        raise ValueError(f"a model of {family} does not generate text")
     return STATES[family.decoding]
 
 
