@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .files import fsync_path
 
 CONFIG, WEIGHTS, TOKENIZER, TRAINER_JSON, TRAINER_TENSORS = (
     "config.json", "model.safetensors", "tokenizer.json", "trainer.json", "trainer.safetensors")
@@ -50,15 +51,6 @@ def _write_text(path: Path, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_path(path: Path) -> None:
-    """Flush a file or folder to the disk (files written by safetensors are not fsynced by it)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _siblings(path: Path, kind: str) -> list[Path]:
@@ -105,7 +97,7 @@ def _swap_in(tmp: Path, path: Path) -> None:
         os.replace(path, old)
         os.replace(tmp, path)
         shutil.rmtree(old)
-    _fsync_path(path.parent)
+    fsync_path(path.parent)
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, cfg: ModelConfig, tokenizer_json: str | None = None,
@@ -127,7 +119,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, cfg: ModelConfig, tokeni
     try:
         _write_text(tmp / CONFIG, cfg.to_json())
         safetensors.torch.save_model(model, str(tmp / WEIGHTS))
-        _fsync_path(tmp / WEIGHTS)
+        fsync_path(tmp / WEIGHTS)
         if tokenizer_json is not None:
             _write_text(tmp / TOKENIZER, tokenizer_json)
         if chat_template is not None:
@@ -137,8 +129,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, cfg: ModelConfig, tokeni
         if trainer_tensors is not None:
             tensors = {k: v.detach().contiguous().cpu() for k, v in trainer_tensors.items()}
             safetensors.torch.save_file(tensors, str(tmp / TRAINER_TENSORS))
-            _fsync_path(tmp / TRAINER_TENSORS)
-        _fsync_path(tmp)
+            fsync_path(tmp / TRAINER_TENSORS)
+        fsync_path(tmp)
     except (OSError, safetensors.SafetensorError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         kept = "the previous checkpoint is intact" if path.exists() else "nothing was written"

@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator, TextIO
 
 
 class OverwriteError(ValueError):
@@ -32,19 +33,25 @@ def refuse_overwrite(path: str | os.PathLike, force: bool, what: str = "") -> No
                              f"Pass --force to replace the {kind}, or choose another path")
 
 
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file or a folder to the disk (a folder: the names in it, after a rename)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_name)`` to fill a temporary file beside ``path``, then rename it over ``path``."""
+    """Call ``write(tmp_name)`` to fill a temporary file beside ``path``, then rename it over
+    ``path`` (for writers that want a file name: safetensors, matplotlib)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -52,8 +59,25 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
+@contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[TextIO]:
+    """``with atomic_open(path) as f:`` writes UTF-8 text (\\n line ends) to a temporary file
+    that replaces ``path`` when the block ends, and is removed if the block raises."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with open(fd, "w", encoding="utf-8", newline="\n") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-    return atomic_write(path, write)
+    with atomic_open(path) as f:
+        f.write(text)
+    return Path(path)

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_open
+
 
 # ---------------------------------------------------------------------- text classification
 @dataclass
@@ -105,17 +107,14 @@ def write_labelled_tsv(path: str | os.PathLike, examples: Iterable[tuple[str, st
     """Write ``(label, text)`` pairs as ``label<TAB>text`` lines (text cleaned of tabs and
     line breaks, which the format cannot hold); returns the number written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_open(path) as f:  # a bad example leaves the previous file, and no temporary
         for label, text in examples:
             label, text = clean_field(str(label)), clean_field(text)
             if not label or not text:
                 raise ValueError(f"example {n + 1} for {path} has an empty label or text")
             f.write(f"{label}\t{text}\n")
             n += 1
-    os.replace(tmp, path)
     return n
 
 
@@ -178,10 +177,8 @@ def read_conll(path: str | os.PathLike) -> TaggedSentences:
 def write_conll(path: str | os.PathLike, sentences: Iterable[tuple[Sequence[str], Sequence[str]]]) -> int:
     """Write ``(tokens, tags)`` sentences as ``token<TAB>tag`` lines, a blank line after each."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_open(path) as f:
         for tokens, tags in sentences:
             if len(tokens) != len(tags):
                 raise ValueError(f"sentence {n + 1} for {path}: {len(tokens)} tokens but {len(tags)} tags")
@@ -191,7 +188,6 @@ def write_conll(path: str | os.PathLike, sentences: Iterable[tuple[Sequence[str]
                 f.write(f"{token}\t{tag}\n")
             f.write("\n")
             n += 1
-    os.replace(tmp, path)
     return n
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import atomic_write_text
 from ..tokenizers.textio import (
     CHUNK_BYTES,
     find_safe_cut,
@@ -212,9 +213,7 @@ def _install(staging: Path, out: Path, meta: dict) -> None:
         old.unlink()
     for new in staging.iterdir():
         os.replace(new, out / new.name)
-    tmp = out / (META_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    os.replace(tmp, out / META_FILE)
+    atomic_write_text(out / META_FILE, json.dumps(meta, indent=1))
 
 
 # ---------------------------------------------------------------------- reading

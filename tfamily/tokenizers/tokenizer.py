@@ -47,6 +47,7 @@ from pathlib import Path
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
+from ..files import atomic_write_text
 from .special import KNOWN_SPECIAL_TOKENS, SPECIAL_TOKENS, WORDPIECE_SPECIAL_TOKENS, check_special_tokens, infer_roles
 from .textio import iter_text_chunks
 
@@ -230,11 +231,7 @@ class Tokenizer:
         path = Path(path)
         if path.is_dir():
             path = path / "tokenizer.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.backend.to_str(pretty=True), encoding="utf-8")  # pretty: people read it
-        os.replace(tmp, path)  # never leave a half-written file in place of a good one
-        return path
+        return atomic_write_text(path, self.backend.to_str(pretty=True))  # pretty: people read it
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
