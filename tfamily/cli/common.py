@@ -49,10 +49,18 @@ def require_generation(command: str, path: str, model) -> None:
     if family_of(cfg).can("generate") and cfg.head == "lm":
         return
     head = f" with a {cfg.head!r} head" if cfg.head != "lm" else ""
-    generative = ", ".join(sorted(f.arch for f in families_that("generate")))
-    raise UsageError(f"{path} holds a model of family {cfg.arch!r}{head}, which does not generate text; {command} "
+    generative = ", ".join(sorted(f.name for f in families_that("generate")))
+    raise UsageError(f"{path} holds a model of {family_of(cfg)}{head}, which does not generate text; {command} "
                      f"needs one of the families {generative} with its language-model head (an "
                      "encoder gives embeddings with `tfamily embed` / `knn`, or is fine-tuned with `tfamily finetune`)")
+
+
+def add_input_args(p: argparse.ArgumentParser, noun: str, output_help: str) -> None:
+    """The texts a command reads (arguments or --input), and its --output / --force; see input_texts."""
+    p.add_argument("text", nargs="*", help=f"{noun} (or use --input)")
+    p.add_argument("--input", help=f"a file of {noun}, one a line (.gz is fine; - reads stdin)")
+    p.add_argument("--output", help=output_help)
+    p.add_argument("--force", action="store_true", help="replace --output if it exists")
 
 
 def input_texts(args: argparse.Namespace, noun: str) -> list[str]:

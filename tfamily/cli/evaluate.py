@@ -47,8 +47,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if model.cfg.head in ("sequence_classification", "token_classification", "span"):
         return _eval_task(args, model, tokenizer)
     if scoring is None:
-        raise UsageError(f"perplexity needs a causal model, and {args.checkpoint} holds a model of family "
-                         f"{model.cfg.arch!r}; score an encoder through a fine-tuned checkpoint (tfamily finetune) "
+        raise UsageError(f"perplexity needs a causal model, and {args.checkpoint} holds a model of "
+                         f"{family_of(model.cfg)}; score an encoder through a fine-tuned checkpoint (tfamily finetune) "
                          "or its embeddings (tfamily knn)")
     if not args.data:
         raise UsageError("--data is required: the text to measure perplexity on")

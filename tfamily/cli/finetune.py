@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import UsageError, input_texts
+from .common import UsageError, add_input_args, input_texts
 from .train import TRAIN_FLAGS
 
 
@@ -106,7 +106,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         (out / "metrics.jsonl").unlink(missing_ok=True)
     pretrained, tokenizer = load_any(args.init, pack=False)  # its weights seed a model that trains
     if family_of(pretrained.cfg).backbone is None:
-        raise UsageError(f"fine-tuning heads sit on an encoder or a decoder; {args.init} is {pretrained.cfg.arch!r}")
+        raise UsageError(f"fine-tuning heads sit on an encoder or a decoder; {args.init} is a "
+                         f"{family_of(pretrained.cfg)}")
     train_examples, names = _task_data(args.task, args.train)
     val_examples, _ = _task_data(args.task, args.val, names)
     test_examples = _task_data(args.task, args.test, names)[0] if args.test else None
@@ -202,10 +203,8 @@ def cmd_knn(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------
 def add_embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a tfamily checkpoint or a Hugging Face folder (e.g. a sentence encoder)")
-    p.add_argument("text", nargs="*", help="texts to embed (or use --input)")
-    p.add_argument("--input", help="a file of texts, one a line (.gz is fine; - reads stdin)")
-    p.add_argument("--output", help="write the embeddings here: .npy (an N x d array) or .jsonl (default: stdout)")
-    p.add_argument("--force", action="store_true", help="replace --output if it exists")
+    add_input_args(p, "texts to embed",
+                   "write the embeddings here: .npy (an N x d array) or .jsonl (default: stdout)")
     p.add_argument("--pooling", choices=["mean", "first", "pooler", "last"],
                    help="how token states become one vector (default: the checkpoint's own, else mean; "
                         "last for causal decoders)")

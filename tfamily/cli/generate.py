@@ -211,7 +211,7 @@ def cmd_infill(args: argparse.Namespace) -> int:
 
     model, tokenizer = load_for_inference(args.checkpoint)
     if not family_of(model.cfg).can("infill"):
-        raise UsageError(f"{args.checkpoint} holds a model of family {model.cfg.arch!r}; infilling needs a GLM "
+        raise UsageError(f"{args.checkpoint} holds a model of {family_of(model.cfg)}; infilling needs a GLM "
                          "(e.g. --preset glm-tiny)")
     params = SamplingParams(max_new_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                             top_p=args.top_p, seed=args.seed, top_alternatives=args.alternatives)

@@ -41,10 +41,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
+    from ..models.family import family_of
     from ..presets import PRESETS
     for name, p in PRESETS.items():
         c = p.config()
-        print(f"{name:16s} {c.arch:8s} L={c.n_layer:<3d} d={c.d_model:<5d} H={c.n_head:<3d} ctx={c.max_seq_len:<5d} "
+        family = family_of(c).name
+        print(f"{name:16s} {family:8s} L={c.n_layer:<3d} d={c.d_model:<5d} H={c.n_head:<3d} ctx={c.max_seq_len:<5d} "
               f"{c.norm_placement}-{c.norm}  {p.notes}")
         print(f"{'':16s} source: {p.source}")
     return 0

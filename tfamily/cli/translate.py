@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import UsageError, input_texts
+from .common import UsageError, add_input_args, input_texts
 
 
 def add_translate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="an encoder-decoder checkpoint folder")
-    p.add_argument("text", nargs="*", help="sentences to translate (or use --input)")
-    p.add_argument("--input", help="a file of sentences, one a line (.gz is fine); '-' reads stdin")
-    p.add_argument("--output", help="write translations here, one a line (default: stdout)")
-    p.add_argument("--force", action="store_true", help="replace --output if it exists")
+    add_input_args(p, "sentences to translate", "write translations here, one a line (default: stdout)")
     p.add_argument("--beam", type=int, default=5, help="beam size; 1 = greedy (default 5)")
     p.add_argument("--length-penalty", type=float, default=1.0,
                    help="hypotheses are ranked by logprob / length^penalty (default 1.0)")
@@ -35,7 +32,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     model, tokenizer = load_for_inference(args.checkpoint)
     if not family_of(model.cfg).can("translate"):
-        raise UsageError(f"{args.checkpoint} holds a model of family {model.cfg.arch!r}; translate needs an "
+        raise UsageError(f"{args.checkpoint} holds a model of {family_of(model.cfg)}; translate needs an "
                          "encoder-decoder (e.g. a checkpoint trained with --preset transformer-tiny, t5-tiny or "
                          "bart-tiny)")
     alternatives = args.alternatives if args.show_probs else 0

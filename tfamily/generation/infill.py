@@ -59,8 +59,8 @@ def infill(model: nn.Module, tokenizer, text: str, params: SamplingParams | None
     params = params or SamplingParams(max_new_tokens=32, temperature=0.0)
     cfg = model.cfg
     if not family_of(cfg).can("infill"):
-        need = " or ".join(f"arch={f.arch!r}" for f in families_that("infill"))
-        raise ValueError(f"infilling needs a model that fills blanks ({need}), not arch={cfg.arch!r}")
+        need = " or ".join(f"arch={f.name!r}" for f in families_that("infill"))
+        raise ValueError(f"infilling needs a model that fills blanks ({need}), not arch={family_of(cfg).name!r}")
     part_a, blanks, pieces = parse(tokenizer, text)
     end_id = tokenizer.special_ids["span_end"]
     room = (cfg.max_seq_len - len(part_a)) // len(blanks) - 1  # tokens per blank besides its [S]

@@ -35,7 +35,7 @@ def translate(model: nn.Module, tokenizer, sentences: Sequence[str], beam_size: 
     length per batch."""
     if not family_of(model.cfg).can("translate"):
         need = " or ".join(f.title for f in families_that("translate"))
-        raise ValueError(f"translation needs an {need} model; this one is {model.cfg.arch!r}")
+        raise ValueError(f"translation needs an {need} model; this one is a {family_of(model.cfg)}")
     if tokenizer.eos_id is None:
         raise ValueError("the tokenizer has no end-of-sequence token to end translations with")
     sources = [prompts.encode(model.cfg, tokenizer, s) for s in sentences]  # task prefix + sentence + </s>

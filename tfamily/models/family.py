@@ -33,7 +33,7 @@ ABILITIES = ("generate", "translate", "infill", "embed", "classify")
 
 @dataclass(frozen=True)
 class Family:
-    arch: str  # the ModelConfig.arch value
+    name: str  # the ModelConfig.arch value that selects this family; how messages name it
     title: str  # for people: error messages, `tfamily presets`, the page
     builder: Callable[[ModelConfig], nn.Module]  # the pretraining model (head="lm")
     abilities: frozenset[str]
@@ -57,8 +57,12 @@ class Family:
         """'4' or, for an encoder-decoder, '6 + 6' (encoder + decoder)."""
         return f"{cfg.encoder_layers} + {cfg.n_layer}" if self.prompt == "source" else str(cfg.n_layer)
 
+    def __str__(self) -> str:
+        """How messages name it: "family 'encoder' (bidirectional encoder (BERT))"."""
+        return f"family {self.name!r} ({self.title})"
 
-FAMILIES: dict[str, Family] = {f.arch: f for f in [
+
+FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("decoder", "decoder-only language model (GPT-1/2, Llama-style)", CausalLM,
            frozenset({"generate", "embed", "classify"}), decoding="causal", recipe="text", backbone=DecoderBackbone,
            default_pooling="last",

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .engine import Chunk, Engine, Request, TokenInfo
+from .engine import Chunk, Engine, Request
 
-__all__ = ["Chunk", "Engine", "Request", "TokenInfo", "build_app", "create_app", "serve"]
+__all__ = ["Chunk", "Engine", "Request", "build_app", "create_app", "serve"]
 
 
 def create_app(*args, **kwargs):

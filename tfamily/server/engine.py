@@ -41,6 +41,7 @@ from ..generation.decode import SamplingParams, pick
 from ..generation.slots import SlotCache
 from ..generation.states import CausalState, Prompt, State, start, state_class
 from ..generation.step import Step, describe
+from ..models.family import family_of
 from ..generation.stops import TextStream
 from ..models.family import family_of
 
@@ -50,7 +51,6 @@ log = logging.getLogger("tfamily.server")
 # ---------------------------------------------------------------------------------------
 # what a request gets back
 # ---------------------------------------------------------------------------------------
-TokenInfo = Step  # the per-token record was the engine's own; it is generation's Step now
 
 
 @dataclass
@@ -151,7 +151,7 @@ class Engine:
     # ---------------------------------------------------------------- public, any thread
     def submit(self, req: Request) -> None:
         if self.states is None:
-            raise ValueError(f"a model of family {self.model.cfg.arch!r} does not generate text")
+            raise ValueError(f"a model of {family_of(self.model.cfg)} does not generate text")
         if len(req.prompt_ids) == 0:
             raise ValueError("prompt has no tokens")
         room = self.states.room(self.model.cfg, Prompt(list(req.prompt_ids), tuple(req.blanks)))

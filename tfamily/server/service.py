@@ -49,7 +49,7 @@ class Service:
     def check_common(self, body: SamplingBody) -> tuple[str, ...]:
         self.check_model(body.model)
         if not self.generative:
-            raise ApiError(400, f"{self.model_name} is a {self.family.title} (arch {self.cfg.arch!r}), which does "
+            raise ApiError(400, f"{self.model_name} is a {self.family}, which does "
                                 "not generate text; it serves /v1/embeddings, not completions", "model")
         for name in ("frequency_penalty", "presence_penalty"):
             if getattr(body, name):
