@@ -243,20 +243,19 @@ class Seq2SeqState(State):
     def __init__(self, model: nn.Module, sources: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int],
                  cache=None):
         super().__init__(model, sources, max_new_tokens)
-        budgets = self.budget
         cfg = self.cfg
         if cfg.decoder_start_token_id is None:
             raise ValueError("the model's config has no decoder_start_token_id to begin the target from")
         longest = max(len(s) for s in self.prompts)
         if longest > cfg.max_seq_len:
             raise ValueError(f"source of {longest} tokens is longer than the model's max_seq_len={cfg.max_seq_len}")
-        if max(budgets) >= cfg.max_seq_len:
-            raise ValueError(f"max_new_tokens ({max(budgets)}) must be below the model's max_seq_len "
+        if max(self.budget) >= cfg.max_seq_len:
+            raise ValueError(f"max_new_tokens ({max(self.budget)}) must be below the model's max_seq_len "
                              f"({cfg.max_seq_len}): the target has one position for the start token")
         src, src_mask = self._left_padded()
         self.src_mask = src_mask
         self.memory = model.encode(src, src_mask)  # (B, S, d)
-        self.cache = cache if cache is not None else model.make_cache(src.shape[0], max(budgets) + 1)
+        self.cache = cache if cache is not None else model.make_cache(src.shape[0], max(self.budget) + 1)
         start = torch.full((src.shape[0], 1), cfg.decoder_start_token_id, dtype=torch.long, device=self.device)
         self.logits = self._step(start)
 
@@ -302,7 +301,6 @@ class GLMState(State):
     def __init__(self, model: nn.Module, prompts: Sequence, max_new_tokens: int | Sequence[int], cache=None,
                  blanks: Sequence[Sequence[int]] | None = None):
         super().__init__(model, prompts, max_new_tokens)
-        budgets = self.budget
         cfg = self.cfg
         if cfg.decoder_start_token_id is None:
             raise ValueError("the GLM's config has no decoder_start_token_id: the [S] token that starts a span")
@@ -313,9 +311,9 @@ class GLMState(State):
             if b != sorted(b) or b[0] < 0 or b[-1] >= len(p):
                 raise ValueError(f"blanks {b} must be positions inside the prompt of {len(p)} tokens, in order")
         width = max(len(p) for p in self.prompts)
-        columns = self.columns(width, self.blanks, budgets)
+        columns = self.columns(width, self.blanks, self.budget)
         if columns > cfg.max_seq_len:
-            raise ValueError(f"prompt of {width} tokens plus max_new_tokens={max(budgets)} is longer than the "
+            raise ValueError(f"prompt of {width} tokens plus max_new_tokens={max(self.budget)} is longer than the "
                              f"model's context of {cfg.max_seq_len} tokens")
         ids, mask = self._left_padded()  # (B, W): Part A
         b = ids.shape[0]
@@ -405,10 +403,9 @@ class XLState(State):
     def __init__(self, model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int],
                  cache=None):
         super().__init__(model, prompts, max_new_tokens)
-        budgets = self.budget
         cfg = self.cfg
         ids, mask = self._left_padded()
-        self.history_mask = torch.cat([mask, torch.ones(ids.shape[0], max(budgets), dtype=torch.bool,
+        self.history_mask = torch.cat([mask, torch.ones(ids.shape[0], max(self.budget), dtype=torch.bool,
                                                           device=self.device)], 1)  # (B, W + new): keys so far
         self.fed = ids.shape[1]  # history columns so far
         self.cache = cache if cache is not None else model.make_recurrence(ids.shape[0], self.context(cfg))
