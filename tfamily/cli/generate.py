@@ -107,13 +107,12 @@ def _chat_reply(model, tokenizer, template, messages, params, stop, show_probs: 
 def cmd_chat(args: argparse.Namespace) -> int:
     from ..checkpoint import load_for_inference, read_chat_template
     from ..generation import SamplingParams
-    from ..generation.chat import DEFAULT_STOP, end_of_turn_ids
+    from ..generation.chat import chat_stops
 
     model, tokenizer = load_for_inference(args.checkpoint, args.weights)
     require_generation("chat", args.checkpoint, model)
     template = read_chat_template(args.checkpoint)
-    stop = () if template else DEFAULT_STOP
-    eot = end_of_turn_ids(tokenizer)
+    stop, eot = chat_stops(tokenizer, template, model.cfg)  # as the server's chat completions stop
     budget = min(args.max_tokens, max(1, model.cfg.max_seq_len // 2))
     params = SamplingParams(max_new_tokens=budget, temperature=args.temperature, top_p=args.top_p,
                             seed=args.seed, stop_token_ids=eot)

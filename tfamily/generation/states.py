@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..models.family import family_of
-from ..nn.positions import positions_from_mask
+from ..nn.positions import glm_in_span, glm_part_a, positions_from_mask
 from .slots import SlotCache
 
 
@@ -323,14 +323,12 @@ class GLMState(State):
         self.used = width + 1  # columns in the cache
         self.part_a_len = torch.full((b,), width, dtype=torch.long, device=self.device)
         self.cache = cache if cache is not None else model.make_cache(b, columns)
-        block_a = positions_from_mask(mask)  # (B, W)
-        first = torch.tensor([bl[0] for bl in self.blanks], device=self.device)[:, None]
-        block = torch.cat([block_a, first], 1)  # (B, W + 1): [S] takes its blank's position
-        inner = torch.cat([torch.zeros_like(block_a), torch.ones_like(first)], 1)  # [S] is 1
+        first = torch.tensor([bl[0] for bl in self.blanks], device=self.device)[:, None]  # (B, 1)
+        positions = torch.cat([glm_part_a(positions_from_mask(mask)),  # (B, 2, W)
+                               glm_in_span(first, torch.zeros_like(first))], 2)  # the first blank's [S]
         start = torch.full((b, 1), cfg.decoder_start_token_id, dtype=torch.long, device=self.device)
         out = model(torch.cat([ids, start], 1), attention_mask=self.key_mask[:, :self.used],
-                    positions=torch.stack([block, inner], 1), part_a_len=self.part_a_len, cache=self.cache,
-                    last_only=True)
+                    positions=positions, part_a_len=self.part_a_len, cache=self.cache, last_only=True)
         self.logits = out.logits[:, -1].float()  # (B, V)
 
     @staticmethod
@@ -353,25 +351,23 @@ class GLMState(State):
 
     def append(self, chosen: torch.Tensor) -> torch.Tensor:
         start_id, pad_id = self.cfg.decoder_start_token_id, self.cfg.pad_token_id or 0
-        feeds = []  # per row: [(token, block position, inner position), ...]
+        feeds = []  # per row: [(token, its blank's Part A index, offset in the span), ...]
         for row, token in enumerate(chosen.tolist()):
             blanks, part = self.blanks[row], self.part[row]
-            here = (token, blanks[part], self.produced[row] + 2)  # [S] was 1
+            here = (token, blanks[part], self.produced[row] + 1)  # [S] was offset 0
             ended = self.pending[row]
             if ended is None:
                 feeds.append([here])
             else:  # this blank is done: the next one's [S], after the last token if it belongs to the filling
-                feeds.append(([here] if ended == "length" else []) + [(start_id, blanks[part + 1], 1)])
+                feeds.append(([here] if ended == "length" else []) + [(start_id, blanks[part + 1], 0)])
         width = max(len(f) for f in feeds)
-        padded = [[(pad_id, 0, 0)] * (width - len(f)) + f for f in feeds]
-        ids = torch.tensor([[t for t, _, _ in f] for f in padded], device=self.device)  # (B, width)
-        block = torch.tensor([[p for _, p, _ in f] for f in padded], device=self.device)
-        inner = torch.tensor([[q for _, _, q in f] for f in padded], device=self.device)
+        padded = [[(pad_id, 0, 0)] * (width - len(f)) + f for f in feeds]  # a masked pad column
+        ids, blank_at, offset = torch.tensor(padded, device=self.device).unbind(-1)  # each (B, width)
         valid = torch.tensor([[False] * (width - len(f)) + [True] * len(f) for f in feeds], device=self.device)
         self.key_mask[:, self.used:self.used + width] = valid
         self.used += width
         self.logits = self.model(ids, attention_mask=self.key_mask[:, :self.used],
-                                 positions=torch.stack([block, inner], 1), part_a_len=self.part_a_len,
+                                 positions=glm_in_span(blank_at, offset), part_a_len=self.part_a_len,
                                  cache=self.cache, last_only=True).logits[:, -1].float()
         for row, ended in enumerate(self.pending):
             if ended is None:

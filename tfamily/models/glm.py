@@ -23,16 +23,9 @@ from torch import nn
 from ..config import ModelConfig
 from ..nn import KVCache, Stack, make_positions, positions_from_mask
 from ..nn.loss import head_or_deferred, tied_table
+from ..nn.positions import glm_part_a
 from ..nn.masks import glm_mask
 from .gpt import LMOutput, BackboneLM, check_inputs
-
-
-def part_a_positions(attention_mask: torch.Tensor | None, b: int, t: int, device) -> torch.Tensor:
-    """2-D positions (B, 2, T) of tokens that are all Part A: their own index (over real tokens,
-    so left padding does not shift them) and 0 inside-span."""
-    block = (positions_from_mask(attention_mask[:, -t:]) if attention_mask is not None
-             else torch.arange(t, device=device).expand(b, t))
-    return torch.stack([block, torch.zeros_like(block)], dim=1)
 
 
 class GLMBackbone(nn.Module):
@@ -59,7 +52,9 @@ class GLMBackbone(nn.Module):
             if past or bool((part_a_len < t).any()):
                 raise ValueError("positions (batch, 2, tokens) are needed for Part B tokens: each span's "
                                  "[MASK] position and the position inside the span")
-            positions = part_a_positions(attention_mask, b, t, ids.device)
+            block = (positions_from_mask(attention_mask[:, -t:]) if attention_mask is not None
+                     else torch.arange(t, device=ids.device).expand(b, t))  # (B, T): left padding does not shift them
+            positions = glm_part_a(block)  # (B, 2, T)
         if positions.shape != (b, 2, t):
             raise ValueError(f"positions must be (batch, 2, tokens) = {(b, 2, t)}, got {tuple(positions.shape)}")
         if int(positions.max()) >= self.cfg.max_seq_len or int(positions.min()) < 0:

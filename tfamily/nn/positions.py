@@ -4,11 +4,14 @@ batches and cached decoding (ids continue from the cache length) use the same co
 Additive (learned, sinusoidal): ids (B, T) -> embeddings (B, T, d), added to the tokens.
 Rotary (RoPE, Su et al. 2021): ids (B, T) -> (cos, sin) tables (B, T, head_dim) that
 attention uses to turn q and k; nothing is added to the residual stream.
+GLM 2-D: ids (B, 2, T) -> (B, T, d); its layout (Part A, then each span) is built only by
+``glm_part_a``, ``glm_in_span`` and ``glm_row_positions`` below.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -163,6 +166,33 @@ class GLMPositions(nn.Module):
         if pos.dim() != 3 or pos.shape[1] != 2:
             raise ValueError(f"glm_2d positions must be (batch, 2, tokens), got {tuple(pos.shape)}")
         return self.block(pos[:, 0]) + self.span(pos[:, 1])
+
+
+# GLM's 2-D layout. Every place that feeds a GLM (the objective's training rows, the model's
+# plain Part A call, the decoding state's prefill and steps) builds its positions with these
+# three functions, so the rule pictured in GLMPositions is written once.
+
+def glm_part_a(block: torch.Tensor) -> torch.Tensor:
+    """Positions of Part A tokens: (B, T) position in Part A -> (B, 2, T), 0 inside-span."""
+    return torch.stack([block, torch.zeros_like(block)], dim=1)
+
+
+def glm_in_span(blank_at: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """Positions of Part B tokens: (B, T) Part A index of the blank each token fills and (B, T)
+    its offset in that span (0 for [S], k for the span's k-th token) -> (B, 2, T). Inside-span
+    positions start at 1, so they never meet Part A's 0."""
+    return torch.stack([blank_at, offset + 1], dim=1)
+
+
+def glm_row_positions(part_a_len: int, spans: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """(2, T) positions of one whole training row: Part A's ``part_a_len`` tokens, then the
+    spans of Part B in the order they are written, each given as (Part A index of its blank,
+    its tokens with [S])."""
+    blank_at = [at for at, n in spans for _ in range(n)]
+    offset = [k for _, n in spans for k in range(n)]
+    part_a = glm_part_a(torch.arange(part_a_len)[None])  # (1, 2, A)
+    part_b = glm_in_span(torch.tensor([blank_at], dtype=torch.long), torch.tensor([offset], dtype=torch.long))
+    return torch.cat([part_a, part_b], dim=2)[0]  # (2, A + B)
 
 
 def glm_row_limit(n: int, mask_ratio: float = 0.15) -> int:

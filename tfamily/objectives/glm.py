@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..nn.positions import glm_row_limit  # noqa: F401 (the row length the objective's rows stay within)
+from ..nn.positions import glm_row_limit, glm_row_positions  # noqa: F401 (glm_row_limit: the length its rows stay within)
 from .base import IGNORE_INDEX, Batch, SeededRows, token_cross_entropy
 
 
@@ -132,15 +132,14 @@ class GLMObjective:
             cursor = start + length
         part_a += tokens[cursor:].tolist()
         la = len(part_a)
-        ids, block, inner, targets = list(part_a), list(range(la)), [0] * la, [IGNORE_INDEX] * la
+        ids, targets, part_b = list(part_a), [IGNORE_INDEX] * la, []
         for i in rng.permutation(len(spans)):
             start, length = spans[i]
             body = tokens[start:start + length].tolist()
             ids += [self.start_id] + body  # [S] x1 .. xl
             targets += body + [self.end_id]  # x1 .. xl [E]
-            block += [blank_at[i]] * (length + 1)
-            inner += list(range(1, length + 2))
-        return GLMRow(np.asarray(ids, np.int64), np.asarray([block, inner], np.int64),
+            part_b.append((blank_at[i], length + 1))
+        return GLMRow(np.asarray(ids, np.int64), glm_row_positions(la, part_b).numpy(),
                       np.asarray(targets, np.int64), la, spans)
 
     def make_row(self, tokens: np.ndarray, seed: int) -> GLMRow:
