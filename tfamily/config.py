@@ -102,6 +102,7 @@ class ModelConfig(ValidatedConfig):
     activation: Activation = "gelu"
     gated_mlp: bool = False  # SwiGLU-style gate: act(x W1) * (x W3)
     bias: bool = True  # biases in linear layers and norms
+    qkv_bias: bool = False  # biases on the q, k and v projections even where bias is False (Qwen2)
     tie_embeddings: bool = True  # LM head shares the token embedding matrix
     lm_head_bias: bool = False  # a bias on the vocabulary logits (BART's final_logits_bias)
     scale_tied_output: bool = False  # hidden states times d_model^-0.5 before a tied LM head (T5)

@@ -47,7 +47,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable | N
                 add_inspect_args),
     "presets": (cmd_presets, "list the model presets and their sources", None),
     "import-hf": (cmd_import_hf, "convert a Hugging Face model folder into a tfamily checkpoint", add_import_args),
-    "import-gguf": (cmd_import_gguf, "convert a llama.cpp GGUF file (Llama architecture) into a tfamily checkpoint",
+    "import-gguf": (cmd_import_gguf, "convert a llama.cpp GGUF file (Llama or Qwen2) into a tfamily checkpoint",
                     add_import_gguf_args),
     "export-hf": (cmd_export_hf, "write a tfamily checkpoint as a Hugging Face model folder", add_export_args),
     "serve": (cmd_serve, "serve a checkpoint: OpenAI-compatible API and the token-probability playground",

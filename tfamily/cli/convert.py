@@ -29,7 +29,10 @@ def cmd_import_hf(args: argparse.Namespace) -> int:
 
 
 def add_import_gguf_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("gguf_file", help="a llama.cpp GGUF file of a Llama-architecture model (quantised or not)")
+    from ..interop.packaged import SLICED_MODELS
+    p.add_argument("gguf_file", help="a llama.cpp GGUF file of a Llama or Qwen2 model (quantised or not), or the "
+                   f"name of a model that registry packages ship in slices ({', '.join(SLICED_MODELS)}): joined "
+                   "once into ~/.cache/tfamily/models and checked against its pinned sha256")
     p.add_argument("out", help="where to write the tfamily checkpoint")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
 
@@ -37,10 +40,14 @@ def add_import_gguf_args(p: argparse.ArgumentParser) -> None:
 def cmd_import_gguf(args: argparse.Namespace) -> int:
     from ..checkpoint import save_checkpoint
     from ..interop import import_gguf
+    from ..interop.packaged import SLICED_MODELS, packaged_gguf
     _refuse_overwrite(args.out, args.force)
-    model, tok_json, chat_template = import_gguf(args.gguf_file)
+    source = args.gguf_file
+    if source in SLICED_MODELS and not Path(source).exists():
+        source = packaged_gguf(source)
+    model, tok_json, chat_template = import_gguf(source)
     save_checkpoint(args.out, model, model.cfg, tok_json, chat_template=chat_template)
-    print(f"imported {args.gguf_file} -> {args.out} (weights dequantised to float32)")
+    print(f"imported {source} -> {args.out} (weights dequantised to float32)")
     return 0
 
 

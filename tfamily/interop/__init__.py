@@ -3,19 +3,23 @@
     model, tokenizer_json = import_hf("path/to/gpt2")       # dispatches on config.json model_type
     export_hf(model, "out/", tokenizer_json=tokenizer_json)  # GPT2LMHeadModel.from_pretrained("out/") works
 
-Families: GPT-2 (``hf_gpt2``) and Llama (``hf_llama``: LlamaForCausalLM, SmolLM2, …).
+Families: GPT-2 (``hf_gpt2``), BERT, T5, BART, Llama and Qwen2 (``hf_llama``: LlamaForCausalLM,
+SmolLM2, Qwen2ForCausalLM, …).
 
-llama.cpp's GGUF files (Llama architecture, quantised or not) are read by ``gguf``:
+llama.cpp's GGUF files (Llama and Qwen2 architectures, quantised or not) are read by ``gguf``;
+``packaged_gguf`` joins a GGUF that registry packages ship in slices, checking its sha256:
 
     model, tokenizer_json, chat_template = import_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")
+    model, tokenizer_json, chat_template = import_gguf(packaged_gguf("qwen2.5-coder-0.5b"))
 """
 
 from . import hf_gpt2, hf_llama  # family mappings stay namespaced: hf_gpt2.config_from_hf, …
 from .io import (InteropError, MissingFileError, read_config, read_tokenizer_json, read_weights,
                  write_folder)
 from .gguf import import_gguf, smollm2_gguf_path
+from .packaged import SLICED_MODELS, packaged_gguf
 from .registry import FAMILIES, HFFamily, export_hf, import_hf, load_any, register
 
 __all__ = ["import_hf", "export_hf", "FAMILIES", "HFFamily", "register", "InteropError", "MissingFileError",
            "read_config", "read_weights", "read_tokenizer_json", "write_folder", "hf_gpt2", "hf_llama",
-           "import_gguf", "smollm2_gguf_path", "load_any"]
+           "import_gguf", "smollm2_gguf_path", "load_any", "packaged_gguf", "SLICED_MODELS"]

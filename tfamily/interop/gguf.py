@@ -1,4 +1,4 @@
-"""GGUF (llama.cpp's one-file format) import for Llama-architecture models.
+"""GGUF (llama.cpp's one-file format) import for Llama- and Qwen2-architecture models.
 
     model, tokenizer_json, chat_template = import_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")
 
@@ -11,18 +11,21 @@ A GGUF file holds three things, and each becomes what the rest of tfamily alread
     tokenizer  "tokenizer.ggml.tokens" / ".merges" / ".token_type"   -> a tokenizer.json text
 
 Going through Hugging Face names means the Llama wiring (fused q|k|v, gate/up order, tied
-head) is described once, in ``hf_llama``; this file only knows GGUF's side.
+head, Qwen2's q/k/v biases) is described once, in ``hf_llama``; this file only knows GGUF's side.
 
 Three llama.cpp conventions matter when reading tensors:
 
 * Shapes are stored fastest-varying dimension first (``ne[0]`` = columns), the reverse of
   PyTorch. ``gguf.GGUFReader`` already exposes ``tensor.data`` in row-major (PyTorch) order
   (rows, bytes per row for quantised types), and dequantising gives (rows, columns) = (out, in).
-* Quantised types store blocks of 32 weights with a shared fp16 scale (and, for Q4_1, an
-  fp16 minimum); ``gguf.quants.dequantize`` turns them back into float32.
-* llama.cpp's HF->GGUF converter permutes the rows of ``attn_q`` and ``attn_k`` within each
-  head, because llama.cpp's RoPE rotates adjacent pairs (x0, x1), (x2, x3), ... while HF's
-  (and ours) rotates halves (x_i, x_{i+D/2}). ``unpermute_rope_rows`` undoes it.
+* Quantised types store blocks of weights with shared scales: 32 weights and an fp16 scale
+  (and, for Q4_1 / Q5_1, an fp16 minimum) for the legacy types, super-blocks of 256 with 6- or
+  8-bit sub-scales for the K-quants (Q2_K ... Q6_K); ``gguf.quants.dequantize`` turns every
+  type it knows back into float32.
+* For Llama, llama.cpp's HF->GGUF converter permutes the rows of ``attn_q`` and ``attn_k``
+  within each head, because llama.cpp's Llama RoPE rotates adjacent pairs (x0, x1), (x2, x3),
+  ... while HF's (and ours) rotates halves (x_i, x_{i+D/2}). ``unpermute_rope_rows`` undoes it.
+  Qwen2 files are not permuted: llama.cpp runs Qwen2 with the rotate-half ("NEOX") RoPE.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from ..models import model_from_state_dict
 from . import hf_llama
 from .io import InteropError, MissingFileError, StateDict
 
-ARCHITECTURE = "llama"
+# general.architecture -> (the HF flavour it becomes, whether q / k rows were permuted for RoPE)
+ARCHITECTURES = {"llama": (hf_llama.LLAMA, True), "qwen2": (hf_llama.QWEN2, False)}
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
 
 # GGUF per-layer tensor name -> HF Llama name (without "model.layers.N.").
@@ -56,6 +60,8 @@ IGNORED_TENSORS = {"rope_freqs.weight"}  # Llama-3.1 frequency factors: refused 
 # GPT-2's byte-level split, and Llama 3's (digits in runs of at most 3, case-insensitive contractions).
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                   r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+# Qwen2's: Llama 3's with one digit per token.
+QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
 # tokenizer.ggml.pre -> pre-tokenizer parts; these mirror llama.cpp's per-"pre" regex lists.
 _BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
 PRE_TOKENIZERS: dict[str, list[dict]] = {
@@ -65,7 +71,11 @@ PRE_TOKENIZERS: dict[str, list[dict]] = {
     **{name: [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL] for name in ("smollm", "starcoder", "refact")},
     **{name: [{"type": "Split", "pattern": {"Regex": LLAMA3_PATTERN}, "behavior": "Isolated", "invert": False},
               {**_BYTE_LEVEL, "use_regex": False}] for name in ("llama-bpe", "llama3")},
+    "qwen2": [{"type": "Split", "pattern": {"Regex": QWEN2_PATTERN}, "behavior": "Isolated", "invert": False},
+              {**_BYTE_LEVEL, "use_regex": False}],
 }
+# tokenizer.ggml.pre -> the normaliser its model's own tokenizer.json has (Qwen2's composes to NFC).
+NORMALIZERS: dict[str, dict] = {"qwen2": {"type": "NFC"}}
 
 
 # ---- reading ---------------------------------------------------------------------------
@@ -101,26 +111,29 @@ def read_metadata(reader) -> dict[str, Any]:
 
 def _require(meta: Mapping[str, Any], key: str) -> Any:
     if key not in meta:
-        raise InteropError(f"GGUF metadata has no {key!r}, which a {ARCHITECTURE} model needs")
+        raise InteropError(f"GGUF metadata has no {key!r}, which a {meta.get('general.architecture')} model needs")
     return meta[key]
 
 
-def check_architecture(meta: Mapping[str, Any]) -> None:
+def check_architecture(meta: Mapping[str, Any]) -> str:
+    """The file's ``general.architecture``, refused by name unless tfamily reads it."""
     arch = meta.get("general.architecture")
-    if arch != ARCHITECTURE:
-        raise InteropError(f"GGUF general.architecture is {arch!r}; tfamily imports only {ARCHITECTURE!r} files")
+    if arch not in ARCHITECTURES:
+        raise InteropError(f"GGUF general.architecture is {arch!r}; tfamily imports {', '.join(map(repr, ARCHITECTURES))}")
+    return arch
 
 
 # ---- config ----------------------------------------------------------------------------
 
 def hf_config_from_gguf(meta: Mapping[str, Any], tensor_names: set[str]) -> dict:
-    """The Llama config.json dict that the GGUF header describes.
+    """The Llama (or Qwen2) config.json dict that the GGUF header describes.
 
     The vocabulary size is the tokenizer's token count (``llama.vocab_size`` is optional);
     the head is tied exactly when the file stores no ``output.weight``, which is how the
     converter writes tied models. RoPE variants our rotary module lacks are refused here.
     """
-    a = ARCHITECTURE + "."
+    arch = check_architecture(meta)
+    a = arch + "."
     n_head = int(_require(meta, a + "attention.head_count"))
     d_model = int(_require(meta, a + "embedding_length"))
     rot_dims = meta.get(a + "rope.dimension_count")
@@ -133,7 +146,7 @@ def hf_config_from_gguf(meta: Mapping[str, Any], tensor_names: set[str]) -> dict
                           "embedding has no frequency scaling")
     tokens = _require(meta, "tokenizer.ggml.tokens")
     return {
-        "model_type": hf_llama.MODEL_TYPE, "vocab_size": len(tokens), "hidden_size": d_model,
+        "model_type": ARCHITECTURES[arch][0].model_type, "vocab_size": len(tokens), "hidden_size": d_model,
         "intermediate_size": int(_require(meta, a + "feed_forward_length")),
         "num_hidden_layers": int(_require(meta, a + "block_count")), "num_attention_heads": n_head,
         "num_key_value_heads": int(meta.get(a + "attention.head_count_kv", n_head)),
@@ -185,7 +198,7 @@ def unpermute_rope_rows(w: torch.Tensor, n_head: int) -> torch.Tensor:
 
 
 def hf_name(gguf_name: str) -> str | None:
-    """The HF Llama name of a GGUF tensor, or None for names we do not know."""
+    """The HF Llama / Qwen2 name of a GGUF tensor (weights and biases), or None for names we do not know."""
     if gguf_name in GLOBAL_NAMES:
         return GLOBAL_NAMES[gguf_name]
     parts = gguf_name.split(".")  # blk.N.attn_q.weight
@@ -194,9 +207,10 @@ def hf_name(gguf_name: str) -> str | None:
     return None
 
 
-def hf_state_dict_from_gguf(reader, n_head: int, n_kv_head: int) -> StateDict:
-    """Every tensor of the file, dequantised, under its HF name, with q / k rows un-permuted.
-    Unknown tensor names are an error (listed together), so nothing is silently dropped."""
+def hf_state_dict_from_gguf(reader, n_head: int, n_kv_head: int, permuted: bool = True) -> StateDict:
+    """Every tensor of the file, dequantised, under its HF name, with q / k rows un-permuted
+    where the converter ``permuted`` them (Llama). Unknown tensor names are an error (listed
+    together), so nothing is silently dropped."""
     out: StateDict = {}
     unknown = []
     for tensor in reader.tensors:
@@ -206,13 +220,13 @@ def hf_state_dict_from_gguf(reader, n_head: int, n_kv_head: int) -> StateDict:
                 unknown.append(tensor.name)
             continue
         w = dequantize_tensor(tensor)
-        if name.endswith("q_proj.weight"):
+        if permuted and name.endswith(("q_proj.weight", "q_proj.bias")):
             w = unpermute_rope_rows(w, n_head)
-        elif name.endswith("k_proj.weight"):
+        elif permuted and name.endswith(("k_proj.weight", "k_proj.bias")):
             w = unpermute_rope_rows(w, n_kv_head)
         out[name] = w
     if unknown:
-        raise InteropError(f"GGUF tensors with no Llama meaning: {', '.join(sorted(unknown)[:8])}")
+        raise InteropError(f"GGUF tensors with no Llama / Qwen2 meaning: {', '.join(sorted(unknown)[:8])}")
     return out
 
 
@@ -224,7 +238,7 @@ def tokenizer_json_from_gguf(meta: Mapping[str, Any]) -> str:
     Control tokens (type 3) become special added tokens, so that they are matched whole in
     text and our ``Tokenizer`` can infer roles from their names; user-defined tokens (type 4)
     become ordinary added tokens. The pre-tokenizer follows ``tokenizer.ggml.pre``, the same
-    key llama.cpp uses to pick its split regexes.
+    key llama.cpp uses to pick its split regexes, and so does the normaliser (Qwen2's NFC).
     """
     from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models
 
@@ -237,7 +251,9 @@ def tokenizer_json_from_gguf(meta: Mapping[str, Any]) -> str:
     backend = HFTokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
     backend.decoder = decoders.ByteLevel()
     spec = json.loads(backend.to_str())
-    spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": _pre_tokenizer_parts(meta.get("tokenizer.ggml.pre"))}
+    pre = meta.get("tokenizer.ggml.pre")
+    spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": _pre_tokenizer_parts(pre)}
+    spec["normalizer"] = NORMALIZERS.get(pre)
     backend = HFTokenizer.from_str(json.dumps(spec))
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False)
                                 for t, k in zip(tokens, types) if k == TOKEN_CONTROL])
@@ -271,7 +287,7 @@ def smollm2_gguf_path() -> Path | None:
 
 
 def import_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> tuple[nn.Module, str, str | None]:
-    """(model in eval mode, tokenizer.json text, chat template or None) from a Llama GGUF file.
+    """(model in eval mode, tokenizer.json text, chat template or None) from a Llama or Qwen2 GGUF file.
 
     Quantised weights are dequantised to fp32 (the model then computes in ``dtype``); the
     result is the float model that llama.cpp's quantised one approximates, and it matches
@@ -280,10 +296,10 @@ def import_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> 
     reader = open_gguf(path)
     try:  # every fault found past the header is reported with the file's name
         meta = read_metadata(reader)
-        check_architecture(meta)
+        flavour, permuted = ARCHITECTURES[check_architecture(meta)]
         hf_config = hf_config_from_gguf(meta, {t.name for t in reader.tensors})
-        cfg: ModelConfig = hf_llama.config_from_hf(hf_config)
-        hf_state = hf_state_dict_from_gguf(reader, cfg.n_head, cfg.n_kv_head)
+        cfg: ModelConfig = hf_llama.config_from_hf(hf_config, flavour)
+        hf_state = hf_state_dict_from_gguf(reader, cfg.n_head, cfg.n_kv_head, permuted)
         tokenizer_json = tokenizer_json_from_gguf(meta)
         model = model_from_state_dict(cfg, hf_llama.state_dict_from_hf(hf_state, cfg))
     except (InteropError, ConfigError) as e:

@@ -1,11 +1,15 @@
-"""Llama (``LlamaForCausalLM``) in the Hugging Face format <-> our ModelConfig and state dict.
+"""Llama (``LlamaForCausalLM``) and Qwen2 (``Qwen2ForCausalLM``) in the Hugging Face format
+<-> our ModelConfig and state dict.
 
 This covers every checkpoint that uses the plain Llama wiring: Llama 1/2/3 without RoPE
-scaling, SmolLM / SmolLM2, TinyLlama, and so on. Weight names, ours on the left (L = layer):
+scaling, SmolLM / SmolLM2, TinyLlama, and so on. Qwen2 / Qwen2.5 is the same wiring with
+biases on the q, k and v projections (``qkv_bias``), so it is a second ``Flavour`` of this
+file rather than a copy of it. Weight names, ours on the left (L = layer):
 
     backbone.tok_emb.weight                model.embed_tokens.weight                      (V, d)
     backbone.stack.blocks.L.norm1.weight   model.layers.L.input_layernorm.weight          (d,)
     backbone.stack.blocks.L.attn.qkv.weight  model.layers.L.self_attn.{q,k,v}_proj.weight  rows stacked q|k|v
+    backbone.stack.blocks.L.attn.qkv.bias    model.layers.L.self_attn.{q,k,v}_proj.bias    Qwen2 only
     backbone.stack.blocks.L.attn.out.weight  model.layers.L.self_attn.o_proj.weight       (d, H*D)
     backbone.stack.blocks.L.norm2.weight   model.layers.L.post_attention_layernorm.weight (d,)
     backbone.stack.blocks.L.mlp.fc_in.weight   model.layers.L.mlp.gate_proj.weight        (d_ff, d)
@@ -26,6 +30,7 @@ Old checkpoints store ``rotary_emb.inv_freq`` buffers; they are not weights and 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Iterator, Mapping
 
 import torch
@@ -55,14 +60,37 @@ _REQUIRED = {"attention_bias": False, "mlp_bias": False, "rope_interleaved": Fal
 _LLAMA_WIRING = dict(arch="decoder", position="rotary", norm="rmsnorm", norm_placement="pre", final_norm=True,
                      gated_mlp=True, bias=False)
 
+# transformers' Qwen2Config: Llama's fields (less the bias switches, which Qwen2 fixes: q, k, v
+# have biases, nothing else does) plus sliding-window attention, which we do not implement.
+QWEN2_DEFAULTS = {**{k: v for k, v in HF_DEFAULTS.items() if k not in ("attention_bias", "mlp_bias", "rope_interleaved")},
+                  "vocab_size": 151936, "intermediate_size": 22016, "num_key_value_heads": 32,
+                  "max_position_embeddings": 32768, "bos_token_id": None, "eos_token_id": None,
+                  "use_sliding_window": False}
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """One model_type with the Llama wiring: its names, the defaults its config class assumes,
+    the options it must not use, and whether q, k and v carry biases."""
+    title: str  # as messages name it
+    model_type: str
+    architecture: str
+    defaults: Mapping
+    required: Mapping
+    qkv_bias: bool
+
+
+LLAMA = Flavour("Llama", MODEL_TYPE, ARCHITECTURE, HF_DEFAULTS, _REQUIRED, qkv_bias=False)
+QWEN2 = Flavour("Qwen2", "qwen2", "Qwen2ForCausalLM", QWEN2_DEFAULTS, {"use_sliding_window": False}, qkv_bias=True)
+
 
 # ---- config ----------------------------------------------------------------------------
 
-def config_from_hf(hf: Mapping) -> ModelConfig:
-    """A ModelConfig from a Llama config.json dict; what we cannot express raises ConfigError."""
-    c = merged_hf_config(hf, MODEL_TYPE, HF_DEFAULTS, _REQUIRED, "tfamily's Llama wiring")
+def config_from_hf(hf: Mapping, flavour: Flavour = LLAMA) -> ModelConfig:
+    """A ModelConfig from a Llama (or Qwen2) config.json dict; what we cannot express raises ConfigError."""
+    c = merged_hf_config(hf, flavour.model_type, flavour.defaults, flavour.required, "tfamily's Llama wiring")
     n_head, d_model = c["num_attention_heads"], c["hidden_size"]
-    if c["head_dim"] is not None and d_model % n_head == 0 and c["head_dim"] != d_model // n_head:
+    if c.get("head_dim") is not None and d_model % n_head == 0 and c["head_dim"] != d_model // n_head:
         raise ConfigError(f"head_dim={c['head_dim']} is not supported: tfamily needs head_dim == "
                           f"hidden_size / num_attention_heads = {d_model // n_head}")
     act = c["hidden_act"]
@@ -75,9 +103,9 @@ def config_from_hf(hf: Mapping) -> ModelConfig:
         n_kv_head=c["num_key_value_heads"], d_ff=c["intermediate_size"], max_seq_len=c["max_position_embeddings"],
         position="rotary", rope_theta=_rope_theta(c), norm="rmsnorm", norm_eps=float(c["rms_norm_eps"]),
         norm_placement="pre", final_norm=True, activation=ACTIVATIONS_FROM_HF[act], gated_mlp=True, bias=False,
-        tie_embeddings=bool(c["tie_word_embeddings"]), dropout=float(c["attention_dropout"]),
+        qkv_bias=flavour.qkv_bias, tie_embeddings=bool(c["tie_word_embeddings"]), dropout=float(c["attention_dropout"]),
         init_std=float(c["initializer_range"]), scale_residual_init=False, pad_token_id=pad,
-        extra={"hf": {"model_type": MODEL_TYPE, "bos_token_id": c["bos_token_id"],
+        extra={"hf": {"model_type": flavour.model_type, "bos_token_id": c["bos_token_id"],
                       "eos_token_id": c["eos_token_id"], "pad_token_id": c["pad_token_id"]}},
     )
 
@@ -109,20 +137,23 @@ def _rope_type(params: Mapping) -> str:
     return params.get("rope_type", params.get("type", "default"))
 
 
-def config_to_hf(cfg: ModelConfig) -> dict:
-    """A Llama config.json dict; ConfigError names the first field the Llama format cannot express.
+def config_to_hf(cfg: ModelConfig, flavour: Flavour = LLAMA) -> dict:
+    """A Llama (or Qwen2) config.json dict; ConfigError names the first field the format cannot express.
 
     The rotary base is written both ways (``rope_theta`` and ``rope_parameters``) so that
     transformers 4 and 5 read the same model.
     """
-    for name, value in _LLAMA_WIRING.items():
+    for name, value in {**_LLAMA_WIRING, "qkv_bias": flavour.qkv_bias}.items():
         if getattr(cfg, name) != value:
-            raise ConfigError(f"the Llama format needs {name}={value!r}; this model has {getattr(cfg, name)!r}")
+            raise ConfigError(f"the {flavour.title} format needs {name}={value!r}; "
+                              f"this model has {getattr(cfg, name)!r}")
     if cfg.activation not in ACTIVATIONS_TO_HF:
         raise ConfigError(f"the Llama format has no activation {cfg.activation!r}")
     hf_extra = cfg.extra.get("hf", {}) if isinstance(cfg.extra.get("hf"), dict) else {}
+    options = ({"use_sliding_window": False} if flavour.qkv_bias else
+               {"attention_bias": False, "mlp_bias": False})  # Qwen2 fixes its biases; Llama has switches
     return {
-        "model_type": MODEL_TYPE, "architectures": [ARCHITECTURE],
+        "model_type": flavour.model_type, "architectures": [flavour.architecture], **options,
         "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff,
         "num_hidden_layers": cfg.n_layer, "num_attention_heads": cfg.n_head,
         "num_key_value_heads": cfg.n_kv_head, "head_dim": cfg.head_dim,
@@ -131,7 +162,7 @@ def config_to_hf(cfg: ModelConfig) -> dict:
         "tie_word_embeddings": cfg.tie_embeddings,
         "rope_theta": cfg.rope_theta, "rope_scaling": None,
         "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
-        "attention_bias": False, "mlp_bias": False, "attention_dropout": cfg.dropout,
+        "attention_dropout": cfg.dropout,
         "use_cache": True,
         "bos_token_id": hf_extra.get("bos_token_id"), "eos_token_id": hf_extra.get("eos_token_id"),
         "pad_token_id": cfg.pad_token_id if cfg.pad_token_id is not None else hf_extra.get("pad_token_id"),
@@ -153,6 +184,9 @@ def name_groups(cfg: ModelConfig) -> Iterator[tuple[str, tuple[str, ...], tuple[
         yield f"{ours}norm1.weight", (f"{hf}input_layernorm.weight",), (d,)
         yield (f"{ours}attn.qkv.weight", tuple(f"{hf}self_attn.{p}_proj.weight" for p in "qkv"),
                (q_rows, kv_rows, kv_rows))
+        if cfg.qkv_bias:
+            yield (f"{ours}attn.qkv.bias", tuple(f"{hf}self_attn.{p}_proj.bias" for p in "qkv"),
+                   (q_rows, kv_rows, kv_rows))
         yield f"{ours}attn.out.weight", (f"{hf}self_attn.o_proj.weight",), (d,)
         yield f"{ours}norm2.weight", (f"{hf}post_attention_layernorm.weight",), (d,)
         yield f"{ours}mlp.fc_in.weight", (f"{hf}mlp.gate_proj.weight",), (cfg.d_ff,)  # activated

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -48,6 +49,9 @@ register(HFFamily(hf_t5.MODEL_TYPE, hf_t5.config_from_hf, hf_t5.config_to_hf,
 register(HFFamily(hf_bart.MODEL_TYPE, hf_bart.config_from_hf, hf_bart.config_to_hf,
                   hf_bart.state_dict_from_hf, hf_bart.state_dict_to_hf))
 register(HFFamily(hf_llama.MODEL_TYPE, hf_llama.config_from_hf, hf_llama.config_to_hf,
+                  hf_llama.state_dict_from_hf, hf_llama.state_dict_to_hf))
+register(HFFamily(hf_llama.QWEN2.model_type, partial(hf_llama.config_from_hf, flavour=hf_llama.QWEN2),
+                  partial(hf_llama.config_to_hf, flavour=hf_llama.QWEN2),
                   hf_llama.state_dict_from_hf, hf_llama.state_dict_to_hf))
 
 

@@ -96,18 +96,22 @@ class Attention(nn.Module):
     """
 
     def __init__(self, d_model: int, n_head: int, n_kv_head: int, bias: bool = True,
-                 dropout: float = 0.0, cross: bool = False, head_dim: int | None = None, scale: float | None = None):
+                 dropout: float = 0.0, cross: bool = False, head_dim: int | None = None, scale: float | None = None,
+                 qkv_bias: bool | None = None):
+        """``bias`` puts biases on every projection; ``qkv_bias`` (None: as ``bias``) on q, k and v
+        alone decides for those three (Qwen2 has them, its output projection has none)."""
         super().__init__()
+        in_bias = bias if qkv_bias is None else qkv_bias
         self.n_head, self.n_kv_head = n_head, n_kv_head
         self.head_dim = head_dim or d_model // n_head
         self.scale = scale  # None: 1 / sqrt(head_dim)
         q_dim, kv_dim = n_head * self.head_dim, n_kv_head * self.head_dim
         self.cross = cross
         if cross:
-            self.q = Linear(d_model, q_dim, bias=bias)
-            self.kv = Linear(d_model, 2 * kv_dim, bias=bias)
+            self.q = Linear(d_model, q_dim, bias=in_bias)
+            self.kv = Linear(d_model, 2 * kv_dim, bias=in_bias)
         else:
-            self.qkv = Linear(d_model, q_dim + 2 * kv_dim, bias=bias)
+            self.qkv = Linear(d_model, q_dim + 2 * kv_dim, bias=in_bias)
         self.out = Linear(q_dim, d_model, bias=bias)
         self.dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)

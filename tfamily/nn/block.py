@@ -25,7 +25,7 @@ class Block(nn.Module):
         self.pre_norm = cfg.norm_placement == "pre"
         norm = lambda: make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)  # noqa: E731
         self.norm1 = norm()
-        heads = dict(head_dim=cfg.head_dim, scale=cfg.attention_scale)
+        heads = dict(head_dim=cfg.head_dim, scale=cfg.attention_scale, qkv_bias=cfg.bias or cfg.qkv_bias)
         self.attn = Attention(cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.bias, cfg.dropout, **heads)
         if cross_attention:
             self.norm_cross = norm()
