@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 
 from .decode import Step
 
@@ -21,10 +22,21 @@ def shade(steps: list[Step], tokenizer, color: bool) -> str:
     return "".join(parts)
 
 
+def cells(text: str) -> int:
+    """Terminal columns ``text`` takes: Chinese, Japanese and Korean characters (East Asian
+    wide / fullwidth) take two, so padding by ``len`` would push the next column right."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
 def _show(text: str, width: int = 14) -> str:
-    """A token as a visible, fixed-width cell: quotes, escapes for newlines and tabs."""
+    """A token as a visible cell exactly ``width`` columns wide: quotes, escapes for newlines
+    and tabs, cut with "…" when longer, padded by terminal columns (see ``cells``)."""
     shown = repr(text)
-    return shown if len(shown) <= width else shown[: width - 1] + "…"
+    if cells(shown) > width:
+        while cells(shown) > width - 1:
+            shown = shown[:-1]
+        shown += "…"
+    return shown + " " * (width - cells(shown))
 
 
 def format_steps(steps: list[Step], tokenizer, bar_width: int = 10) -> str:
@@ -33,7 +45,7 @@ def format_steps(steps: list[Step], tokenizer, bar_width: int = 10) -> str:
     for s in steps:
         bar = "█" * round(s.prob * bar_width)
         alts = "  ".join(f"{_show(tokenizer.token_text(t), 12)} {p:.2f}" for t, p in s.alternatives)
-        lines.append(f"{s.index:>4}  {_show(tokenizer.token_text(s.token)):14s} {s.prob:6.3f}  {bar:{bar_width}s}  {alts}")
+        lines.append(f"{s.index:>4}  {_show(tokenizer.token_text(s.token))} {s.prob:6.3f}  {bar:{bar_width}s}  {alts}")
     if steps:
         mean_logp = sum(math.log(max(s.prob, 1e-12)) for s in steps) / len(steps)
         lines.append(f"mean log-probability {mean_logp:.3f} nats/token over {len(steps)} tokens")
