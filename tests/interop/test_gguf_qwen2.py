@@ -321,8 +321,13 @@ def test_qwen2_5_coder_matches_transformers():
 
 
 @needs_qwen
-def test_cli_imports_the_packaged_model_by_name(tmp_path, monkeypatch):
+def test_cli_imports_the_packaged_model_by_name_and_chats_in_chinese_and_english(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TFAMILY_CACHE", str(tmp_path / "cache"))
     assert main(["import-gguf", "qwen2.5-coder-0.5b", str(tmp_path / "qwen")]) == 0
     assert (tmp_path / "cache" / "models" / "qwen2.5-coder-0.5b-instruct.gguf").is_file()
-    assert (tmp_path / "qwen" / "chat_template.jinja").is_file()
+    assert (tmp_path / "qwen" / "chat_template.jinja").is_file()  # ChatML, from the file
+    capsys.readouterr()
+    assert main(["chat", str(tmp_path / "qwen"), "--message", "中国的首都是哪里？", "--message",
+                 "What is the capital of France? One sentence.", "--max-tokens", "24", "--show-probs"]) == 0
+    replies = [line for line in capsys.readouterr().out.splitlines() if line.startswith("assistant> ")]
+    assert len(replies) == 2 and "北京" in replies[0] and "Paris" in replies[1]

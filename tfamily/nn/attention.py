@@ -4,6 +4,8 @@ grouped key/value heads, and an optional preallocated KV cache.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,6 +16,7 @@ from .masks import causal_mask
 from .positions import apply_rotary
 
 Rotary = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (B, T, head_dim)
+Probe = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]  # (probs, v, allowed): see explicit_attention
 
 EXPLICIT_MAX_TRAINING_KEYS = 512  # at 1024 keys SDPA's backward was 2x faster again
 EXPLICIT_MAX_INFERENCE_KEYS = 128  # at 256 keys SDPA's forward was faster again
@@ -44,17 +47,22 @@ def use_explicit(q: torch.Tensor, k: torch.Tensor) -> bool:
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool,
-           dropout_p: float, bias: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
+           dropout_p: float, bias: torch.Tensor | None = None, scale: float | None = None,
+           probe: Probe | None = None) -> torch.Tensor:
     """softmax(scale * q k^T + bias + mask) v.  q: (B, H, T, D); k, v: (B, H_kv, S, D); mask: bool,
     True = attend; bias: additive float (B | 1, H, T, S), e.g. T5's relative positions; scale
     defaults to 1 / sqrt(D). ``F.scaled_dot_product_attention``, or the explicit formula
-    where that was measured faster (``use_explicit``).
+    where that was measured faster (``use_explicit``). With a ``probe`` (an attention capture,
+    ``tfamily.inspect.attention``) always the explicit formula, which hands the probe its
+    probabilities; without one, nothing else changes.
     """
     if bias is not None:  # one additive float mask: the bias, and -inf where the bool mask forbids
         if is_causal:
             mask, is_causal = causal_mask(q.shape[2], k.shape[2], q.device), False
         bias = bias.to(q.dtype)
         mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+    if probe is not None:  # a capture is on: the formula that materialises the probabilities
+        return explicit_attention(q, k, v, mask, is_causal, dropout_p, scale, probe)
     if use_explicit(q, k):
         return explicit_attention(q, k, v, mask, is_causal, dropout_p, scale)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p,
@@ -62,9 +70,12 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 
 
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                       is_causal: bool, dropout_p: float, scale: float | None = None) -> torch.Tensor:
+                       is_causal: bool, dropout_p: float, scale: float | None = None,
+                       probe: Probe | None = None) -> torch.Tensor:
     """The textbook formula, materialising the (B, H, T, S) scores. ``mask``
-    is bool (True = attend) or an additive float mask."""
+    is bool (True = attend) or an additive float mask. ``probe(probs, v, allowed)``, when
+    given, sees the probabilities (B, H, T, S) before dropout, the values (B, H, S, D) they
+    weigh, and which scores the mask left in (bool, broadcastable to the probabilities)."""
     if k.shape[1] != q.shape[1]:  # grouped-query attention: share each K/V head across its query heads
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
         v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
@@ -83,6 +94,8 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
         else:
             scores = scores.add_(mask)
     probs = scores.softmax(-1)  # bf16 in, bf16 out; the kernel accumulates in fp32 (no fp32 copy of the scores)
+    if probe is not None:
+        probe(probs, v, ~torch.isneginf(scores))
     if dropout_p:
         probs = F.dropout(probs, dropout_p)
     return probs @ v  # (B, H, T, D)
@@ -93,7 +106,12 @@ class Attention(nn.Module):
 
     Self-attention projects Q, K and V with one fused matrix (one GEMM instead of three);
     cross-attention (``cross=True``) projects Q from x and K, V from ``memory``.
+
+    ``probe`` is None except inside an attention capture (``tfamily.inspect.attention``),
+    which sets it on the instance to record this module's probabilities.
     """
+
+    probe: Probe | None = None
 
     def __init__(self, d_model: int, n_head: int, n_kv_head: int, bias: bool = True,
                  dropout: float = 0.0, cross: bool = False, head_dim: int | None = None, scale: float | None = None,
@@ -166,6 +184,6 @@ class Attention(nn.Module):
         if callable(bias):  # scores that depend on the queries (Transformer-XL's relative positions)
             q, bias = bias(q, layer)  # content queries (B, H, T, D), additive scores (B, H, T, S)
         y = attend(q, k, v, mask, is_causal and mask is None, self.dropout if self.training else 0.0,
-                   bias, self.scale)  # (B, H, T, D)
+                   bias, self.scale, self.probe)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)  # (B, T, H*D)
         return self.resid_dropout(self.out(y))

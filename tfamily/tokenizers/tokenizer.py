@@ -80,6 +80,9 @@ class Tokenizer:
         # Embedding rows needed: ids may have gaps when added tokens sit past the model's.
         self.vocab_size: int = max(vocab.values()) + 1 if vocab else 0
         roles = infer_roles(_special_candidates(spec, vocab), declared_unk=_declared_unk(spec["model"]))
+        wrap = _wrapping_specials(spec)
+        if wrap and "cls" not in roles and "sep" not in roles and all(t in vocab for t in wrap):
+            roles["cls"], roles["sep"] = wrap  # RoBERTa / XLM-R: "<s> A </s>" are its [CLS] and [SEP]
         self.special_ids: dict[str, int] = {role: vocab[tok] for role, tok in roles.items()}
 
     # ------------------------------------------------------------------ training
@@ -508,6 +511,20 @@ def _declared_unk(model: dict) -> str | None:
         vocab = model.get("vocab") or []
         if 0 <= model["unk_id"] < len(vocab):
             return vocab[model["unk_id"]][0]
+    return None
+
+
+def _wrapping_specials(spec: dict) -> tuple[str, str] | None:
+    """The two special tokens the post-processor puts around a single text ("<s> A </s>" for
+    RoBERTa and XLM-R, "[CLS] A [SEP]" for BERT), or None. They are the cls and sep roles of a
+    vocabulary whose names do not say so."""
+    post = spec.get("post_processor") or {}
+    if post.get("type") in ("RobertaProcessing", "BertProcessing"):
+        return post["cls"][0], post["sep"][0]
+    single = post.get("single") if post.get("type") == "TemplateProcessing" else None
+    if single and len(single) == 3 and "SpecialToken" in single[0] and "Sequence" in single[1] \
+            and "SpecialToken" in single[2]:
+        return single[0]["SpecialToken"]["id"], single[2]["SpecialToken"]["id"]
     return None
 
 
