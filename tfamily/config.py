@@ -13,7 +13,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-Arch = Literal["decoder", "encoder", "encoder-decoder", "glm", "transformer-xl"]
+Arch = Literal["decoder", "encoder", "encoder-decoder", "glm", "transformer-xl", "rnn"]
+Cell = Literal["lstm", "gru"]
 Head = Literal["lm", "none", "sequence_classification", "token_classification", "span"]
 Pooling = Literal["pooler", "first", "mean", "last"]
 Position = Literal["learned", "sinusoidal", "rotary", "t5_relative", "glm_2d", "xl_relative", "none"]
@@ -94,6 +95,7 @@ class ModelConfig(ValidatedConfig):
     relative_buckets: int = 32  # t5_relative: log-spaced distance buckets, one learned bias per bucket and head
     relative_max_distance: int = 128  # t5_relative: distances beyond this share the last bucket
     position_offset: int = 0  # learned positions: table rows start here (BART keeps 2 unused rows first)
+    cell: Cell = "lstm"  # rnn: the recurrent unit of each layer (torch.nn.LSTM or GRU, d_model units)
     mem_len: int = 0  # transformer-xl: hidden states of this many earlier positions each layer attends to (Dai et al. 2019); 0 = none
     norm: Norm = "layernorm"
     norm_eps: float = 1e-5
@@ -148,6 +150,9 @@ class ModelConfig(ValidatedConfig):
                               f"arch='transformer-xl' and only there; got arch={self.arch!r}, position={self.position!r}")
         if self.arch == "transformer-xl" and self.head != "lm":
             raise ConfigError(f"head={self.head!r}: arch='transformer-xl' is wired with its LM head only (head='lm')")
+        if self.arch == "rnn" and (self.position != "none" or self.head != "lm"):
+            raise ConfigError(f"arch='rnn' has no positions (the recurrence orders the tokens) and an LM head only: "
+                              f"needs position='none', head='lm'; got position={self.position!r}, head={self.head!r}")
         if self.mem_len < 0 or (self.mem_len and self.arch != "transformer-xl"):
             raise ConfigError(f"mem_len must be >= 0 and is used by arch='transformer-xl' only; got {self.mem_len} "
                               f"with arch={self.arch!r}")

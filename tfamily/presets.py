@@ -179,6 +179,19 @@ _add("txl-tiny", dict(TXL, vocab_size=512, max_seq_len=32, mem_len=32, d_model=1
      "train with seq_len a multiple of 32 (e.g. 128: four segments a window); vocab_size comes from the tokenizer")
 
 
+RNN_SOURCE = ("Hochreiter & Schmidhuber 1997 (LSTM); Cho et al. 2014 (GRU); Zaremba et al. 2014, 'Recurrent Neural "
+              "Network Regularization' (2-layer LSTM LM, dropout between layers; the medium model: 650 units)")
+RNN = dict(arch="rnn", position="none", tie_embeddings=True, scale_residual_init=False, n_head=1)
+_add("lstm-medium", dict(RNN, cell="lstm", vocab_size=10000, max_seq_len=35, d_model=650, n_layer=2, dropout=0.5),
+     RNN_SOURCE, "Zaremba et al.'s medium LSTM LM on Penn Treebank (10k words, unrolled 35 steps), with tied "
+     "embeddings (Press & Wolf 2017); max_seq_len is the training window (an RNN has no context limit of its own)")
+_add("lstm-tiny", dict(RNN, cell="lstm", vocab_size=512, max_seq_len=256, d_model=256, n_layer=2, dropout=0.0),
+     "tfamily: a 2-layer LSTM LM at about gpt-tiny's parameter count, for CPU comparisons",
+     "vocab_size comes from the tokenizer")
+_add("gru-tiny", dict(RNN, cell="gru", vocab_size=512, max_seq_len=256, d_model=256, n_layer=2, dropout=0.0),
+     "tfamily: lstm-tiny with GRU cells", "vocab_size comes from the tokenizer")
+
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]

@@ -81,8 +81,9 @@ def test_abilities_as_documented():
     assert not family_of("encoder").can("generate")
     with pytest.raises(KeyError, match="unknown ability"):
         family_of("decoder").can("fly")
-    with pytest.raises(ValueError, match="unknown architecture 'rnn'"):
-        family_of("rnn")
+    with pytest.raises(ValueError, match="unknown architecture 'cnn'"):
+        family_of("cnn")
+    assert family_of("rnn").mixing == "recurrence" and family_of("rnn").can("generate")
 
 
 def test_data_fields_fit_the_tokenizer_and_window():

@@ -428,7 +428,34 @@ class XLState(State):
         self.cache.reorder(index)
 
 
-STATES: dict[str, type[State]] = {s.kind: s for s in (CausalState, Seq2SeqState, GLMState, XLState)}
+class RNNState(State):
+    """Decoding state of a recurrent LM: the cache is the recurrent state, one (h, c) per row.
+
+    The left-padded prompts run once (the model packs them, so padding never enters the
+    state); each chosen token is then one more step of the recurrence."""
+
+    kind = "rnn"
+
+    def __init__(self, model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int],
+                 cache=None):
+        super().__init__(model, prompts, max_new_tokens)
+        ids, mask = self._left_padded()
+        self.cache = cache if cache is not None else model.make_cache(ids.shape[0])
+        self.logits = model(ids, attention_mask=mask, cache=self.cache, last_only=True).logits[:, -1].float()
+
+    def append(self, chosen: torch.Tensor) -> torch.Tensor:
+        """Feed each row's chosen token (B,); returns the next logits (B, V) in fp32."""
+        self.logits = self.model(chosen[:, None], cache=self.cache, last_only=True).logits[:, -1].float()
+        self._advance()
+        return self.logits
+
+    def reorder(self, rows: Sequence[int] | torch.Tensor) -> None:
+        rows = rows.tolist() if isinstance(rows, torch.Tensor) else list(rows)
+        super().reorder(rows)
+        self.cache.reorder(torch.as_tensor(rows, dtype=torch.long, device=self.device))
+
+
+STATES: dict[str, type[State]] = {s.kind: s for s in (CausalState, Seq2SeqState, GLMState, XLState, RNNState)}
 
 
 def state_class(cfg) -> type[State]:

@@ -11,14 +11,16 @@ from typing import Literal
 from torch import nn
 
 from ..config import ModelConfig
+from ..models.family import family_of
 from ..nn import MLP, Attention, LearnedPositions, RMSNorm
 
-GROUPS = ("embeddings", "attention", "feed_forward", "norms", "head", "other")
+GROUPS = ("embeddings", "attention", "recurrent", "feed_forward", "norms", "head", "other")
 
 # Module type -> group. A parameter belongs to the group of its nearest classified ancestor.
 _GROUP_OF_TYPE: tuple[tuple[tuple[type, ...], str], ...] = (
     ((nn.Embedding, LearnedPositions), "embeddings"),
     ((Attention,), "attention"),
+    ((nn.RNNBase,), "recurrent"),  # LSTM / GRU layers
     ((MLP,), "feed_forward"),
     ((nn.LayerNorm, RMSNorm, nn.RMSNorm), "norms"),
 )
@@ -76,7 +78,10 @@ def _add(p: nn.Parameter, group: str, counts: dict, seen: set[int]) -> None:
 # ---- FLOPs -----------------------------------------------------------------------------
 
 def matmul_params(cfg: ModelConfig) -> int:
-    """Weights that multiply activations in the decoder blocks (no biases, norms or tables)."""
+    """Weights that multiply activations in the decoder blocks (no biases, norms or tables);
+    for a recurrent model, its layers' input and recurrent matrices (4 gates for an LSTM, 3 for a GRU)."""
+    if family_of(cfg).mixing == "recurrence":
+        return cfg.n_layer * (4 if cfg.cell == "lstm" else 3) * 2 * cfg.d_model * cfg.d_model
     d, kv_dim = cfg.d_model, cfg.n_kv_head * cfg.head_dim
     attn = d * (d + 2 * kv_dim) + d * d  # fused q|k|v, then the output projection
     ffn = (3 if cfg.gated_mlp else 2) * d * cfg.d_ff  # fc_in (+ fc_gate) and fc_out
@@ -105,6 +110,8 @@ def flops_per_token(cfg: ModelConfig, seq_len: int, causal_halving: bool = False
     dense = 2 * matmul_params(cfg)
     lm_head = 2 * cfg.d_model * cfg.vocab_size
     attention = 2 * 2 * cfg.n_layer * seq_len * cfg.n_head * cfg.head_dim
+    if family_of(cfg).mixing != "attention":  # a recurrence costs the same per token at any length
+        attention = 0
     if causal_halving:
         attention //= 2
     forward = dense + lm_head + attention
@@ -171,7 +178,8 @@ def activation_bytes_per_layer(cfg: ModelConfig, batch: int, seq_len: int, elem:
         norms      2*e*sbh                 the two LayerNorm inputs
         dropout    2*sbh + a*s^2*b         1-byte masks, only when dropout > 0
 
-    where h_kv = n_kv_head * head_dim.
+    where h_kv = n_kv_head * head_dim. A recurrent layer (LSTM / GRU) keeps its input, each
+    gate's activation and, for an LSTM, the cell state: e*sbh*(1 + gates (+ 1)).
 
     For e = 2, f = 4h, h_kv = h this is the paper's  sbh * (34 + 5*a*s/h). Without dropout
     the softmax output is kept once, not twice. ``fused_attention`` (flash or memory-
@@ -179,6 +187,9 @@ def activation_bytes_per_layer(cfg: ModelConfig, batch: int, seq_len: int, elem:
     """
     s, b, h, f, a = seq_len, batch, cfg.d_model, cfg.d_ff, cfg.n_head
     sbh = s * b * h
+    if family_of(cfg).mixing == "recurrence":  # a layer keeps its input, every gate's output, and c
+        gates = 4 if cfg.cell == "lstm" else 3
+        return elem * sbh * (1 + gates + (1 if cfg.cell == "lstm" else 0)) + (sbh if cfg.dropout > 0 else 0)
     kv = sbh * cfg.n_kv_head // cfg.n_head  # grouped-query models keep smaller K and V
     has_dropout = cfg.dropout > 0
     attention = elem * (3 * sbh + 2 * kv)  # block input, Q, K, V, input of the output projection

@@ -25,6 +25,7 @@ from ..nn.positions import glm_row_limit
 from .bert import EncoderBackbone, MaskedLM
 from .glm import GLM
 from .gpt import DecoderBackbone, CausalLM
+from .rnn import RNNLM
 from .seq2seq import EncoderDecoder
 from .transformer_xl import TransformerXL
 
@@ -45,6 +46,7 @@ class Family:
     default_pooling: str = "first"  # how a sequence becomes one vector when the checkpoint does not say
     evaluation: str | None = "perplexity"  # what `tfamily eval` scores: perplexity, segments, bleu; None: nothing
     windows_past_context: bool = False  # training windows may be longer than max_seq_len (segments, batches)
+    mixing: str = "attention"  # how tokens see each other: "attention", or "recurrence" (an RNN's state)
     data_fields: Callable[[Any, int], dict[str, Any]] = field(default=lambda tokenizer, seq_len: {})
     # ^ fields a new model takes from its tokenizer and training window (beyond vocab_size and pad_token_id)
 
@@ -80,6 +82,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
                                              "max_seq_len": glm_row_limit(seq_len + 1)}),  # Part A + Part B
     Family("transformer-xl", "Transformer-XL (segment recurrence)", TransformerXL, frozenset({"generate"}),
            decoding="recurrent", recipe="text", evaluation="segments", windows_past_context=True),
+    Family("rnn", "recurrent language model (LSTM / GRU)", RNNLM, frozenset({"generate"}), decoding="rnn",
+           recipe="text", mixing="recurrence", data_fields=lambda tok, seq_len: {"max_seq_len": seq_len}),
 ]}
 
 

@@ -1,0 +1,94 @@
+"""The recurrent LM against the LSTM and GRU equations written out step by step."""
+
+import pytest
+import torch
+
+from tfamily.models import build_model
+from tfamily.models.rnn import RNNCache, left_to_right
+from tfamily.presets import get_preset, tiny_version
+
+
+def model_of(cell: str):
+    torch.manual_seed(0)
+    cfg = tiny_version(get_preset(f"{cell}-tiny").config())
+    return build_model(cfg).eval()
+
+
+def naive_lstm_layer(x, w_ih, w_hh, b_ih, b_hh):
+    """Hochreiter & Schmidhuber's LSTM with a forget gate, one step at a time (PyTorch's gate order i, f, g, o):
+    i, f, o = sigmoid(W x + U h + b), g = tanh(...), c' = f c + i g, h' = o tanh(c')."""
+    h = c = torch.zeros(x.shape[0], w_hh.shape[1])
+    out = []
+    for t in range(x.shape[1]):
+        i, f, g, o = (x[:, t] @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        out.append(h)
+    return torch.stack(out, 1)
+
+
+def naive_gru_layer(x, w_ih, w_hh, b_ih, b_hh):
+    """Cho et al.'s GRU (PyTorch's gate order r, z, n): r, z = sigmoid(...), n = tanh(W_n x + b + r (U_n h + b')),
+    h' = (1 - z) n + z h."""
+    h = torch.zeros(x.shape[0], w_hh.shape[1])
+    out = []
+    for t in range(x.shape[1]):
+        xr, xz, xn = (x[:, t] @ w_ih.T + b_ih).chunk(3, -1)
+        hr, hz, hn = (h @ w_hh.T + b_hh).chunk(3, -1)
+        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
+        h = (1 - z) * n + z * h
+        out.append(h)
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("cell, layer", [("lstm", naive_lstm_layer), ("gru", naive_gru_layer)])
+def test_logits_follow_the_equations(cell, layer):
+    model = model_of(cell)
+    ids = torch.randint(0, model.cfg.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
+    rnn = model.backbone.rnn
+    x = model.backbone.tok_emb(ids)
+    for n in range(model.cfg.n_layer):
+        x = layer(x, *(getattr(rnn, f"{w}_l{n}") for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")))
+    want = x @ model.backbone.tok_emb.weight.T  # the tied head
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_padded_rows_continue_from_their_own_state(cell):
+    """A left-padded batch fed in two calls through one cache gives each row what it gets alone."""
+    model = model_of(cell)
+    a, b = [5, 6, 7, 8, 9], [3, 4]
+    ids = torch.tensor([a, [0, 0, 0] + b])
+    mask = torch.tensor([[1] * 5, [0, 0, 0, 1, 1]], dtype=torch.bool)
+    cache = model.make_cache(2)
+    with torch.no_grad():
+        model(ids, attention_mask=mask, cache=cache)
+        step = model(torch.tensor([[10], [11]]), cache=cache).logits[:, -1]
+        alone_a = model(torch.tensor([a + [10]])).logits[0, -1]
+        alone_b = model(torch.tensor([b + [11]])).logits[0, -1]
+    torch.testing.assert_close(step, torch.stack([alone_a, alone_b]), atol=1e-5, rtol=1e-5)
+    assert cache.length == 6
+
+
+def test_a_row_with_no_real_token_keeps_its_state():
+    model = model_of("lstm")
+    cache = model.make_cache(2)
+    with torch.no_grad():
+        model(torch.tensor([[1, 2], [3, 4]]), cache=cache)
+        before = cache.h[:, 1].clone()
+        model(torch.tensor([[5], [0]]), attention_mask=torch.tensor([[True], [False]]), cache=cache)
+    torch.testing.assert_close(cache.h[:, 1], before, atol=0, rtol=0)
+
+
+def test_reorder_and_left_to_right():
+    cache = RNNCache()
+    cache.update((torch.arange(6.).view(1, 3, 2), torch.zeros(1, 3, 2)), lstm=True, tokens=1)
+    cache.reorder(torch.tensor([2, 0]))
+    assert cache.h[0, :, 0].tolist() == [4.0, 0.0]
+    x = torch.tensor([[0, 0, 1, 2], [3, 4, 5, 6]])
+    lengths = torch.tensor([2, 4])
+    front = left_to_right(x, lengths)
+    assert front.tolist() == [[1, 2, 0, 0], [3, 4, 5, 6]]
+    assert left_to_right(front, lengths, back=True).tolist() == x.tolist()
