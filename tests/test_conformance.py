@@ -122,6 +122,8 @@ def test_every_parameter_gets_a_gradient(model, run):
     loss = out.logits.float().logsumexp(-1).mean()
     if getattr(out, "nsp_logits", None) is not None:  # BERT's next-sentence head
         loss = loss + out.nsp_logits.float().logsumexp(-1).mean()
+    if getattr(out, "backward", None) is not None:  # a bidirectional LM's backward (previous-token) head
+        loss = loss + out.backward.logits.float().logsumexp(-1).mean()
     loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None, f"{name} got no gradient"

@@ -192,6 +192,15 @@ _add("gru-tiny", dict(RNN, cell="gru", vocab_size=512, max_seq_len=256, d_model=
      "tfamily: lstm-tiny with GRU cells", "vocab_size comes from the tokenizer")
 
 
+ELMO_SOURCE = ("Peters et al. 2018, 'Deep contextualized word representations' (ELMo), section 3: a forward and a "
+               "backward LSTM LM sharing token representation and softmax, states concatenated; the original has "
+               "2 layers of 4096 units projected to 512 and a character CNN")
+_add("bilstm-tiny", dict(RNN, arch="birnn", cell="lstm", vocab_size=512, max_seq_len=128, d_model=256, n_layer=2,
+                         dropout=0.0, pooling="mean"),
+     ELMO_SOURCE + "; tfamily: 128 units each way over word pieces, about bert-mini's size",
+     "vocab_size comes from the tokenizer; embeddings are the two top states concatenated (d_model = 2 x 128)")
+
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]

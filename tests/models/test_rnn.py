@@ -92,3 +92,54 @@ def test_reorder_and_left_to_right():
     front = left_to_right(x, lengths)
     assert front.tolist() == [[1, 2, 0, 0], [3, 4, 5, 6]]
     assert left_to_right(front, lengths, back=True).tolist() == x.tolist()
+
+
+# ---- the ELMo-style bidirectional LM ----------------------------------------------------
+
+def bilm():
+    torch.manual_seed(0)
+    return build_model(tiny_version(get_preset("bilstm-tiny").config())).eval()
+
+
+def test_each_direction_reads_only_its_side():
+    """The forward LM at position t has read tokens 0..t, the backward LM tokens t..T-1: so
+    each can predict its target without having seen it."""
+    model = bilm()
+    ids = torch.randint(0, model.cfg.vocab_size, (1, 8), generator=torch.Generator().manual_seed(2))
+    changed = ids.clone()
+    changed[0, 5] = (ids[0, 5] + 1) % model.cfg.vocab_size
+    with torch.no_grad():
+        a, b = model(ids), model(changed)
+    torch.testing.assert_close(a.logits[:, :5], b.logits[:, :5], atol=0, rtol=0)  # forward: left of 5 unchanged
+    assert not torch.allclose(a.logits[:, 5:], b.logits[:, 5:])
+    torch.testing.assert_close(a.backward.logits[:, 6:], b.backward.logits[:, 6:], atol=0, rtol=0)  # backward: right of 5
+    assert not torch.allclose(a.backward.logits[:, :6], b.backward.logits[:, :6])
+
+
+def test_backward_states_are_the_lstm_run_right_to_left():
+    model = bilm()
+    ids = torch.randint(0, model.cfg.vocab_size, (2, 7), generator=torch.Generator().manual_seed(3))
+    rnn = model.backbone.backward_rnn
+    x = model.backbone.tok_emb(ids).flip(1)
+    for n in range(model.cfg.n_layer):
+        x = naive_lstm_layer(x, *(getattr(rnn, f"{w}_l{n}") for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")))
+    with torch.no_grad():
+        hidden = model(ids).hidden
+    torch.testing.assert_close(hidden[..., model.cfg.d_model // 2:], x.flip(1), atol=1e-5, rtol=1e-5)
+
+
+def test_bilm_objective_targets_and_loss():
+    from tfamily.objectives import IGNORE_INDEX, BiLMObjective
+    objective = BiLMObjective()
+    batch = objective.prepare(torch.tensor([[10, 11, 12, 13]]))
+    assert batch.inputs["ids"].tolist() == [[10, 11, 12]]
+    assert batch.targets[..., 0].tolist() == [[11, 12, 13]]
+    assert batch.targets[..., 1].tolist() == [[IGNORE_INDEX, 10, 11]]
+    model = bilm()
+    out = model(batch.inputs["ids"] % model.cfg.vocab_size)
+    targets = batch.targets % model.cfg.vocab_size
+    targets[..., 1][:, 0] = IGNORE_INDEX
+    loss = objective.loss(out, type(batch)(batch.inputs, targets))
+    want = (torch.nn.functional.cross_entropy(out.logits[0], targets[0, :, 0])
+            + torch.nn.functional.cross_entropy(out.backward.logits[0, 1:], targets[0, 1:, 1])) / 2
+    torch.testing.assert_close(loss, want)

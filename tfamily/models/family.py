@@ -25,7 +25,7 @@ from ..nn.positions import glm_row_limit
 from .bert import EncoderBackbone, MaskedLM
 from .glm import GLM
 from .gpt import DecoderBackbone, CausalLM
-from .rnn import RNNLM
+from .rnn import BiLM, BiRNNBackbone, RNNLM
 from .seq2seq import EncoderDecoder
 from .transformer_xl import TransformerXL
 
@@ -84,6 +84,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            decoding="recurrent", recipe="text", evaluation="segments", windows_past_context=True),
     Family("rnn", "recurrent language model (LSTM / GRU)", RNNLM, frozenset({"generate"}), decoding="rnn",
            recipe="text", mixing="recurrence", data_fields=lambda tok, seq_len: {"max_seq_len": seq_len}),
+    Family("birnn", "bidirectional recurrent LM (ELMo-style BiLSTM)", BiLM, frozenset({"embed", "classify"}),
+           recipe="bilm", backbone=BiRNNBackbone, default_pooling="mean", evaluation=None, mixing="recurrence",
+           data_fields=lambda tok, seq_len: {"max_seq_len": seq_len}),
 ]}
 
 

@@ -268,14 +268,21 @@ def _shard(train_cfg, ctx):
     return train_cfg.batch_size // ctx.world_size, dict(rank=ctx.rank, world_size=ctx.world_size)
 
 
-def text_data(model_cfg, tokenizer, data_dir: Path, train_cfg, opts: dict, ctx=None):
-    """Causal LM: random windows of the token shards."""
+def text_data(model_cfg, tokenizer, data_dir: Path, train_cfg, opts: dict, ctx=None, objective=None):
+    """Causal LM: random windows of the token shards (``objective``: another one over the same
+    windows, e.g. the bidirectional LM)."""
     from ..data import TokenShards, WindowSampler
     from ..objectives import CausalLMObjective
     per_rank, shard = _shard(train_cfg, ctx)
     train = WindowSampler(TokenShards(data_dir, "train"), per_rank, train_cfg.seq_len, train_cfg.seed, **shard)
     val = WindowSampler(TokenShards(data_dir, "val"), per_rank, train_cfg.seq_len, train_cfg.seed + 1, **shard)
-    return train, val, CausalLMObjective(train_cfg.label_smoothing)
+    return train, val, (objective or CausalLMObjective)(train_cfg.label_smoothing)
+
+
+def bilm_data(model_cfg, tokenizer, data_dir: Path, train_cfg, opts: dict, ctx=None):
+    """ELMo-style: the same text windows, each position predicting its next and its previous token."""
+    from ..objectives import BiLMObjective
+    return text_data(model_cfg, tokenizer, data_dir, train_cfg, opts, ctx, BiLMObjective)
 
 
 def sentence_data(model_cfg, tokenizer, data_dir: Path, train_cfg, opts: dict, ctx=None):
@@ -321,6 +328,7 @@ class Recipe:
 
 RECIPES = {
     "text": Recipe(prepare_text, text_data),
+    "bilm": Recipe(prepare_text, bilm_data),
     "sentences": Recipe(prepare_sentences, sentence_data),
     "pairs": Recipe(prepare_pairs, pair_data, by_tokens=True),
     "glm": Recipe(prepare_glm, glm_data),
