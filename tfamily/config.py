@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-Arch = Literal["decoder", "encoder", "encoder-decoder", "glm", "transformer-xl", "rnn", "birnn"]
+Arch = Literal["decoder", "encoder", "encoder-decoder", "glm", "transformer-xl", "rnn", "birnn", "rnn-seq2seq"]
 Cell = Literal["lstm", "gru"]
 Head = Literal["lm", "none", "sequence_classification", "token_classification", "span"]
 Pooling = Literal["pooler", "first", "mean", "last"]
@@ -95,7 +95,7 @@ class ModelConfig(ValidatedConfig):
     relative_buckets: int = 32  # t5_relative: log-spaced distance buckets, one learned bias per bucket and head
     relative_max_distance: int = 128  # t5_relative: distances beyond this share the last bucket
     position_offset: int = 0  # learned positions: table rows start here (BART keeps 2 unused rows first)
-    cell: Cell = "lstm"  # rnn, birnn: the recurrent unit of each layer (torch.nn.LSTM or GRU, d_model units)
+    cell: Cell = "lstm"  # rnn, birnn, rnn-seq2seq: the recurrent unit of each layer (torch.nn.LSTM or GRU, d_model units)
     mem_len: int = 0  # transformer-xl: hidden states of this many earlier positions each layer attends to (Dai et al. 2019); 0 = none
     norm: Norm = "layernorm"
     norm_eps: float = 1e-5
@@ -150,14 +150,15 @@ class ModelConfig(ValidatedConfig):
                               f"arch='transformer-xl' and only there; got arch={self.arch!r}, position={self.position!r}")
         if self.arch == "transformer-xl" and self.head != "lm":
             raise ConfigError(f"head={self.head!r}: arch='transformer-xl' is wired with its LM head only (head='lm')")
-        if self.arch in ("rnn", "birnn") and self.position != "none":
+        if self.arch in ("rnn", "birnn", "rnn-seq2seq") and self.position != "none":
             raise ConfigError(f"arch={self.arch!r} has no positions (the recurrence orders the tokens): needs "
                               f"position='none', got {self.position!r}")
-        if (self.arch == "rnn" and self.head != "lm") or (self.arch == "birnn" and self.head == "span"):
-            raise ConfigError(f"head={self.head!r} is not wired for arch={self.arch!r} (rnn: lm; birnn: lm, none, "
-                              "sequence_classification, token_classification)")
-        if self.arch == "birnn" and self.d_model % 2:
-            raise ConfigError(f"arch='birnn' splits d_model between its two directions: it must be even, got {self.d_model}")
+        if (self.arch in ("rnn", "rnn-seq2seq") and self.head != "lm") or (self.arch == "birnn" and self.head == "span"):
+            raise ConfigError(f"head={self.head!r} is not wired for arch={self.arch!r} (rnn, rnn-seq2seq: lm; birnn: "
+                              "lm, none, sequence_classification, token_classification)")
+        if self.arch in ("birnn", "rnn-seq2seq") and self.d_model % 2:
+            raise ConfigError(f"arch={self.arch!r} splits d_model between two directions: it must be even, "
+                              f"got {self.d_model}")
         if self.mem_len < 0 or (self.mem_len and self.arch != "transformer-xl"):
             raise ConfigError(f"mem_len must be >= 0 and is used by arch='transformer-xl' only; got {self.mem_len} "
                               f"with arch={self.arch!r}")

@@ -201,6 +201,20 @@ _add("bilstm-tiny", dict(RNN, arch="birnn", cell="lstm", vocab_size=512, max_seq
      "vocab_size comes from the tokenizer; embeddings are the two top states concatenated (d_model = 2 x 128)")
 
 
+RNNSEARCH_SOURCE = ("Bahdanau, Cho & Bengio 2015, 'Neural Machine Translation by Jointly Learning to Align and "
+                    "Translate', section 3 and appendix A (RNNsearch: bidirectional GRU encoder of 1000 units each "
+                    "way, GRU decoder of 1000 units, 620-dim embeddings, additive alignment model, 30,000 words)")
+_add("rnnsearch", dict(RNN, arch="rnn-seq2seq", cell="gru", vocab_size=30000, max_seq_len=128, d_model=1000,
+                       n_layer=1, dropout=0.0), RNNSEARCH_SOURCE,
+     "tfamily's version: one table for source and target embeddings of d_model (not 620), 500 units each way in the "
+     "encoder so that annotations are d_model wide (the paper: 1000 each way), attention queried by the current "
+     "decoder state, tanh output layer instead of maxout")
+_add("rnn-seq2seq-tiny", dict(RNN, arch="rnn-seq2seq", cell="lstm", vocab_size=512, max_seq_len=128, d_model=256,
+                              n_layer=1, dropout=0.1),
+     RNNSEARCH_SOURCE + "; tfamily: LSTM cells at transformer-tiny's CPU size",
+     "vocab_size comes from the tokenizer")
+
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]

@@ -75,7 +75,7 @@ def test_each_family_names_kinds_that_exist():
 
 
 def test_abilities_as_documented():
-    assert {f.name for f in families_that("translate")} == {"encoder-decoder"}
+    assert {f.name for f in families_that("translate")} == {"encoder-decoder", "rnn-seq2seq"}
     assert {f.name for f in families_that("infill")} == {"glm"}
     assert {f.name for f in families_that("classify")} == {"encoder", "decoder", "birnn"}
     assert not family_of("encoder").can("generate")

@@ -26,6 +26,7 @@ from .bert import EncoderBackbone, MaskedLM
 from .glm import GLM
 from .gpt import DecoderBackbone, CausalLM
 from .rnn import BiLM, BiRNNBackbone, RNNLM
+from .rnn_seq2seq import RNNSeq2Seq
 from .seq2seq import EncoderDecoder
 from .transformer_xl import TransformerXL
 
@@ -64,6 +65,11 @@ class Family:
         return f"family {self.name!r} ({self.title})"
 
 
+def _target_start(tok) -> dict:
+    """An encoder-decoder's target starts from <s> when the tokenizer has one."""
+    return {"decoder_start_token_id": tok.bos_id} if tok.bos_id is not None else {}
+
+
 FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("decoder", "decoder-only language model (GPT-1/2, Llama-style)", CausalLM,
            frozenset({"generate", "embed", "classify"}), decoding="causal", recipe="text", backbone=DecoderBackbone,
@@ -73,9 +79,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            recipe="sentences", backbone=EncoderBackbone, evaluation=None),
     Family("encoder-decoder", "encoder-decoder (Transformer, T5, BART)", EncoderDecoder,
            frozenset({"generate", "translate"}), decoding="seq2seq", prompt="source", recipe="pairs",
-           evaluation="bleu", windows_past_context=True,
-           data_fields=lambda tok, seq_len: ({"decoder_start_token_id": tok.bos_id}  # the target starts from <s>
-                                             if tok.bos_id is not None else {})),
+           evaluation="bleu", windows_past_context=True, data_fields=lambda tok, seq_len: _target_start(tok)),
     Family("glm", "GLM (autoregressive blank infilling)", GLM, frozenset({"generate", "infill"}), decoding="glm",
            prompt="blanks", recipe="glm",
            data_fields=lambda tok, seq_len: {"decoder_start_token_id": tok.special_ids["span_start"],  # [S]
@@ -87,6 +91,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("birnn", "bidirectional recurrent LM (ELMo-style BiLSTM)", BiLM, frozenset({"embed", "classify"}),
            recipe="bilm", backbone=BiRNNBackbone, default_pooling="mean", evaluation=None, mixing="recurrence",
            data_fields=lambda tok, seq_len: {"max_seq_len": seq_len}),
+    Family("rnn-seq2seq", "RNN encoder-decoder with additive attention (Bahdanau et al.)", RNNSeq2Seq,
+           frozenset({"generate", "translate"}), decoding="seq2seq", prompt="source", recipe="pairs",
+           evaluation="bleu", windows_past_context=True, mixing="recurrence",
+           data_fields=lambda tok, seq_len: _target_start(tok)),
 ]}
 
 

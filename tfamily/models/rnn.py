@@ -100,7 +100,7 @@ def run_rnn(rnn: nn.RNNBase, x: torch.Tensor, valid: torch.Tensor | None, state)
     out = x.new_zeros(b, t, out_front.shape[-1])
     out[rows] = left_to_right(out_front, lengths[rows], back=True)
     if state is None:
-        shape = (rnn.num_layers, b, rnn.hidden_size)
+        shape = (rnn.num_layers * (2 if rnn.bidirectional else 1), b, rnn.hidden_size)
         state = (x.new_zeros(shape), x.new_zeros(shape)) if lstm else x.new_zeros(shape)
     if lstm:
         return out, tuple(s.index_copy(1, rows, n) for s, n in zip(state, new))
