@@ -52,7 +52,8 @@ def test_401_is_the_error_shape_and_covers_every_api_route(keyed):
     with httpx.Client(base_url=keyed.url, timeout=30) as http:
         for method, path in [("GET", "/v1/models"), ("GET", "/v1/models/tiny"), ("POST", "/v1/completions"),
                              ("POST", "/v1/chat/completions"), ("POST", "/v1/embeddings"),
-                             ("POST", "/tfamily/distribution"), ("GET", "/v1/nothing"), ("GET", "/v1")]:
+                             ("POST", "/tfamily/distribution"), ("POST", "/tfamily/attention"), ("GET", "/v1/nothing"),
+                             ("GET", "/v1")]:
             r = http.request(method, path, json={"model": "tiny"})
             assert r.status_code == 401, (path, r.text)
             assert r.headers["www-authenticate"] == "Bearer"

@@ -4,7 +4,8 @@ bodies themselves, so the document would otherwise have none), narrowed to this 
 import pytest
 
 POSTS = {"/v1/completions": "CompletionBody", "/v1/chat/completions": "ChatBody",
-         "/v1/embeddings": "EmbeddingBody", "/tfamily/distribution": "DistributionBody"}
+         "/v1/embeddings": "EmbeddingBody", "/tfamily/distribution": "DistributionBody",
+         "/tfamily/attention": "AttentionBody"}
 
 
 @pytest.fixture(scope="module")

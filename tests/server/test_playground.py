@@ -2,6 +2,7 @@
 Selenium): load it, generate, open a token's alternatives and the step's distribution, and
 save a screenshot."""
 
+import json
 import shutil
 
 import pytest
@@ -62,6 +63,73 @@ def test_page_generates_shades_tokens_and_shows_alternatives(server, browser, tm
 
     shot = tmp_path / "playground.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+def _attention(driver) -> list[tuple[str, str, float]]:
+    """(kind, text, weight) of every shaded token in the attention card."""
+    rows = driver.execute_script(  # read in one go: the card is redrawn when a choice changes
+        "return [...document.querySelectorAll('#attn-tokens .attn-tok')]"
+        ".map((s) => [s.dataset.kind, s.textContent, s.dataset.weight]);")
+    return [(kind, text, float(weight)) for kind, text, weight in rows]
+
+
+def _choose(driver, select_id: str, value: str) -> None:
+    driver.execute_script("const s = document.getElementById(arguments[0]); s.value = arguments[1];"
+                          "s.dispatchEvent(new Event('change'));", select_id, value)
+
+
+def test_clicking_a_token_shades_the_tokens_its_step_attended_to(server, browser):
+    """The attention card: every earlier token (the prompt's, then the output's so far) shaded by
+    the weight the step that drew the clicked token gave it, mean of all layers and heads by
+    default; choosing a layer and a head changes the shading."""
+    browser.get(server.url + "/")
+    _wait(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+    prompt = browser.find_element(By.ID, "prompt").get_attribute("value")
+    browser.find_element(By.ID, "seed").send_keys("5")
+    browser.find_element(By.ID, "generate").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "status").text.startswith("done"))
+    tokens = browser.find_elements(By.CSS_SELECTOR, "#output .tok")
+    assert len(tokens) >= 4
+    tokens[3].click()
+    _wait(browser, lambda d: len(_attention(d)) == len(prompt) + 3)  # a char tokenizer: one token a character
+    shaded = _attention(browser)
+    texts = [t.get_attribute("textContent") for t in tokens]
+    assert "".join(text for _, text, _ in shaded) == prompt + "".join(texts[:3])
+    assert {kind for kind, _, _ in shaded} == {"self"}
+    mean = [w for _, _, w in shaded]
+    assert sum(mean) == pytest.approx(1.0, abs=1e-4) and min(mean) > 0  # softmax over every earlier token
+    target = browser.find_element(By.CSS_SELECTOR, "#attn-tokens .attn-target")
+    assert target.get_attribute("textContent") == texts[3]
+    assert json.loads(browser.find_element(By.ID, "attn-token").get_attribute("textContent")) == texts[3]
+    backgrounds = {s.value_of_css_property("background-color")
+                   for s in browser.find_elements(By.CSS_SELECTOR, "#attn-tokens .attn-tok")}
+    assert len(backgrounds) > 1  # shaded by weight
+    assert "mean of 2 layers, mean of 4 heads" in browser.find_element(By.ID, "attn-summary").text
+    assert [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#attn-head option")] == [
+        "-1", "0", "1", "2", "3"]
+
+    seen = {tuple(mean)}
+    for layer, head in (("1", "-1"), ("1", "2"), ("0", "0")):
+        _choose(browser, "attn-layer", layer)
+        _choose(browser, "attn-head", head)
+        weights = tuple(w for _, _, w in _attention(browser))
+        assert len(weights) == len(mean) and sum(weights) == pytest.approx(1.0, abs=1e-4)
+        assert weights not in seen  # another layer / head, another shading
+        seen.add(weights)
+    assert "layer 0, head 0" in browser.find_element(By.ID, "attn-summary").text
+
+    tokens[1].click()  # another token: fewer earlier tokens, the layer and head choice kept
+    _wait(browser, lambda d: len(_attention(d)) == len(prompt) + 1)
+    assert browser.find_element(By.ID, "attn-head").get_attribute("value") == "0"
+
+    # chat: the prompt is the rendered conversation, whose ids the server returned
+    browser.find_element(By.CSS_SELECTOR, "input[name=mode][value=chat]").click()
+    browser.execute_script("document.getElementById('max_tokens').value = 8;")  # the conversation fills most of 64
+    browser.find_element(By.ID, "generate").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "status").text.startswith("done"))
+    browser.find_elements(By.CSS_SELECTOR, "#output .tok")[0].click()
+    _wait(browser, lambda d: "hello there" in "".join(text for _, text, _ in _attention(d)))
+    assert sum(w for _, _, w in _attention(browser)) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_page_reports_a_bad_request_from_the_server(server, browser):
@@ -144,3 +212,26 @@ def test_page_shows_every_familys_token_probabilities(family_server, browser):
     _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#alt-chart rect.alt-bar")) == 5)
     _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#dist-chart rect.bar-sampled")) == 25)
     assert "keeps" in browser.find_element(By.ID, "dist-summary").text
+
+    # the attention of the step that drew token 1, as the family attends: an encoder-decoder's source
+    # through cross-attention and its own <s> + token 0 through self-attention; a GLM's Part A
+    # (with the [MASK]), the span's [S] and token 0 in one self-attention
+    _wait(browser, lambda d: len(_attention(d)) > 0)
+    shaded = _attention(browser)
+    by_kind: dict[str, list] = {}
+    for kind, text, weight in shaded:
+        by_kind.setdefault(kind, []).append((text, weight))
+    for pairs in by_kind.values():
+        assert sum(w for _, w in pairs) == pytest.approx(1.0, abs=1e-4)
+    first = tokens[0].get_attribute("textContent")
+    if "[MASK]" in prompt:
+        texts = [t for t, _ in by_kind["self"]]
+        assert set(by_kind) == {"self"} and "[MASK]" in texts and texts[-2:] == ["[S]", first]
+    else:
+        assert set(by_kind) == {"cross", "self"}
+        assert [t for t, _ in by_kind["self"]] == ["<s>", first]
+        assert "".join(t for t, _ in by_kind["cross"]).startswith(prompt)  # the source, then its end token
+    before = [w for _, _, w in shaded]
+    _choose(browser, "attn-layer", "1")
+    _choose(browser, "attn-head", "3")
+    assert [w for _, _, w in _attention(browser)] != before

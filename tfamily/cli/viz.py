@@ -1,4 +1,4 @@
-"""`tfamily viz attention` and `tfamily viz masks`: PNG and HTML pictures of what a model does."""
+"""`tfamily viz attention`, `viz masks` and `viz embeddings`: PNG and HTML pictures of what a model does."""
 
 from __future__ import annotations
 
@@ -40,6 +40,23 @@ def add_viz_args(p: argparse.ArgumentParser) -> None:
     m.add_argument("--seed", type=int, default=0, help="seed of the objective's random choices (default 0)")
     m.add_argument("--out", default="viz", help="output folder (default viz/)")
     m.set_defaults(viz=cmd_viz_masks)
+
+    e = sub.add_parser("embeddings", help="sentence embeddings of labelled texts in 2-D, coloured by label (PNG + HTML)",
+                       description="Embed the texts of a labelled TSV as `tfamily embed` does (the checkpoint's "
+                                   "pooling, unit length), project them to two dimensions (PCA, or t-SNE) and draw "
+                                   "them coloured by label: a PNG, and an HTML page that shows each point's text.")
+    e.add_argument("checkpoint", help="a tfamily checkpoint or a Hugging Face folder (as for `tfamily embed`)")
+    e.add_argument("--data", required=True, metavar="FILE.tsv",
+                   help="labelled texts, label<TAB>text a line (the format `finetune` reads; of a pair, the first text)")
+    e.add_argument("--limit", type=int, default=2000,
+                   help="at most this many texts: a seeded random sample, kept in file order (default 2000)")
+    e.add_argument("--method", choices=["pca", "tsne"], default="pca",
+                   help="pca (default: linear, exact) or tsne (scikit-learn: neighbourhoods, clusters)")
+    e.add_argument("--pooling", choices=["mean", "first", "pooler", "last"],
+                   help="as for `tfamily embed` (default: the checkpoint's own, else mean)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the sample and of t-SNE (default 0)")
+    e.add_argument("--out", default="viz", help="output folder (default viz/)")
+    e.set_defaults(viz=cmd_viz_embeddings)
 
 
 def cmd_viz(args: argparse.Namespace) -> int:
@@ -108,4 +125,33 @@ def cmd_viz_masks(args: argparse.Namespace) -> int:
     for pic in pictures:
         print(save_mask_png(pic, out / f"masks-{pic.name}.png"))
     print(write_page(out / "masks.html", masks_page(pictures)))
+    return 0
+
+
+def cmd_viz_embeddings(args: argparse.Namespace) -> int:
+    from ..data.labelled import read_labelled_tsv
+    from ..inspect.embeddings import embedding_map, sample
+    from ..inspect.pictures import embeddings_page, save_embeddings_png, write_page
+    from ..interop import load_any
+    if not Path(args.checkpoint).is_dir():
+        raise UsageError(f"{args.checkpoint} is not a checkpoint folder")
+    if not Path(args.data).is_file():
+        raise UsageError(f"--data {args.data}: no such file")
+    if args.limit < 2:
+        raise UsageError("--limit must be at least 2 (a map of one point shows nothing)")
+    data = read_labelled_tsv(args.data)
+    rows = sample(len(data), args.limit, args.seed)
+    texts, labels = [data.texts[i] for i in rows], [data.labels[i] for i in rows]
+    model, tokenizer = load_any(args.checkpoint)  # as `tfamily embed` loads it
+    where = Path(args.checkpoint).resolve()
+    name = where.parent.name if where.name == "checkpoint" else where.name  # runs/<name>/checkpoint
+    title = f"{Path(args.data).name} through {name}"
+    emb = embedding_map(model, tokenizer, texts, labels, args.method, args.pooling, title, args.seed)
+    out = _out(args.out)
+    png = save_embeddings_png(emb, out / "embeddings.png")
+    page = write_page(out / "embeddings.html", embeddings_page(emb))
+    sampled = f" (a sample of the file's {len(data)})" if len(rows) < len(data) else ""
+    print(f"{'; '.join(emb.notes)}{sampled}")
+    print(png)
+    print(page)
     return 0

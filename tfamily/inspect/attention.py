@@ -19,6 +19,13 @@ Part A / Part B mask included). Outside ``capture`` every probe is None and atte
     encoder-decoder    the source (encoder self-attention), the target or the greedy output
                        (decoder self-attention) and target-over-source (cross-attention)
     GLM                Part A (the text, blanks as [MASK]) and Part B (each blank's greedy span)
+
+``generation_attention`` shows a generated output the way it was made: it replays the family's
+decoding State (``generation.states``: the prefill, then one ``append`` per token, as ``generate``
+and the server's engine run it) under ``capture`` and keeps, for each generated token, the query
+row that drew it (the position before it) over every key it could see: a decoder's prompt and
+output so far, Transformer-XL's recurrence, a GLM's Part A and its span so far, an
+encoder-decoder's source (cross-attention) and output so far (decoder self-attention).
 """
 
 from __future__ import annotations
@@ -64,24 +71,29 @@ class Record:
         return "cross" if self.cross else "self"
 
 
-def _probe(records: list[Record], name: str, module: Attention, keep_values: bool):
+def _probe(records: list[Record], name: str, module: Attention, keep_values: bool, last_query: bool):
     def probe(probs: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor) -> None:
+        if last_query:  # (B, H, 1, S): the row whose output becomes the next-token logits
+            probs = probs[..., -1:, :]
+            allowed = allowed[..., -1:, :] if allowed.shape[-2] > 1 else allowed
         records.append(Record(name, module.cross, probs.detach().float().cpu(), allowed.detach().cpu(),
                               v.detach().float().cpu() if keep_values else None))
     return probe
 
 
 @contextmanager
-def capture(model: nn.Module, keep_values: bool = False) -> Iterator[list[Record]]:
+def capture(model: nn.Module, keep_values: bool = False, last_query: bool = False) -> Iterator[list[Record]]:
     """Record the attention probabilities of every ``Attention`` in ``model`` while the block
     runs, one Record per module call in the order they ran. ``keep_values`` also keeps the
-    values each row of probabilities weighs. Other models (and this one afterwards) are untouched."""
+    values each row of probabilities weighs; ``last_query`` keeps only each call's last query
+    row (decoding reads nothing else: a long prompt's prefill then costs S numbers per head, not
+    T x S). Other models (and this one afterwards) are untouched."""
     modules = [(name, m) for name, m in model.named_modules() if isinstance(m, Attention)]
     if not modules:
         raise ValueError(f"{type(model).__name__} has no attention modules to capture")
     records: list[Record] = []
     for name, m in modules:
-        m.probe = _probe(records, name, m, keep_values)
+        m.probe = _probe(records, name, m, keep_values, last_query)
     try:
         yield records
     finally:
@@ -326,3 +338,101 @@ def attention_view(model: nn.Module, tokenizer, text: str, target: str | None = 
     with capture(model) as records:
         model(**{k: v.to(device) for k, v in inputs.items()})
     return AttentionView(text, notes, maps_of(place(records, streams_of(inputs, tokenizer))))
+
+
+# ---------------------------------------------------------------------- a generated output, step by step
+@dataclass
+class StepMap:
+    """One kind of attention at one generation step: every layer's and head's weights over a run
+    of keys (token indices ``keys[0] .. keys[1] - 1`` of ``GenerationAttention.tokens``)."""
+
+    kind: str  # "self" (the decoder's own tokens) or "cross" (an encoder-decoder's source)
+    keys: tuple[int, int]  # [start, end) in GenerationAttention.tokens
+    probs: torch.Tensor  # (L, H, end - start) float32; each (layer, head) row sums to 1
+
+
+@dataclass
+class StepAttention:
+    index: int  # which generated token (0: the first)
+    query: int  # the token (index in GenerationAttention.tokens) whose position's output drew it
+    token: int  # the generated token itself (index in GenerationAttention.tokens)
+    maps: list[StepMap]
+
+
+@dataclass
+class GenerationAttention:
+    """What the model read to generate an output, and how each generated token's step attended.
+
+    ``tokens``: the prompt as the family reads it (a decoder's text, an encoder-decoder's source,
+    a GLM's Part A with its blanks), the token the decoder starts from when it has one (<s>, a GLM
+    span's [S]), then the generated tokens; ``parts`` says which of "prompt", "start" and
+    "completion" each one is."""
+
+    tokens: list[int]
+    parts: list[str]
+    steps: list[StepAttention]
+
+
+@torch.inference_mode()
+def generation_attention(model: nn.Module, prompt, completion: Sequence[int],
+                         steps: Sequence[int] | None = None) -> GenerationAttention:
+    """The attention of each step that drew a token of ``completion`` after ``prompt`` (token
+    ids, or a ``generation.states.Prompt``, as the family's State takes them), captured while
+    the family's decoding State runs them again: ``start`` (the prompt's prefill) draws token 0,
+    ``append(completion[k - 1])`` draws token k. ``steps``: which tokens (default all); decoding
+    stops after the last one asked for. A GLM's completion is read as its first blank's filling
+    (an output does not show the [E] that ends a blank), as ``/tfamily/distribution`` reads it.
+
+    Same numbers as one forward pass over the whole text under ``capture`` (what ``tfamily viz
+    attention`` shows), within float error: a KV cache only stores what that pass recomputes."""
+    from ..generation.states import Prompt, ids_of, start
+    from ..models.family import family_of
+    family = family_of(model.cfg)
+    if not family.can("generate"):
+        raise ValueError(f"a model of {family} does not generate text")
+    completion = [int(t) for t in completion]
+    if not completion:
+        raise ValueError("completion: at least one generated token is needed")
+    wanted = sorted(set(range(len(completion)) if steps is None else (int(s) for s in steps)))
+    if not wanted or wanted[0] < 0 or wanted[-1] >= len(completion):
+        raise ValueError(f"steps: each must be in [0, {len(completion)}) (the generated tokens)")
+    if isinstance(prompt, Prompt) and len(prompt.blanks) > 1:
+        prompt = Prompt(prompt.ids, prompt.blanks[:1])  # the first blank's filling (see above)
+    prompt_ids = ids_of(prompt)
+    # the decoder's own stream: an encoder-decoder's and a GLM's start from a token of their own
+    lead = [model.cfg.decoder_start_token_id] if family.prompt in ("source", "blanks") else []
+    tokens = prompt_ids + lead + completion
+    parts = ["prompt"] * len(prompt_ids) + ["start"] * len(lead) + ["completion"] * len(completion)
+    first = len(prompt_ids) + len(lead)  # tokens index of completion[0]
+    decoder_from = len(prompt_ids) if family.prompt == "source" else 0  # where the decoder's stream begins
+
+    model.eval()
+    device = next(model.parameters()).device
+    ends = []  # records[ends[k - 1]:ends[k]]: the forward pass that drew completion[k]
+    with capture(model, last_query=True) as records:
+        state = start(model, [prompt], wanted[-1] + 1)
+        ends.append(len(records))
+        for token in completion[:wanted[-1]]:
+            state.append(torch.tensor([token], dtype=torch.long, device=device))
+            ends.append(len(records))
+
+    out = []
+    for k in wanted:
+        query = first + k - 1  # the position before completion[k]: the prompt's last token, [S] or <s> at k = 0
+        last: dict[str, Record] = {}  # module -> its last call in this pass (XL's prompt runs in segments)
+        for r in records[ends[k - 1] if k else 0:ends[k]]:
+            if r.stack != "encoder":  # the encoder read the source once; it draws no token
+                last[r.name] = r
+        maps = []
+        for kind in ("cross", "self"):
+            layers = sorted((r for r in last.values() if r.kind == kind), key=lambda r: r.layer)
+            if not layers:
+                continue
+            probs = torch.stack([r.probs[0, :, -1, :] for r in layers])  # (L, H, S)
+            s = probs.shape[-1]
+            keys = (0, s) if kind == "cross" else (query + 1 - s, query + 1)  # self: the S tokens up to the query
+            if keys[0] < (0 if kind == "cross" else decoder_from) or keys[1] > len(tokens):
+                raise RuntimeError(f"step {k}: {s} {kind}-attention keys do not fit the {len(tokens)} tokens")
+            maps.append(StepMap(kind, keys, probs))
+        out.append(StepAttention(k, query, first + k, maps))
+    return GenerationAttention(tokens, parts, out)

@@ -5,6 +5,8 @@ HTML pages (inline data and a few lines of JavaScript drawing on canvases; nothi
     attention_page(view) -> str        the same, with every weight under the pointer
     save_mask_png(picture, path)       the token rows (ids, positions, segments, targets) and the masks
     masks_page(pictures) -> str        every picture of a run on one page
+    save_embeddings_png(emb, path)     texts' embeddings in 2-D, one colour per label
+    embeddings_page(emb) -> str        the same, each point's text under the pointer
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Sequence
 import torch
 
 from .attention import AttentionView, Region
+from .embeddings import EmbeddingMap
 from .masks import Grid, MaskPicture
 
 LABEL_LIMIT = 48  # more tokens than this: no tick labels in the PNG (the HTML page names every cell)
@@ -228,6 +231,57 @@ def _strip_table(s) -> str:
     return f"<h3>{esc(s.title)}</h3><table class='strip'>{regions}<tr><th>token</th>{header}</tr>{rows}</table>"
 
 
+# ---------------------------------------------------------------------- embeddings
+def label_colors(names: Sequence[str]) -> list[str]:
+    """A colour per label (hex), the same in the PNG and the page: tab10, tab20 past ten labels,
+    then evenly spaced hues."""
+    import matplotlib
+    from matplotlib.colors import to_hex
+    if len(names) <= 10:
+        return [to_hex(matplotlib.colormaps["tab10"](i)) for i in range(len(names))]
+    if len(names) <= 20:
+        return [to_hex(matplotlib.colormaps["tab20"](i)) for i in range(len(names))]
+    return [to_hex(matplotlib.colormaps["hsv"](i / len(names))) for i in range(len(names))]
+
+
+def save_embeddings_png(emb: EmbeddingMap, path: str | Path) -> Path:
+    """The points coloured by label, with a legend (each label's count)."""
+    plt = _pyplot()
+    names = emb.label_names
+    colors = label_colors(names)
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    size = 28 if len(emb.texts) <= 500 else 10
+    for name, color in zip(names, colors):
+        rows = [i for i, label in enumerate(emb.labels) if label == name]
+        points = emb.points[rows].numpy()
+        ax.scatter(points[:, 0], points[:, 1], s=size, color=color, alpha=0.75, edgecolors="none",
+                   label=f"{name} ({len(rows)})")
+    ax.legend(fontsize=8, markerscale=1.2, loc="best", ncols=1 if len(names) <= 12 else 2)
+    axis = "principal axis" if emb.method == "pca" else "t-SNE"
+    ax.set_xlabel(f"{axis} 1")
+    ax.set_ylabel(f"{axis} 2")
+    ax.grid(alpha=0.25)
+    ax.set_title(f"embeddings: {emb.title}\n" + _wrap("; ".join(emb.notes), 110), fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def embeddings_page(emb: EmbeddingMap) -> str:
+    """The points on an SVG: hover one for its label and text; click a label to hide or show it."""
+    names = emb.label_names
+    index = {name: i for i, name in enumerate(names)}
+    data = {"points": _round(emb.points, 4), "labels": [index[label] for label in emb.labels], "texts": emb.texts,
+            "names": names, "colors": label_colors(names),
+            "counts": [emb.labels.count(name) for name in names], "method": emb.method}
+    body = (f"<h1>Embeddings: {html.escape(emb.title)}</h1>" + "".join(f"<p>{html.escape(n)}</p>" for n in emb.notes)
+            + "<p>One point per text, coloured by its label. Hover a point for its text; click a label to hide "
+              "or show its points.</p><div id='legend'></div><div id='scatter'></div>")
+    return _page(f"embeddings: {emb.title}", body, {"embeddings": data})
+
+
 # ---------------------------------------------------------------------- the page
 _STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -239,7 +293,12 @@ td.region { background: #fdecec; color: #b00; }
 .grids, .heads { display: flex; flex-wrap: wrap; gap: 14px; align-items: flex-start; }
 figure { margin: 0; } figcaption { font-size: 12px; max-width: 420px; }
 #tip { position: fixed; pointer-events: none; background: #222; color: #fff; padding: 2px 6px;
-       font-size: 12px; border-radius: 3px; display: none; }
+       font-size: 12px; border-radius: 3px; display: none; max-width: 40em; }
+#legend span { display: inline-block; margin: 0 1em 0.3em 0; cursor: pointer; user-select: none; }
+#legend span.off { opacity: 0.35; text-decoration: line-through; }
+#legend i { display: inline-block; width: 0.8em; height: 0.8em; border-radius: 50%; margin-right: 0.3em; }
+#scatter svg { border: 1px solid #ddd; background: #fff; }
+#scatter circle:hover { stroke: #000; stroke-width: 1.5; }
 """
 
 _SCRIPT = """
@@ -294,6 +353,38 @@ if (DATA.attention) {
     map.heads.forEach((head, k) => draw(row, {...map, values: head.values, kind: 'prob'},
       `head ${k}: entropy ${head.entropy.toFixed(2)}` + (head.distance === null ? '' : `, distance ${head.distance.toFixed(1)}`)));
   }
+}
+if (DATA.embeddings) {
+  const E = DATA.embeddings, W = 820, H = 620, PAD = 24;
+  const xs = E.points.map(p => p[0]), ys = E.points.map(p => p[1]);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
+  const sx = v => PAD + (W - 2 * PAD) * (x1 > x0 ? (v - x0) / (x1 - x0) : 0.5);
+  const sy = v => H - PAD - (H - 2 * PAD) * (y1 > y0 ? (v - y0) / (y1 - y0) : 0.5);
+  const r = E.points.length > 500 ? 3 : 5, groups = E.names.map(() => []);
+  const box = document.getElementById('scatter');  // markup, so the HTML parser makes it SVG (no namespace URL)
+  box.innerHTML = `<svg width="${W}" height="${H}">` + E.points.map((p, i) =>
+    `<circle class="point" cx="${sx(p[0]).toFixed(1)}" cy="${sy(p[1]).toFixed(1)}" r="${r}" ` +
+    `fill="${E.colors[E.labels[i]]}" fill-opacity="0.75"><title></title></circle>`).join('') + '</svg>';
+  box.querySelectorAll('circle').forEach((c, i) => {
+    const label = E.labels[i], text = `${E.names[label]}: ${E.texts[i]}`;
+    c.dataset.label = E.names[label];
+    c.querySelector('title').textContent = text;  // as text: nothing in a text is read as markup
+    c.addEventListener('mousemove', e => {
+      tip.textContent = text; tip.style.display = 'block';
+      tip.style.left = (e.clientX + 12) + 'px'; tip.style.top = (e.clientY + 12) + 'px'; });
+    c.addEventListener('mouseleave', () => { tip.style.display = 'none'; });
+    groups[label].push(c);
+  });
+  const legend = document.getElementById('legend');
+  E.names.forEach((name, k) => {
+    const s = document.createElement('span'), dot = document.createElement('i');
+    dot.style.background = E.colors[k]; s.append(dot, `${name} (${E.counts[k]})`);
+    s.addEventListener('click', () => {
+      const off = s.classList.toggle('off');
+      groups[k].forEach(c => { c.style.display = off ? 'none' : ''; });
+    });
+    legend.append(s);
+  });
 }
 if (DATA.masks) DATA.masks.forEach((grids, i) => {
   const root = document.getElementById('grids-' + i);

@@ -6,6 +6,7 @@
     POST /v1/chat/completions    chat under the checkpoint's template, logprobs / top_logprobs
     POST /v1/embeddings          mean-pooled, L2-normalised final hidden states
     POST /tfamily/distribution   one step's next-token distribution before / after the filters
+    POST /tfamily/attention      the attention of the steps that generated a completion, per layer and head
     GET  /                       the playground (static HTML/JS)
     GET  /openapi.json, /docs    this API described (request bodies included), and browsable
 
@@ -25,7 +26,7 @@ from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request as HTTPRequest
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
 from .engine import Engine
@@ -33,9 +34,9 @@ from .middleware import (MAX_BODY_BYTES, ApiError, ApiKeyAuth, BodyLimit, check_
                          needs_key)
 from .openai_format import (chat_chunk, chat_first, chat_logprobs, collect, completion_chunk, completion_logprobs,
                             encode_vector, normalise, stream, usage)
-from .schemas import (BODY_MODELS, MAX_BATCH_INPUTS, MAX_STOP, ChatBody, CompletionBody, DistributionBody,
-                      EmbeddingBody, ErrorResponse, parse_body)
-from .service import Service, embed, next_token_distribution
+from .schemas import (BODY_MODELS, MAX_BATCH_INPUTS, MAX_STOP, AttentionBody, ChatBody, CompletionBody,
+                      DistributionBody, EmbeddingBody, ErrorResponse, parse_body)
+from .service import Service, embed, generation_attention_json, next_token_distribution
 
 
 # ---------------------------------------------------------------------------------------
@@ -165,6 +166,18 @@ def create_app(engine: Engine, tokenizer, model_name: str, chat_template: str | 
         except ValueError as e:  # the family's State refused these tokens
             raise ApiError(400, f"token_ids: {e}", "token_ids") from None
 
+    @app.post("/tfamily/attention", openapi_extra=body_doc(AttentionBody), responses=responses_doc(False))
+    async def attention(request: HTTPRequest):
+        body: AttentionBody = await parse_body(request, AttentionBody)
+        prompt, completion, steps = svc.attention_request(body)
+        try:
+            data = await svc.run_job(lambda: generation_attention_json(engine.model, tokenizer, prompt, completion,
+                                                                       steps))
+        except ValueError as e:  # the family's State refused these tokens
+            raise ApiError(400, f"completion_ids: {e}", "completion_ids") from None
+        # JSONResponse, not a dict: FastAPI's encoder would walk every weight one by one
+        return JSONResponse({"model": svc.model_name, "family": svc.family.name, **data})
+
     static = resources.files("tfamily.server") / "static"
 
     @app.get("/", response_class=HTMLResponse)
@@ -232,7 +245,7 @@ def openapi_document(app: FastAPI, svc: Service, keyed: bool) -> dict:
         props = schemas[model.__name__]["properties"]
         props["model"] = {**props["model"], "enum": [svc.model_name]}
         _narrow(props, svc)
-        for name in ("prompt", "input", "token_ids"):
+        for name in ("prompt", "input", "token_ids", "completion_ids"):
             if name in props:
                 _bound_integers(props[name], 0, svc.vocab_size - 1)
         for name in ("max_tokens", "max_completion_tokens"):
@@ -275,6 +288,10 @@ def _narrow(props: dict, svc: Service) -> None:
                 alt.update(minItems=1, maxItems=svc.context - 1 if single else MAX_BATCH_INPUTS)
     if "dimensions" in props:
         _bound_integers(props["dimensions"], 1, svc.engine.model.cfg.d_model)
+    if "completion_ids" in props:  # generated tokens fit the context after at least one prompt token
+        props["completion_ids"] = {**props["completion_ids"], "maxItems": svc.context - 1}
+    if "steps" in props:  # indices of generated tokens
+        _bound_integers(props["steps"], 0, svc.context - 2)
 
 
 def _bound_integers(schema: Any, low: int | None, high: int | None) -> None:

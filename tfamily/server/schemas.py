@@ -7,7 +7,7 @@ Unknown fields are ignored, as clients send optional extras.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Request as HTTPRequest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -121,6 +121,19 @@ class DistributionBody(_Body):
     prompt_length: int | None = Field(default=None, ge=1)
 
 
+MAX_ATTENTION_WEIGHTS = 4_000_000  # numbers per /tfamily/attention answer (steps x kinds x layers x heads x keys)
+
+
+class AttentionBody(_Body):
+    """Extension: the attention of the steps that generated ``completion_ids`` after ``prompt``."""
+    model: str
+    # as /v1/completions reads it: text, or token ids (the prompt_token_ids a completion returned)
+    prompt: str | list[int]
+    completion_ids: list[int] = Field(min_length=1)  # the generated tokens (return_token_ids), in order
+    # which generated tokens (0 = the first) to return; default all. Decoding stops after the last one
+    steps: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1, max_length=4096)
+
+
 async def parse_body(request: HTTPRequest, schema: type[BaseModel]) -> Any:
     """The JSON body as ``schema``, or an ApiError naming the offending field."""
     raw = await request.body()
@@ -173,5 +186,5 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-BODY_MODELS = (CompletionBody, ChatBody, EmbeddingBody, DistributionBody)
+BODY_MODELS = (CompletionBody, ChatBody, EmbeddingBody, DistributionBody, AttentionBody)
 SamplingBody = _Sampling  # the fields completions and chat share

@@ -24,8 +24,8 @@ from ..generation.step import top_alternatives
 from ..models.family import family_of
 from .engine import Chunk, Engine, Request
 from .middleware import ApiError
-from .schemas import (MAX_BATCH_INPUTS, MAX_STOP, ChatBody, CompletionBody, DistributionBody, FewShot,
-                      SamplingBody, TextPart)
+from .schemas import (MAX_ATTENTION_WEIGHTS, MAX_BATCH_INPUTS, MAX_STOP, AttentionBody, ChatBody, CompletionBody,
+                      DistributionBody, FewShot, SamplingBody, TextPart)
 
 
 class Service:
@@ -38,6 +38,7 @@ class Service:
         self.family = family_of(self.cfg)
         self.states = engine.states  # the family's decoding State; None: it does not generate
         self.generative = self.states is not None  # encoders only embed
+        self.attends = self.family.mixing == "attention"  # a recurrent network has no attention to show
         self.created = int(time.time())
 
     # ---------------------------------------------------------------- checks
@@ -138,6 +139,39 @@ class Service:
         if len(prompts) * body.n > MAX_BATCH_INPUTS:
             raise ApiError(400, f"prompt: at most {MAX_BATCH_INPUTS} prompts x n per request", "prompt")
         return [self.encode_prompt(p, "prompt") for p in prompts], extra_stop
+
+    def attention_request(self, body: AttentionBody) -> tuple[Prompt, list[int], list[int]]:
+        """(the prompt as the family reads it, the generated ids, the steps asked for) of an
+        /tfamily/attention body, each checked: a 400 names the field at fault."""
+        self.check_model(body.model)
+        if not self.generative:
+            raise ApiError(400, f"{self.model_name} is a {self.family}, which does not generate text: "
+                                "there are no generation steps to show", "model")
+        if not self.attends:
+            raise ApiError(400, f"{self.model_name} is a {self.family}, which has no attention layers to show",
+                           "model")
+        prompt = self.encode_prompt(body.prompt, "prompt")
+        if not prompt.ids:
+            raise ApiError(400, "prompt: the prompt has no tokens", "prompt")
+        if len(prompt.blanks) > 1:  # a completion does not show where one blank's filling ends: the first one
+            prompt = Prompt(prompt.ids, prompt.blanks[:1])
+        completion = self.check_ids(list(body.completion_ids), "completion_ids")
+        room = self.states.room(self.cfg, prompt)
+        if len(completion) > room:
+            raise ApiError(400, f"completion_ids: {len(completion)} generated tokens do not fit after a prompt of "
+                                f"{len(prompt)} tokens (at most {room} in the context of {self.context})",
+                           "completion_ids", "context_length_exceeded")
+        steps = sorted(set(body.steps)) if body.steps is not None else list(range(len(completion)))
+        if steps[-1] >= len(completion):
+            raise ApiError(400, f"steps: {steps[-1]} is not a generated token's index; there are "
+                                f"{len(completion)} (0 to {len(completion) - 1})", "steps")
+        kinds = 2 if self.family.prompt == "source" else 1  # an encoder-decoder's cross- and self-attention
+        keys = len(prompt) + 1 + steps[-1]  # the most keys a step can see
+        numbers = len(steps) * kinds * self.cfg.n_layer * self.cfg.n_head * keys
+        if numbers > MAX_ATTENTION_WEIGHTS:
+            raise ApiError(400, f"steps: {len(steps)} steps would return about {numbers:,} weights, more than "
+                                f"{MAX_ATTENTION_WEIGHTS:,}; ask for fewer steps", "steps")
+        return prompt, completion, steps
 
     def _fewshot_text(self, fs: FewShot) -> str:
         try:
@@ -276,3 +310,32 @@ def next_token_distribution(model, tokenizer, prompt: list[int] | Prompt, genera
     return {"vocab_size": probs.shape[0], "kept": int((sampled > 0).sum()), "entropy": entropy,
             "tokens": [{"id": t, "token": tokenizer.token_text(t), "prob": float(probs[t]),
                         "sampled_prob": float(sampled[t])} for t in order]}
+
+
+def generation_attention_json(model, tokenizer, prompt: Prompt, completion: list[int], steps: list[int]) -> dict:
+    """The attention of the steps that drew ``completion``'s tokens ``steps``, as JSON: captured
+    while the family's decoding State runs prompt and completion again
+    (``inspect.attention.generation_attention``, the capture `tfamily viz attention` uses).
+
+    tokens   every token the model read, in order: the prompt (a source, a GLM's Part A), the
+             token the decoder starts from (<s>, [S]) where it has one, the completion
+    steps    per generated token: ``query`` (the token whose position drew it), ``token`` (it),
+             and per kind of attention ("cross": over the source; "self": the decoder's own
+             tokens) ``keys`` [start, end) in ``tokens`` and ``weights[layer][head][key]``"""
+    from ..inspect.attention import generation_attention
+    seen = generation_attention(model, prompt, completion, steps)
+    layers = max((m.probs.shape[0] for s in seen.steps for m in s.maps), default=0)
+    heads = max((m.probs.shape[1] for s in seen.steps for m in s.maps), default=0)
+    return {"object": "attention", "layers": layers, "heads": heads,
+            "tokens": [{"id": t, "text": _token_text(tokenizer, t), "part": part}
+                       for t, part in zip(seen.tokens, seen.parts)],
+            "steps": [{"index": s.index, "query": s.query, "token": s.token,
+                       "attention": [{"kind": m.kind, "keys": list(m.keys), "weights": m.probs.tolist()}
+                                     for m in s.maps]} for s in seen.steps]}
+
+
+def _token_text(tokenizer, token: int) -> str:
+    try:
+        return tokenizer.token_text(token)
+    except (ValueError, KeyError, IndexError):  # an id of the model's vocabulary the tokenizer lacks
+        return f"<{token}>"

@@ -8,7 +8,7 @@
             loss.backward()
         clip grad norm; optimizer step(s); zero grads
         every eval_interval: validation loss, checkpoint (atomic)
-    final eval, checkpoint, loss-curve PNG
+    final eval, checkpoint, the run's PNG (loss, tokens/s, learning rate)
 
 Exact resume: the data sampler is a pure function of (seed, step), the checkpoint holds
 weights, optimizer moments, the RNG state and the step, so a run stopped at step N and
@@ -291,7 +291,7 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.model.train()
         bar = ProgressBar(cfg, self.step, self.elapsed, enabled=self.dist.is_main)
-        tokens_since, t_log = 0, time.perf_counter()
+        tokens_since, seconds_since = 0, 0.0  # since the last log line: tokens trained, seconds spent training them
         last_eval_step = -1
         val = None
         interrupted = False
@@ -299,18 +299,19 @@ class Trainer:
             while self.step < last and not self.out_of_time():
                 t0 = time.perf_counter()
                 loss, tokens = self.train_step()
-                self.elapsed += time.perf_counter() - t0
+                took = time.perf_counter() - t0
+                self.elapsed += took
                 self.losses.append(loss)
                 tokens_since += tokens
+                seconds_since += took  # evaluation and checkpoints are not training time: tokens/s leaves them out
                 if self.bad_in_a_row:
                     self._log({"step": self.step, "skipped": "non-finite loss or gradient", "bad_loss": str(loss),
                                "skipped_steps": self.skipped_steps})
                     if self.bad_in_a_row >= cfg.max_bad_steps:
                         raise NonFiniteLoss(self._non_finite_message(loss))
                 if self.step % cfg.log_interval == 0 or self.step == cfg.steps:
-                    now = time.perf_counter()
-                    tps = tokens_since / max(now - t_log, 1e-9)
-                    tokens_since, t_log = 0, now
+                    tps = tokens_since / max(seconds_since, 1e-9)
+                    tokens_since, seconds_since = 0, 0.0
                     self._log({"step": self.step, "loss": loss, "lr": self.lr_now(), "tokens_per_s": round(tps, 1),
                                "elapsed": round(self.elapsed, 2), **({"skipped_steps": self.skipped_steps}
                                                                      if self.skipped_steps else {})})
@@ -392,26 +393,51 @@ class ProgressBar:
             self.bar.close()
 
 
+SERIES = ("loss", "val_loss", "tokens_per_s", "lr")  # what the run's plot draws, as metrics.jsonl names them
+
+
+def metric_series(rows: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) of each of ``SERIES`` in metrics.jsonl records (``read_metrics``): the train
+    loss, the validation loss, training tokens per second and the learning rate. Records that do
+    not carry a number for a series (a skipped step's note, an eval line) are left out of it."""
+    out: dict[str, list[tuple[int, float]]] = {name: [] for name in SERIES}
+    for row in rows:
+        for name in SERIES:
+            value = row.get(name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[name].append((int(row["step"]), float(value)))
+    return out
+
+
 def plot_losses(metrics_path: Path, png_path: Path) -> Path | None:
-    """Train and validation loss against step, from metrics.jsonl, as a PNG."""
+    """The run's curves against step, from metrics.jsonl, as one PNG of three panels: train and
+    validation loss, training throughput (tokens/s) and the learning rate."""
     if not metrics_path.is_file():
         return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_metrics(metrics_path)
-    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-    val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    if train:
-        ax.plot(*zip(*train), label="train", lw=1)
-    if val:
-        ax.plot(*zip(*val), "o-", label="validation", lw=1.5, ms=3)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    series = metric_series(read_metrics(metrics_path))
+    fig, (loss_ax, speed_ax, lr_ax) = plt.subplots(3, 1, figsize=(7, 8), dpi=100, sharex=True,
+                                                   gridspec_kw={"height_ratios": [2, 1, 1]})
+    if series["loss"]:
+        loss_ax.plot(*zip(*series["loss"]), label="train", lw=1)
+    if series["val_loss"]:
+        loss_ax.plot(*zip(*series["val_loss"]), "o-", label="validation", lw=1.5, ms=3)
+    loss_ax.set_ylabel("loss (nats/token)")
+    if series["loss"] or series["val_loss"]:
+        loss_ax.legend()
+    if series["tokens_per_s"]:
+        speed_ax.plot(*zip(*series["tokens_per_s"]), color="tab:green", lw=1)
+    speed_ax.set_ylabel("tokens/s")
+    if series["lr"]:
+        lr_ax.plot(*zip(*series["lr"]), color="tab:purple", lw=1)
+    lr_ax.set_ylabel("learning rate")
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    lr_ax.set_xlabel("step")
+    for ax in (loss_ax, speed_ax, lr_ax):
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     atomic_write(png_path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)

@@ -7,12 +7,17 @@
 // The page knows no model family: it reads only OpenAI's logprobs format and the token ids the
 // server returns, and says where the prompt ends (prompt_length) when it asks for a step's
 // distribution, so a decoder, an encoder-decoder (the prompt is the source) and a GLM (the
-// prompt's blanks) are shown the same way.
+// prompt's blanks) are shown the same way. A clicked token's attention comes from
+// /tfamily/attention, given the same prompt ids and generated ids: the server replays the
+// family's decoding and says which tokens each kind of attention looked at (an encoder-decoder's
+// source through cross-attention, its own output through self-attention), so the page shades
+// whatever tokens it is told about without knowing why.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
-const state = { model: null, tokens: [], promptIds: [], selected: null, abort: null, distTimer: null };
+const state = { model: null, tokens: [], promptIds: [], selected: null, abort: null, distTimer: null,
+                attention: null };
 
 // ------------------------------------------------------------------ helpers
 function shade(p) {  // red (unlikely) -> yellow -> green (likely)
@@ -63,9 +68,11 @@ async function postJSON(path, body, signal) {
   const r = await fetch(path, { method: "POST", headers: apiHeaders({ "Content-Type": "application/json" }),
                                body: JSON.stringify(body), signal });
   if (!r.ok) {
-    let message = `HTTP ${r.status}`;
-    try { message = (await r.json()).error.message; } catch (_) { /* not JSON */ }
-    throw new Error(message);
+    let message = `HTTP ${r.status}`, param = null;
+    try { ({ message, param } = (await r.json()).error); } catch (_) { /* not JSON */ }
+    const error = new Error(message);
+    error.param = param;  // the field the server named
+    throw error;
   }
   return r;
 }
@@ -150,6 +157,8 @@ async function generate() {
   }
   $("alternatives-card").hidden = true;
   $("distribution-card").hidden = true;
+  $("attention-card").hidden = true;
+  state.attention = null;
   state.abort = new AbortController();
   $("generate").disabled = true;
   $("stop").disabled = false;
@@ -212,6 +221,106 @@ function selectToken(tok, span) {
   $("d-top_p").value = $("top_p").value;
   $("d-top_k").value = $("top_k").value;
   loadDistribution();
+  loadAttention();
+}
+
+// ------------------------------------------------------------------ what a token's step attended to
+async function loadAttention() {
+  const tok = state.selected;
+  if (!tok || tok.id === undefined || !state.promptIds.length) return;
+  const body = { model: state.model, prompt: state.promptIds, steps: [tok.index],
+                 completion_ids: state.tokens.slice(0, tok.index + 1).map((t) => t.id) };
+  try {
+    const a = await (await postJSON("/tfamily/attention", body)).json();
+    if (state.selected !== tok) return;  // another token was clicked meanwhile
+    state.attention = a;
+    fillChoices($("attn-layer"), a.layers, "layer");
+    fillChoices($("attn-head"), a.heads, "head");
+    $("attn-token").textContent = JSON.stringify(tok.text);
+    $("attention-card").hidden = false;
+    drawAttention();
+  } catch (e) {
+    if (e.param !== "model") { setStatus(`attention: ${e.message}`, true); return; }
+    // the model has none to show (a recurrent network): say so in the card, not as an error
+    state.attention = null;
+    $("attn-token").textContent = JSON.stringify(tok.text);
+    $("attn-tokens").textContent = "";
+    $("attn-summary").textContent = e.message;
+    $("attention-card").hidden = false;
+  }
+}
+
+function fillChoices(select, n, name) {  // "all (mean)" then 0 .. n-1; keeps the choice when it still exists
+  const keep = Number(select.value);
+  while (select.options.length > 1) select.remove(1);
+  for (let i = 0; i < n; i++) select.add(new Option(`${name} ${i}`, String(i)));
+  select.value = keep < n ? String(keep) : "-1";
+}
+
+// One kind of attention's weights over its keys, for a layer and head (-1: the mean over all).
+function meanWeights(weights, layer, head) {
+  const out = new Array(weights[0][0].length).fill(0);
+  let rows = 0;
+  weights.forEach((perHead, l) => {
+    if (layer >= 0 && l !== layer) return;
+    perHead.forEach((row, h) => {
+      if (head >= 0 && h !== head) return;
+      row.forEach((w, s) => { out[s] += w; });
+      rows += 1;
+    });
+  });
+  return out.map((w) => w / Math.max(rows, 1));
+}
+
+function drawAttention() {
+  const a = state.attention;
+  if (!a) return;
+  const step = a.steps[0];
+  const layer = Number($("attn-layer").value), head = Number($("attn-head").value);
+  const box = $("attn-tokens");
+  box.textContent = "";
+  const maps = step.attention.map((m) => {
+    const w = meanWeights(m.weights, layer, head);
+    return { kind: m.kind, start: m.keys[0], end: m.keys[1], w, max: Math.max(...w) };
+  });
+  const summary = [];
+  for (let i = 0; i <= step.token; i++) {
+    const t = a.tokens[i];
+    const map = maps.find((m) => m.start <= i && i < m.end);
+    if (map && i === map.start) {
+      const label = document.createElement("span");
+      label.className = "attn-label muted small";
+      label.textContent = `${map.kind}-attention:`;
+      box.appendChild(label);
+    }
+    const span = document.createElement("span");
+    span.textContent = t.text === "" ? "\u2205" : t.text;
+    if (i === step.token) {  // the token this step drew
+      span.className = "attn-target";
+      span.title = "the token drawn at this step";
+    } else if (map) {
+      const w = map.w[i - map.start], alpha = map.max > 0 ? w / map.max : 0;
+      span.className = "attn-tok";
+      span.dataset.weight = w.toFixed(6);
+      span.dataset.kind = map.kind;
+      span.style.background = `rgba(31, 111, 235, ${alpha.toFixed(3)})`;
+      if (alpha > 0.55) span.style.color = "#fff";
+      span.title = `${map.kind}-attention ${w.toFixed(4)}${i === step.query ? " (the query's own position)" : ""}`;
+    } else {  // a key this step could not see (dropped from Transformer-XL's memory)
+      span.className = "attn-unseen";
+      span.title = "not among this step's keys";
+    }
+    if (t.part === "start") span.classList.add("attn-start");
+    box.appendChild(span);
+  }
+  maps.forEach((m) => {
+    const top = m.w.indexOf(m.max);
+    summary.push(`${m.kind}-attention: strongest ${JSON.stringify(a.tokens[m.start + top].text)} ` +
+                 `(${m.max.toFixed(3)}) of ${m.end - m.start} tokens`);
+  });
+  const which = `${layer < 0 ? `mean of ${a.layers} layers` : `layer ${layer}`}, ` +
+                `${head < 0 ? `mean of ${a.heads} heads` : `head ${head}`}`;
+  $("attn-summary").textContent = `${which}; ${summary.join("; ")}`;
 }
 
 // ------------------------------------------------------------------ the whole distribution
@@ -317,6 +426,7 @@ async function init() {
   $("generate").addEventListener("click", generate);
   $("stop").addEventListener("click", () => state.abort && state.abort.abort());
   ["d-temperature", "d-top_k", "d-top_p"].forEach((id) => $(id).addEventListener("input", scheduleDistribution));
+  ["attn-layer", "attn-head"].forEach((id) => $(id).addEventListener("change", drawAttention));
   await loadModel();
 }
 
