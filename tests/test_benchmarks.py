@@ -34,3 +34,25 @@ def test_quality_of_an_identical_model_is_perfect_and_of_int8_close():
     assert same.top1_agreement == 1.0 and abs(same.kl) < 1e-6 and same.ppl_fp32 == pytest.approx(same.ppl_converted)
     int8 = compare(model, lambda m: convert_weights(m, "int8"), ids)
     assert int8.tokens == 39 and 0 < int8.kl < 0.01 and int8.top1_agreement > 0.8
+
+
+def test_recall_task_puts_the_pair_at_the_asked_distance():
+    from benchmarks.why_transformer import RecallTask
+    task = RecallTask(fillers=4, keys=3, values=5)
+    ids, answer = task.batch(6, 20, torch.tensor([2, 3, 5, 10, 17, 19]), torch.Generator().manual_seed(0))
+    for row, d in zip(range(6), [2, 3, 5, 10, 17, 19]):
+        key = ids[row, -1].item()
+        assert task.fillers <= key < task.fillers + task.keys
+        assert ids[row, 20 - 1 - d].item() == key and ids[row, 20 - d].item() == answer[row].item()
+        assert (ids[row, :-1] >= task.fillers).sum() == 2  # one pair; everything else is filler
+    with pytest.raises(ValueError, match="distances must lie in 2..19"):
+        task.batch(1, 20, torch.tensor([1]), torch.Generator())
+
+
+def test_why_transformer_quick_run_keeps_out_of_docs(tmp_path):
+    from benchmarks import why_transformer
+    why_transformer.main(["parallel", "--quick", "--work", str(tmp_path)])
+    table = (tmp_path / "quick" / "parallel.md").read_text()
+    assert "| 256 | 8 |" in table and (tmp_path / "quick" / "parallel.png").stat().st_size > 1000
+    assert why_transformer.OUT == tmp_path / "quick"
+    why_transformer.OUT = why_transformer.ROOT / "docs" / "why"
