@@ -3,10 +3,8 @@ for every family."""
 
 from __future__ import annotations
 
-import json
-import re
-
 import pytest
+from picture_checks import check_page, check_png
 from server.helpers import preset_checkpoint
 
 from tfamily.cli import main
@@ -14,20 +12,6 @@ from tfamily.inspect.masks import GALLERY
 
 FAMILIES = ["gpt-tiny", "bert-tiny", "t5-tiny", "bart-tiny", "transformer-tiny", "glm-tiny", "txl-tiny"]
 TEXTS = {"glm-tiny": "The quick [MASK] fox", "txl-tiny": "The quick brown fox jumps over the lazy dog. 0123456789"}
-
-
-def check_png(path):
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, path
-
-
-def check_page(path) -> dict:
-    """Self-contained: no external script, style, image or link; the data parses."""
-    page = path.read_text(encoding="utf-8")
-    assert page.startswith("<!DOCTYPE html>") and "<script>" in page
-    assert not re.search(r"<script[^>]*\ssrc=|<link\b|<img\b|https?://", page)
-    data = re.search(r"<script type='application/json' id='data'>(.*?)</script>", page, re.S).group(1)
-    return json.loads(data)
 
 
 @pytest.fixture(scope="module")

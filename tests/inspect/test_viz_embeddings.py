@@ -3,11 +3,9 @@ t-SNE), coloured by label, as a PNG and a self-contained HTML page with each poi
 
 from __future__ import annotations
 
-import json
-import re
-
 import pytest
 import torch
+from picture_checks import check_page, check_png
 
 from tfamily.checkpoint import save_checkpoint
 from tfamily.cli import main
@@ -23,19 +21,6 @@ ANIMALS = ["the cat sat on the mat", "a dog slept by the door", "the cat chased 
 FOOD = ["we cooked hot soup", "the bread was fresh", "soup and bread for lunch", "she baked a cake",
         "the cake was sweet", "hot tea with bread"]
 ROWS = [("animal", t) for t in ANIMALS] + [("food", t) for t in FOOD] + [("mixed <b>&", "the cat ate the cake")]
-
-
-def check_png(path):
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, path
-
-
-def check_page(path) -> dict:
-    """Self-contained (no outside script, style, image or link) and its data parses."""
-    page = path.read_text(encoding="utf-8")
-    assert page.startswith("<!DOCTYPE html>") and "<script>" in page
-    assert not re.search(r"<script[^>]*\ssrc=|<link\b|<img\b|https?://", page)
-    return json.loads(re.search(r"<script type='application/json' id='data'>(.*?)</script>", page, re.S).group(1))
 
 
 @pytest.fixture(scope="module")
