@@ -76,3 +76,9 @@ def test_viz_errors_are_one_line(checkpoints, tmp_path, capsys):
     assert main(["viz", "masks", "--preset", "nope", "--out", str(tmp_path)]) == 2
     assert main(["viz", "masks", "--preset", "glm-tiny", "--spans", "x", "--out", str(tmp_path)]) == 2
     assert main(["viz", "masks", str(checkpoints["gpt-tiny"]), "--preset", "gpt-tiny"]) == 2
+
+
+def test_a_recurrent_model_is_refused_by_its_family(tmp_path, capsys):
+    lstm = preset_checkpoint(tmp_path / "lstm", "lstm-tiny")
+    assert main(["viz", "attention", str(lstm), "hello", "--out", str(tmp_path / "v")]) == 2
+    assert "family 'rnn'" in capsys.readouterr().err and not (tmp_path / "v" / "attention.png").exists()

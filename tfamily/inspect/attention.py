@@ -39,6 +39,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+from ..models.family import family_of
 from ..nn.attention import Attention
 
 Region = tuple[str, int, int]  # (name, start, end): a labelled run of rows or columns
@@ -90,6 +91,10 @@ def capture(model: nn.Module, keep_values: bool = False, last_query: bool = Fals
     T x S). Other models (and this one afterwards) are untouched."""
     modules = [(name, m) for name, m in model.named_modules() if isinstance(m, Attention)]
     if not modules:
+        cfg = getattr(model, "cfg", None)
+        if cfg is not None and family_of(cfg).mixing == "recurrence":
+            raise ValueError(f"a model of {family_of(cfg)} has no attention to capture: its tokens meet through "
+                             "a recurrent state, which keeps no weights over earlier tokens")
         raise ValueError(f"{type(model).__name__} has no attention modules to capture")
     records: list[Record] = []
     for name, m in modules:
