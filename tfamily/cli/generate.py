@@ -79,10 +79,13 @@ def add_chat_args(p: argparse.ArgumentParser) -> None:
 
 
 def _chat_reply(model, tokenizer, template, messages, params, stop, show_probs: bool, out) -> str:
-    """Generate one assistant turn, printing it as it streams; returns its text."""
+    """Generate one assistant turn, printing it as it streams; returns its text. The stream
+    holds back a character whose bytes are split over tokens (Chinese often is, in byte-level
+    BPE) and text that may begin a stop string, as the server's stream does."""
     from ..generation import generate
     from ..generation.chat import render_chat
     from ..generation.show import format_steps
+    from ..generation.stops import TextStream
 
     history = list(messages)
     while True:  # drop the oldest exchanges until the prompt and the reply fit the context
@@ -92,13 +95,19 @@ def _chat_reply(model, tokenizer, template, messages, params, stop, show_probs: 
         if n_prompt + params.max_new_tokens <= model.cfg.max_seq_len or len(history) - first_turn <= 1:
             break
         del history[first_turn:first_turn + 2]
+    if n_prompt >= model.cfg.max_seq_len:
+        raise ValueError(f"the conversation's prompt is {n_prompt} tokens, as long as the model's context of "
+                         f"{model.cfg.max_seq_len} or longer: shorten the system prompt or the message")
+    stream = TextStream(tokenizer, stop, params.stop_token_ids)
+    out.write("assistant> ")
+
     def show(step) -> None:
-        if step.token not in params.stop_token_ids:
-            out.write(tokenizer.token_text(step.token))
-            out.flush()
+        text, _, _ = stream.push(step)
+        out.write(text)
+        out.flush()
 
     (reply,) = generate(model, tokenizer, [prompt], params, stop, on_step=show)
-    out.write("\n")
+    out.write(stream.flush()[0] + "\n")
     if show_probs:
         out.write(format_steps([s for s in reply.steps if s.token not in params.stop_token_ids], tokenizer) + "\n")
     return reply.text.strip()
@@ -134,7 +143,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 return 0
             out.write(f"you> {line}\n")
         messages.append({"role": "user", "content": line})
-        out.write("assistant> ")
         reply = _chat_reply(model, tokenizer, template, messages, params, stop, args.show_probs, out)
         messages.append({"role": "assistant", "content": reply})
 

@@ -11,6 +11,8 @@ HTML pages (inline data and a few lines of JavaScript drawing on canvases; nothi
 
 from __future__ import annotations
 
+import functools
+
 import html
 import json
 from pathlib import Path
@@ -25,11 +27,48 @@ from .masks import Grid, MaskPicture
 LABEL_LIMIT = 48  # more tokens than this: no tick labels in the PNG (the HTML page names every cell)
 
 
+# Fonts with Chinese, Japanese and Korean characters, tried after matplotlib's own (which has
+# none: its DejaVu Sans draws them as boxes). Debian: apt-get install fonts-noto-cjk or
+# fonts-wqy-microhei; macOS and Windows ship some of these.
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "PingFang SC",
+             "Heiti SC", "Microsoft YaHei", "SimHei")
+
+
 def _pyplot():
     import matplotlib
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
+    from matplotlib import font_manager
+
+    fallback = _cjk_fonts(font_manager)
+    if fallback:  # matplotlib >= 3.6 falls back glyph by glyph along the family list
+        plt.rcParams["font.family"] = ["DejaVu Sans", *fallback]
     return plt
+
+
+def monospace() -> list[str]:
+    """A fixed-width family list that falls back to a CJK font (matplotlib does not fall back
+    from the generic name "monospace")."""
+    from matplotlib import font_manager
+    return ["DejaVu Sans Mono", *_cjk_fonts(font_manager)]
+
+
+@functools.lru_cache(maxsize=1)
+def _cjk_fonts(font_manager) -> tuple[str, ...]:
+    """The CJK_FONTS matplotlib can use. Its font list is cached on disk when it is first
+    imported, so a font installed later is looked for among the system's font files too."""
+    def known() -> tuple[str, ...]:
+        installed = {f.name for f in font_manager.fontManager.ttflist}
+        return tuple(name for name in CJK_FONTS if name in installed)
+
+    if not known():
+        for path in font_manager.findSystemFonts():
+            if any(part in path.lower() for part in ("cjk", "wqy", "sourcehan", "simhei", "yahei", "pingfang")):
+                try:
+                    font_manager.fontManager.addfont(path)
+                except (OSError, RuntimeError, ValueError):  # a font file matplotlib cannot read
+                    continue
+    return known()
 
 
 def _regions(ax, rows: Sequence[Region], cols: Sequence[Region], label: bool = True) -> None:
@@ -199,7 +238,7 @@ def _draw_strips(ax, picture: MaskPicture, layouts: list[list[int]], chars: floa
             ax.text(-_LABELS, y + 0.5, label[:_LABELS - 2], fontsize=6, va="center", color="#444")
             for x, cell in enumerate(cells):
                 ax.text((edges[x] + edges[x + 1]) / 2, y + 0.5, cell, fontsize=6, ha="center", va="center",
-                        fontweight="bold" if bold else "normal", family="monospace")
+                        fontweight="bold" if bold else "normal", family=monospace())
             y += 1
 
 
