@@ -75,6 +75,24 @@ def test_finetune_a_classifier_then_eval_it(pretrained, sentiment, tmp_path, cap
     assert json.loads(capsys.readouterr().out)["accuracy"] == results["val"]["accuracy"]
 
 
+def test_finetune_with_the_token_table_frozen_and_batches_grouped_by_length(pretrained, sentiment, tmp_path, capsys):
+    out = tmp_path / "frozen"
+    assert main(["finetune", str(pretrained / "checkpoint"), "--train", str(sentiment / "train.tsv"),
+                 "--val", str(sentiment / "val.tsv"), "--out", str(out), "--epochs", "2", "--batch-size", "2",
+                 "--lr", "1e-2", "--no-progress", "--threads", "1", "--freeze-token-embeddings",
+                 "--group-by-length"]) == 0
+    assert "token embeddings frozen" in capsys.readouterr().err
+    from safetensors.torch import load_file
+    before = load_file(str(pretrained / "checkpoint" / "model.safetensors"))
+    after = load_file(str(out / "checkpoint" / "model.safetensors"))
+    table = "backbone.tok_emb.weight"
+    assert after[table].equal(before[table])
+    assert any(not v.equal(after[k]) for k, v in before.items() if k.startswith("backbone.") and k != table)
+    moments = load_file(str(out / "checkpoint" / "trainer.safetensors"))
+    n_moments = sum(v.numel() for k, v in moments.items() if k.endswith(".exp_avg"))
+    assert n_moments == sum(v.numel() for k, v in after.items() if k != table)  # every weight but the table's
+
+
 class FakeTrainer:
     """Just what fit_keeping_best_epoch drives: steps, a budget, a model whose weight records
     the step it was trained to."""
@@ -105,6 +123,7 @@ def test_fine_tuning_keeps_the_epoch_that_scores_best_on_val(scores, best_epoch,
     queue = iter(scores)
     best = fit_keeping_best_epoch(trainer, 10, lambda: SimpleNamespace(accuracy=next(queue)))
     assert best.epoch == best_epoch and [h["step"] for h in best.history] == [10, 20, 30]
+    assert best.scores.accuracy == max(scores)  # kept whole: the final val figure is not scored again
     assert (best.state is not None) == kept  # only an earlier epoch needs its weights kept apart
     if kept:
         assert best.state["weight"].item() == 10 * best_epoch
@@ -134,6 +153,18 @@ def test_knn_over_embeddings(pretrained, sentiment, capsys):
                  "--test", str(sentiment / "val.tsv"), "--k", "1"]) == 0
     out = capsys.readouterr().out
     assert "accuracy 100.00" in out  # k = 1 on the training texts themselves: each finds itself
+
+
+def test_knn_chooses_k_on_val_and_scores_test_once(pretrained, sentiment, capsys):
+    assert main(["knn", str(pretrained / "checkpoint"), "--train", str(sentiment / "train.tsv"),
+                 "--val", str(sentiment / "val.tsv"), "--test", str(sentiment / "val.tsv"), "--k", "5", "1", "3"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("val, ", "test, "))]
+    assert [line.split(":")[0] for line in lines[:3]] == ["val, k=5", "val, k=1", "val, k=3"] and len(lines) == 4
+    assert "accuracy 100.00" in lines[1]  # k = 1 finds each text itself, so it is chosen
+    assert lines[3].startswith("test, kNN (k=1)") and "accuracy 100.00" in lines[3]
+    assert main(["knn", str(pretrained / "checkpoint"), "--train", str(sentiment / "train.tsv"),
+                 "--val", str(sentiment / "val.tsv"), "--k", "1"]) == 0
+    assert "test" not in capsys.readouterr().out  # val alone: no test figure
 
 
 def test_finetune_question_answering(pretrained, tmp_path, capsys):

@@ -49,8 +49,26 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
         typ, help_text = TRAIN_FLAGS[name]
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, dest=name,
                        help=FINETUNE_HELP.get(name, help_text))
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast, for training and for scoring val and test (default: where the hardware "
+                        "is fast at it)")
+    p.add_argument("--freeze-token-embeddings", action="store_true",
+                   help="keep the token embedding table as pretrained: no gradient and no optimizer moments for "
+                        "it. With a large vocabulary most of the parameters sit there (multilingual-e5-small: "
+                        "96M of 118M), and AdamW would read and write every row at every step")
+    p.add_argument("--group-by-length", action="store_true",
+                   help="batch training examples of similar length together (each epoch still in a random "
+                        "order): less padding, so faster steps when lengths vary")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _length(task: str, example) -> int:
+    """Characters in an example's text(s): how --group-by-length sorts."""
+    if task == "qa":
+        return len(example.question) + len(example.context)
+    if task == "classify":
+        return len(example[0]) + len(example[1] or "")
+    return sum(len(word) + 1 for word in example[0])
 
 
 def _task_data(task: str, path: str, names: list[str] | None = None):
@@ -124,6 +142,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if not_loaded:
         raise UsageError(f"{args.init}: the backbone weights do not fit ({not_loaded[:3]} ...)")
     fresh = sorted({k.rsplit(".", 1)[0] for k in missing})
+    if args.freeze_token_embeddings:
+        model.backbone.tok_emb.weight.requires_grad_(False)
     given = {k: getattr(args, k) for k in ("lr", "batch_size", "warmup", "weight_decay", "optimizer", "max_time",
                                            "seed", "threads", "device", "label_smoothing", "bf16")
              if getattr(args, k) is not None}
@@ -139,17 +159,23 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     else:
         objective_cls = SequenceClassificationObjective if args.task == "classify" else TokenClassificationObjective
         objective = objective_cls(tokenizer, max_len, train_cfg.label_smoothing)
-    trainer = Trainer(model, cfg, objective, ExampleBatches(train_examples, batch_size, train_cfg.seed),
+    lengths = [_length(args.task, e) for e in train_examples] if args.group_by_length else None
+    train_batches = ExampleBatches(train_examples, batch_size, train_cfg.seed, lengths=lengths)
+    trainer = Trainer(model, cfg, objective, train_batches,
                       ExampleBatches(val_examples, 64, shuffle=False), train_cfg, tokenizer_json=tokenizer.to_str(),
                       extra_state={"task": args.task, "init": str(args.init)})
     print(f"fine-tuning {args.init} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; "
           f"new: {', '.join(fresh)}) to {args.task}"
           + (f" {len(names)} classes" if args.task != "qa" else "") + f" on {len(train_examples):,} examples: "
           f"{steps} steps of {batch_size} ({args.epochs:g} epochs), {train_cfg.optimizer} lr {train_cfg.lr:g}"
-          + (f", pooling {pooling}" if args.task == "classify" else ""), file=sys.stderr)
+          + (f", pooling {pooling}" if args.task == "classify" else "")
+          + (", token embeddings frozen" if args.freeze_token_embeddings else ""), file=sys.stderr)
+
+    def scores_of(examples):  # under the trainer's autocast: bf16 scoring where it trained in bf16
+        with trainer.autocast():
+            return task_scores(args.task, trainer.model, tokenizer, examples, names, max_len)
     t0 = time.perf_counter()
-    best = fit_keeping_best_epoch(trainer, per_epoch, lambda: task_scores(args.task, trainer.model, tokenizer,
-                                                                           val_examples, names, max_len))
+    best = fit_keeping_best_epoch(trainer, per_epoch, lambda: scores_of(val_examples))
     seconds = time.perf_counter() - t0
     results = {"task": args.task, "labels": names, "train_examples": len(train_examples), "steps": trainer.step,
                "train_seconds": round(seconds, 1), "val_by_epoch": best.history}
@@ -161,8 +187,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         print(f"epoch {best.epoch} scored best on val ({best.score:.4f}); its weights: {model_dir}", file=sys.stderr)
     results["model"], results["best_epoch"] = str(model_dir), best.epoch
     for split, examples in (("val", val_examples), ("test", test_examples)):
-        if examples:
-            scores = task_scores(args.task, trainer.model, tokenizer, examples, names, max_len)
+        if examples:  # val was scored on these very weights when their epoch ended
+            scores = best.scores if split == "val" and best.scores is not None else scores_of(examples)
             print(f"{split}: {scores.format()}")
             results[split] = score_summary(scores)
     from ..files import atomic_write_text
@@ -174,8 +200,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def add_knn_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="the encoder that embeds: a tfamily checkpoint or a Hugging Face folder")
     p.add_argument("--train", required=True, help="labelled texts (TSV: label<TAB>text): the kNN 'model'")
-    p.add_argument("--test", required=True, help="labelled texts to classify and score")
-    p.add_argument("--k", type=int, default=5, help="neighbours that vote (default 5)")
+    p.add_argument("--test", help="labelled texts to classify and score (with --val: only at the k chosen there)")
+    p.add_argument("--val", help="labelled texts that choose k: each --k is scored on them, then test only with "
+                                 "the k that scored best there (leave out --test to score val alone)")
+    p.add_argument("--k", type=int, nargs="+", default=[5],
+                   help="neighbours that vote (default 5); several values are scored over one embedding pass")
     p.add_argument("--pooling", choices=["mean", "first", "pooler", "last"], help="as for `tfamily embed`")
 
 
@@ -185,15 +214,32 @@ def cmd_knn(args: argparse.Namespace) -> int:
     from ..evaluation.embeddings import embed_texts, knn_predict
     from ..evaluation.tasks import positive_class
 
+    if not (args.test or args.val):
+        raise UsageError("give --test, --val, or both")
     model, tokenizer = load_any(args.model)
     train, names = _task_data("classify", args.train)
-    test, _ = _task_data("classify", args.test, names)
+    test = _task_data("classify", args.test, names)[0] if args.test else None
+    val = _task_data("classify", args.val, names)[0] if args.val else None
     t0 = time.perf_counter()
     embed = lambda examples: embed_texts(model, tokenizer, [e[0] for e in examples], pooling=args.pooling)  # noqa: E731
-    train_vec, test_vec = embed(train), embed(test)
-    pred = knn_predict(train_vec, [e[2] for e in train], test_vec, k=args.k)
-    scores = classification_scores([names[p] for p in pred], [names[e[2]] for e in test], positive=positive_class(names))
-    print(f"kNN (k={args.k}) over {len(train):,} embedded training texts: {scores.format()}")
+    train_vec = embed(train)
+
+    def scores_at(k, examples, vectors):
+        pred = knn_predict(train_vec, [e[2] for e in train], vectors, k=k)
+        return classification_scores([names[p] for p in pred], [names[e[2]] for e in examples],
+                                     positive=positive_class(names))
+    ks = args.k
+    if val is not None:
+        val_vec = embed(val)
+        by_k = {k: scores_at(k, val, val_vec) for k in ks}
+        for k, scores in by_k.items():
+            print(f"val, k={k}: {scores.format()}")
+        ks = [max(ks, key=lambda k: by_k[k].accuracy)]  # the first of equals
+    if test is not None:
+        test_vec = embed(test)
+        for k in ks:
+            print(f"{'test, ' if val is not None else ''}kNN (k={k}) over {len(train):,} embedded training texts: "
+                  f"{scores_at(k, test, test_vec).format()}")
     print(f"({time.perf_counter() - t0:.0f}s)")
     return 0
 

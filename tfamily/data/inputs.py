@@ -68,15 +68,25 @@ def pad_rows(rows: Sequence[tuple[list[int], list[int]]], pad_id: int | None, wi
 class ExampleBatches:
     """Batches of ``batch_size`` examples from a list, each epoch in a new random order;
     ``batch(step)`` is a pure function of (seed, step), so training resumes exactly. With
-    ``shuffle=False`` (evaluation) batches come in order and ``len()`` counts them."""
+    ``shuffle=False`` (evaluation) batches come in order and ``len()`` counts them.
 
-    def __init__(self, examples: Sequence, batch_size: int, seed: int = 0, shuffle: bool = True):
+    With ``lengths`` (one per example, e.g. characters), batches group examples of similar
+    length, so little of each batch is padding: each epoch's random order is cut into pools of
+    ``pool`` batches, each pool is sorted by length and cut into batches, and the epoch's
+    batches are then shuffled. Every example still comes once per epoch."""
+
+    def __init__(self, examples: Sequence, batch_size: int, seed: int = 0, shuffle: bool = True,
+                 lengths: Sequence[int] | None = None, pool: int = 64):
         if not examples:
             raise ValueError("no examples to batch")
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if lengths is not None and len(lengths) != len(examples):
+            raise ValueError(f"{len(lengths)} lengths for {len(examples)} examples")
         self.examples, self.batch_size, self.seed, self.shuffle = list(examples), batch_size, seed, shuffle
+        self.lengths, self.pool = (list(lengths) if lengths is not None else None), pool
         self.per_epoch = -(-len(self.examples) // batch_size) if not shuffle else max(1, len(self.examples) // batch_size)
+        self._cached: tuple[int, list] | None = None  # (epoch, its batches of indices) when grouping by length
 
     def __len__(self) -> int:
         return self.per_epoch
@@ -84,6 +94,22 @@ class ExampleBatches:
     def batch(self, step: int) -> list:
         import numpy as np
         epoch, i = divmod(step, self.per_epoch)
+        if self.shuffle and self.lengths is not None:
+            return [self.examples[j] for j in self._grouped(epoch)[i]]
         order = (np.random.default_rng([self.seed, epoch]).permutation(len(self.examples)) if self.shuffle
                  else np.arange(len(self.examples)))
         return [self.examples[j] for j in order[i * self.batch_size:(i + 1) * self.batch_size]]
+
+    def _grouped(self, epoch: int) -> list:
+        import numpy as np
+        if self._cached is None or self._cached[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            order = rng.permutation(len(self.examples))
+            size = min(self.batch_size, len(order))
+            order = order[:self.per_epoch * size]
+            lengths = np.asarray(self.lengths)
+            pooled = np.concatenate([p[np.argsort(lengths[p], kind="stable")]
+                                     for p in np.split(order, range(size * self.pool, len(order), size * self.pool))])
+            batches = [pooled[k:k + size] for k in range(0, len(pooled), size)]
+            self._cached = (epoch, [batches[k] for k in rng.permutation(len(batches))])
+        return self._cached[1]

@@ -15,6 +15,7 @@ class BestEpoch:
     epoch: int = 0
     score: float = -math.inf
     state: dict | None = None  # weights of the best epoch when it is not the last one, else None
+    scores: object = None  # the best epoch's whole val scores (what score_val returned)
     history: list = field(default_factory=list)  # [{"epoch", "step", "score"}]
 
 
@@ -29,13 +30,14 @@ def fit_keeping_best_epoch(trainer, per_epoch: int, score_val) -> BestEpoch:
         epoch += 1
         result = trainer.fit(until=min(trainer.cfg.steps, epoch * per_epoch))
         t0 = time.perf_counter()
-        score = headline(score_val())
+        scores = score_val()
+        score = headline(scores)
         trainer.model.train()
         trainer.elapsed += time.perf_counter() - t0
         best.history.append({"epoch": epoch, "step": trainer.step, "score": round(score, 4)})
         print(f"epoch {epoch} (step {trainer.step}): val {score:.4f}", file=sys.stderr)
         if score > best.score:
-            best.epoch, best.score = epoch, score
+            best.epoch, best.score, best.scores = epoch, score, scores
             snapshot = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
         if result["interrupted"]:
             break
