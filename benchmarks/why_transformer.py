@@ -162,7 +162,8 @@ def curve(out: Path) -> tuple[list[float], list[float]]:
 
 def wallclock(args) -> None:
     budget = 20 if args.quick else args.max_time
-    base = ["--data", "shakespeare", "--tokenizer", "char", "--max-time", str(budget)]
+    base = ["--data", "shakespeare", "--tokenizer", "char", "--max-time", str(budget),
+            "--steps", "1000000"]  # the clock ends every run (and shapes its cosine), not a step count
     runs = {"GPT (gpt-tiny, defaults)": train(args.work / "gpt", base + ["--preset", "gpt-tiny"])}
     for lr in args.rnn_lrs:
         runs[f"LSTM (lstm-tiny, lr {lr:g})"] = train(args.work / f"lstm-{lr:g}", base + ["--preset", "lstm-tiny",
@@ -181,7 +182,8 @@ def translation(args) -> None:
     budget = 30 if args.quick else args.max_time
     d = MULTI30K
     pairs = ["--src", str(d / "train.en.gz"), "--tgt", str(d / "train.de.gz"),
-             "--val-src", str(d / "val.en.gz"), "--val-tgt", str(d / "val.de.gz"), "--max-time", str(budget)]
+             "--val-src", str(d / "val.en.gz"), "--val-tgt", str(d / "val.de.gz"), "--max-time", str(budget),
+             "--steps", "1000000"]
     runs = {"Transformer (configs/transformer-multi30k.yaml)":
             train(args.work / "transformer", pairs + ["--config", str(ROOT / "configs" / "transformer-multi30k.yaml")])}
     for lr in args.rnn_lrs:
@@ -320,7 +322,7 @@ def contextual(args) -> None:
     for name, preset, extra in (("BERT (bert-mini)", "bert-mini", []),
                                 ("BiLSTM, ELMo-style (bilstm-tiny)", "bilstm-tiny", [])):
         pre = train(args.work / preset, ["--data", str(text), "--preset", preset, "--tokenizer", "wordpiece",
-                                         "--max-time", str(budget), *extra])
+                                         "--max-time", str(budget), "--steps", "1000000", *extra])
         fine = args.work / f"{preset}-ft"
         subprocess.run([sys.executable, "-m", "tfamily.cli", "finetune", str(pre["out"] / "checkpoint"),
                         "--train", str(data / "train.tsv"), "--val", str(data / "val.tsv"), "--test",
