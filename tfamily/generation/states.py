@@ -137,12 +137,18 @@ class State(ABC):
         return left_pad(self.prompts, self.cfg.pad_token_id or 0, self.device)
 
     def reorder(self, rows: Sequence[int] | torch.Tensor) -> None:
-        """Continue from rows ``rows`` (B',) in that order: the subclasses move their tensors."""
+        """Continue from rows ``rows`` (B',) in that order (beam search, finished rows leaving)."""
         rows = rows.tolist() if isinstance(rows, torch.Tensor) else list(rows)
         for name in ("rows", "budget", "produced", "part", "finished", "prompts"):
             old = getattr(self, name)
             setattr(self, name, [old[r] for r in rows])
-        self.logits = self.logits[torch.as_tensor(rows, dtype=torch.long, device=self.logits.device)]
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        self.logits = self.logits[index]
+        self._keep(rows, index)
+
+    def _keep(self, rows: list[int], index: torch.Tensor) -> None:
+        """Move this kind's own per-row state (its cache, masks, positions) to ``rows``
+        (``index``: the same rows as a tensor on the model's device)."""
 
     def _advance(self) -> None:
         self.produced = [p + 1 for p in self.produced]
@@ -225,9 +231,7 @@ class CausalState(State):
         self.position = [len(t) for t in self.tokens]
         return logits
 
-    def reorder(self, rows: Sequence[int] | torch.Tensor) -> None:
-        rows = rows.tolist() if isinstance(rows, torch.Tensor) else list(rows)
-        super().reorder(rows)
+    def _keep(self, rows: list[int], index: torch.Tensor) -> None:
         self.slots.reorder(rows)
         self.position = [self.position[r] for r in rows]
         self.tokens = [list(self.tokens[r]) for r in rows]
@@ -275,10 +279,7 @@ class Seq2SeqState(State):
         self._advance()
         return self.logits
 
-    def reorder(self, rows: Sequence[int] | torch.Tensor) -> None:
-        rows = rows.tolist() if isinstance(rows, torch.Tensor) else list(rows)
-        super().reorder(rows)
-        index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+    def _keep(self, rows: list[int], index: torch.Tensor) -> None:
         self.memory, self.src_mask = self.memory[index], self.src_mask[index]
         self.cache.reorder(index)
 
@@ -376,12 +377,9 @@ class GLMState(State):
                 self.part[row], self.produced[row], self.pending[row] = self.part[row] + 1, 0, None
         return self.logits
 
-    def reorder(self, rows: Sequence[int] | torch.Tensor) -> None:
-        rows = rows.tolist() if isinstance(rows, torch.Tensor) else list(rows)
-        super().reorder(rows)
+    def _keep(self, rows: list[int], index: torch.Tensor) -> None:
         self.blanks = [self.blanks[r] for r in rows]
         self.pending = [self.pending[r] for r in rows]
-        index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
         self.key_mask, self.part_a_len = self.key_mask[index], self.part_a_len[index]
         self.cache.reorder(index)
 
@@ -420,10 +418,7 @@ class XLState(State):
         self._advance()
         return self.logits
 
-    def reorder(self, rows: Sequence[int] | torch.Tensor) -> None:
-        rows = rows.tolist() if isinstance(rows, torch.Tensor) else list(rows)
-        super().reorder(rows)
-        index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+    def _keep(self, rows: list[int], index: torch.Tensor) -> None:
         self.history_mask = self.history_mask[index]
         self.cache.reorder(index)
 
@@ -449,10 +444,8 @@ class RNNState(State):
         self._advance()
         return self.logits
 
-    def reorder(self, rows: Sequence[int] | torch.Tensor) -> None:
-        rows = rows.tolist() if isinstance(rows, torch.Tensor) else list(rows)
-        super().reorder(rows)
-        self.cache.reorder(torch.as_tensor(rows, dtype=torch.long, device=self.device))
+    def _keep(self, rows: list[int], index: torch.Tensor) -> None:
+        self.cache.reorder(index)
 
 
 STATES: dict[str, type[State]] = {s.kind: s for s in (CausalState, Seq2SeqState, GLMState, XLState, RNNState)}
