@@ -143,3 +143,10 @@ def test_bilm_objective_targets_and_loss():
     want = (torch.nn.functional.cross_entropy(out.logits[0], targets[0, :, 0])
             + torch.nn.functional.cross_entropy(out.backward.logits[0, 1:], targets[0, 1:, 1])) / 2
     torch.testing.assert_close(loss, want)
+
+
+def test_finetune_pools_a_bilstm_by_its_family_default():
+    """A classifier on the BiLM pools the mean of its states (the registry's default): its first
+    position's forward half has read one token only."""
+    from tfamily.cli.finetune import _default_pooling
+    assert _default_pooling(bilm()) == "mean"

@@ -100,7 +100,7 @@ def _default_pooling(model) -> str:
     saved = model.cfg.extra.get("sentence_embedding") if isinstance(model.cfg.extra, dict) else None
     if saved:
         return default_pooling(model)
-    return "pooler" if getattr(model, "pooler", None) is not None else "first"
+    return "pooler" if getattr(model, "pooler", None) is not None else family_of(model.cfg).default_pooling
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
