@@ -23,6 +23,7 @@ from tfamily.interop import InteropError, import_gguf, smollm2_gguf_path  # noqa
 from tfamily.interop.gguf import (dequantize_tensor, open_gguf, permute_rope_rows, read_metadata,  # noqa: E402
                                   tokenizer_json_from_gguf, unpermute_rope_rows)
 from tfamily.tokenizers import Tokenizer  # noqa: E402
+from hf_helpers import randomize_weights  # noqa: E402
 
 TEXTS = ["Hello world", "  two leading spaces", "digits 12345 and 3.14159, year 2024",
          "line1\nline2\n\n    indented\ttab\r\nCRLF", "unicode: café naïve 日本語 Ελληνικά 🎉👍🏽",
@@ -268,9 +269,7 @@ def gguf_tensors(hf: LlamaForCausalLM) -> dict[str, torch.Tensor]:
 def tiny(tmp_path_factory):
     torch.manual_seed(0)
     hf = LlamaForCausalLM(LlamaConfig(**TINY, vocab_size=len(tiny_vocab()[0]))).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            p.copy_(1 + 0.2 * torch.randn_like(p) if name.endswith("norm.weight") else 0.1 * torch.randn_like(p))
+    randomize_weights(hf)
     path = tmp_path_factory.mktemp("gguf_tiny") / "tiny.gguf"
     write_tiny_llama(path, hf)
     return hf, path

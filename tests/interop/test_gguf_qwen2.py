@@ -23,6 +23,7 @@ from tfamily.interop import InteropError, MissingFileError, import_gguf  # noqa:
 from tfamily.interop import packaged  # noqa: E402
 from tfamily.interop.gguf import dequantize_tensor, open_gguf  # noqa: E402
 from tfamily.tokenizers import Tokenizer  # noqa: E402
+from hf_helpers import randomize_weights  # noqa: E402
 
 
 def f16(block: np.ndarray, at: int) -> float:
@@ -196,9 +197,7 @@ def write_tiny_qwen2(path: Path, hf: Qwen2ForCausalLM) -> None:
 def tiny(tmp_path_factory):
     torch.manual_seed(0)
     hf = Qwen2ForCausalLM(Qwen2Config(**TINY, vocab_size=len(tiny_vocab()[0]))).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            p.copy_(1 + 0.2 * torch.randn_like(p) if name.endswith("norm.weight") else 0.1 * torch.randn_like(p))
+    randomize_weights(hf)
     path = tmp_path_factory.mktemp("gguf_qwen2") / "tiny.gguf"
     write_tiny_qwen2(path, hf)
     return hf, path

@@ -15,7 +15,7 @@ from tfamily.config import ConfigError, ModelConfig  # noqa: E402
 from tfamily.interop import InteropError, export_hf, hf_llama, import_hf  # noqa: E402
 from tfamily.models import build_model  # noqa: E402
 from tfamily.nn import positions_from_mask  # noqa: E402
-from hf_helpers import ATOL, assert_same_logits, hf_save, random_ids  # noqa: E402
+from hf_helpers import ATOL, assert_same_logits, hf_save, random_ids, randomize_weights  # noqa: E402
 
 TINY = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             vocab_size=100, max_position_embeddings=64, rope_theta=10000.0, tie_word_embeddings=False,
@@ -27,12 +27,7 @@ def make_hf(seed: int = 0, **overrides) -> LlamaForCausalLM:
     tensors (gate/up, q/k, the norms) changes the logits."""
     torch.manual_seed(seed)
     model = LlamaForCausalLM(LlamaConfig(**{**TINY, **overrides})).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1 + 0.2 * torch.randn_like(p))
-            else:
-                p.normal_(0, 0.1)
+    randomize_weights(model)
     return model
 
 

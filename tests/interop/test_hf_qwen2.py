@@ -14,7 +14,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 from tfamily.config import ConfigError, ModelConfig  # noqa: E402
 from tfamily.interop import export_hf, hf_llama, import_hf  # noqa: E402
 from tfamily.models import build_model  # noqa: E402
-from hf_helpers import assert_same_logits, hf_save, random_ids  # noqa: E402
+from hf_helpers import assert_same_logits, hf_save, random_ids, randomize_weights  # noqa: E402
 
 TINY = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             vocab_size=100, max_position_embeddings=64, rope_theta=1e6, tie_word_embeddings=False,
@@ -26,9 +26,7 @@ def make_hf(seed: int = 0, **overrides) -> Qwen2ForCausalLM:
     projection changes the logits."""
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(Qwen2Config(**{**TINY, **overrides})).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(1 + 0.2 * torch.randn_like(p)) if name.endswith("norm.weight") else p.normal_(0, 0.1)
+    randomize_weights(model)
     return model
 
 
