@@ -20,8 +20,9 @@ from tfamily.checkpoint import load_model, read_chat_template  # noqa: E402
 from tfamily.cli import main  # noqa: E402
 from tfamily.generation.decode import SamplingParams, decode  # noqa: E402
 from tfamily.interop import InteropError, import_gguf, smollm2_gguf_path  # noqa: E402
-from tfamily.interop.gguf import (dequantize_tensor, open_gguf, permute_rope_rows, read_metadata,  # noqa: E402
-                                  tokenizer_json_from_gguf, unpermute_rope_rows)
+from tfamily.interop.gguf import (dequantize_tensor, int4_codes, open_gguf, permute_rope_rows,  # noqa: E402
+                                  read_metadata, tokenizer_json_from_gguf, unpermute_rope_rows)
+from tfamily.nn.quant import Int4Linear, Int8Linear  # noqa: E402
 from tfamily.tokenizers import Tokenizer  # noqa: E402
 from hf_helpers import randomize_weights  # noqa: E402
 
@@ -187,6 +188,17 @@ def _finish(writer) -> None:
     writer.close()
 
 
+@pytest.mark.parametrize("name", ["q4_1", "q4_0"])
+def test_4_bit_codes_scales_and_zeros_give_back_the_weights(typed_file, name):
+    """Int4Linear's form W = (q - 8) * scale + zero of the file's blocks: the same values."""
+    path, expected = typed_file
+    tensor = next(t for t in open_gguf(path).tensors if t.name == name)
+    codes, scale, zero = int4_codes(tensor)
+    assert codes.dtype == torch.uint8 and int(codes.max()) <= 15 and scale.shape == zero.shape == (ROWS, COLS // 32)
+    back = (codes.float() - 8) * scale.repeat_interleave(32, 1) + zero.repeat_interleave(32, 1)
+    torch.testing.assert_close(back, torch.from_numpy(expected[name]), atol=1e-6, rtol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["f32", "f16", "bf16", "q8_0", "q4_1", "q4_0"])
 def test_dequantize_matches_naive_decoder(typed_file, name):
     path, expected = typed_file
@@ -221,8 +233,9 @@ def tiny_vocab() -> tuple[list[str], list[str]]:
     return tokens, ["Ġ t", "h e", "Ġt he"]
 
 
-def write_tiny_llama(path: Path, hf: LlamaForCausalLM, arch: str = "llama") -> None:
-    """The model as llama.cpp's converter would write it: GGUF names, q/k rows permuted, F32."""
+def write_tiny_llama(path: Path, hf: LlamaForCausalLM, arch: str = "llama", quant: dict | None = None) -> None:
+    """The model as llama.cpp's converter would write it: GGUF names, q/k rows permuted, F32
+    (or, for a tensor named in ``quant``, that quantised type, by gguf's own quantiser)."""
     c = hf.config
     tokens, merges = tiny_vocab()
     w = gguf.GGUFWriter(path, arch)
@@ -243,7 +256,11 @@ def write_tiny_llama(path: Path, hf: LlamaForCausalLM, arch: str = "llama") -> N
     w.add_eos_token_id(2)
     w.add_chat_template(CHAT_TEMPLATE)
     for name, t in gguf_tensors(hf).items():
-        w.add_tensor(name, t.numpy())
+        kind = (quant or {}).get(name)
+        if kind is None:
+            w.add_tensor(name, t.numpy())
+        else:
+            w.add_tensor(name, gguf.quants.quantize(t.float().numpy(), kind), raw_dtype=kind)
     _finish(w)
 
 
@@ -285,6 +302,39 @@ def test_tiny_llama_logits_match_the_model_it_was_written_from(tiny):
     tok = Tokenizer.from_str(tok_json)
     assert tok.encode(" the<|im_end|>") == [tok.token_to_id("Ġthe"), 2]
     assert tok.encode("12") == [tok.token_to_id("1"), tok.token_to_id("2")]
+
+
+# layer 0 all 4-bit; layer 1's v is 8-bit, so its fused q|k|v cannot be 4-bit; the head 8-bit
+QUANTISED = {**{f"blk.{i}.{n}.weight": (Q.Q4_0 if j % 2 else Q.Q4_1) for i in range(2)
+                for j, n in enumerate(["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"])},
+             "blk.1.attn_v.weight": Q.Q8_0, "output.weight": Q.Q8_0}
+
+
+def test_gguf_weights_keep_the_files_4_bit_tensors(tmp_path):
+    """weights="gguf": every layer whose tensors are all 4-bit multiplies by the file's own
+    codes (rows un-permuted like the float weights), the others are int8."""
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(LlamaConfig(**TINY, vocab_size=len(tiny_vocab()[0]))).eval()
+    randomize_weights(hf)
+    path = tmp_path / "q4.gguf"
+    write_tiny_llama(path, hf, quant=QUANTISED)
+    floats, _, _ = import_gguf(path)
+    packed, _, _ = import_gguf(path, weights="gguf")
+    kinds = {n: type(m) for n, m in packed.named_modules() if isinstance(m, (Int4Linear, Int8Linear))}
+    assert kinds["backbone.stack.blocks.0.attn.qkv"] is Int4Linear
+    assert kinds["backbone.stack.blocks.1.attn.qkv"] is Int8Linear and kinds["lm_head"] is Int8Linear
+    assert sum(k is Int4Linear for k in kinds.values()) == 9 and not any(
+        isinstance(m, torch.nn.Linear) for m in packed.modules())
+    for name, kind in kinds.items():
+        if kind is Int4Linear:  # the file's values; only the bf16 copies of scales and zeros differ
+            want = floats.get_submodule(name).weight.detach()
+            got = packed.get_submodule(name).dequantized().float()
+            torch.testing.assert_close(got, want, atol=0.01 * want.abs().max().item(), rtol=0)
+    ids = torch.randint(0, floats.cfg.vocab_size, (2, 11), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ref, got = floats(ids).logits.log_softmax(-1), packed(ids).logits.float().log_softmax(-1)
+    assert (ref.exp() * (ref - got)).sum(-1).mean() < 1e-3  # KL, nats
+    assert (ref.argmax(-1) == got.argmax(-1)).float().mean() > 0.9
 
 
 def test_non_llama_architecture_is_refused_by_name(tiny, tmp_path):

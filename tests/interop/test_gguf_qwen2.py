@@ -21,7 +21,7 @@ from tfamily.cli import main  # noqa: E402
 from tfamily.generation.decode import SamplingParams, decode  # noqa: E402
 from tfamily.interop import InteropError, MissingFileError, import_gguf  # noqa: E402
 from tfamily.interop import packaged  # noqa: E402
-from tfamily.interop.gguf import dequantize_tensor, open_gguf  # noqa: E402
+from tfamily.interop.gguf import dequantize_tensor, int4_codes, open_gguf  # noqa: E402
 from tfamily.tokenizers import Tokenizer  # noqa: E402
 from hf_helpers import randomize_weights  # noqa: E402
 
@@ -144,6 +144,15 @@ def test_k_quants_and_5_bit_types_match_naive_decoders(typed_file, name):
     got = dequantize_tensor(tensor)
     assert got.shape == (ROWS, COLS)
     torch.testing.assert_close(got, torch.from_numpy(expected[name]), atol=1e-6, rtol=1e-5)
+
+
+def test_q4_k_codes_scales_and_zeros_give_back_the_weights(typed_file):
+    """Q4_K's sub-block scales and mins in Int4Linear's form W = (q - 8) * scale + zero."""
+    path, expected = typed_file
+    codes, scale, zero = int4_codes(next(t for t in open_gguf(path).tensors if t.name == "q4_k"))
+    assert scale.shape == (ROWS, COLS // 32) and int(codes.max()) <= 15
+    back = (codes.float() - 8) * scale.repeat_interleave(32, 1) + zero.repeat_interleave(32, 1)
+    torch.testing.assert_close(back, torch.from_numpy(expected["q4_k"]), atol=1e-6, rtol=1e-5)
 
 
 # ---- a tiny Qwen2 written as llama.cpp's converter writes one --------------------------------

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from tfamily.generation import SamplingParams, decode
 from tfamily.models import build_model
 from tfamily.nn.linear import ACTIVATIONS, Linear, PackedLinear, linear_act, packing_supported
-from tfamily.nn.quant import Int8Linear, convert_weights
+from tfamily.cli.common import WEIGHT_FORMATS as CLI_FORMATS
+from tfamily.nn.quant import WEIGHT_FORMATS, Int4Linear, Int8Linear, convert_weights, quantize_int4
 from tfamily.presets import get_preset, tiny_version
 
 
@@ -31,30 +32,72 @@ def test_int8_linear_is_the_linear_layer_of_its_dequantised_weights():
     assert q(x).shape == (3, 5, 48)
 
 
-@pytest.mark.parametrize("fmt", ["bf16", "int8"])
-def test_converted_model_predicts_like_fp32(model, fmt):
+def test_int4_codes_are_the_groups_min_to_max_in_15_steps():
+    torch.manual_seed(0)
+    w = torch.randn(32, 96)
+    codes, scale, zero = quantize_int4(w, 32)
+    assert codes.dtype == torch.uint8 and codes.max() == 15 and codes.min() == 0 and scale.shape == (32, 3)
+    back = (codes.float() - 8) * scale.repeat_interleave(32, 1) + zero.repeat_interleave(32, 1)
+    assert ((back - w).abs() <= scale.repeat_interleave(32, 1) / 2 + 1e-6).all()  # within half a step
+    groups = w.reshape(32, 3, 32)
+    torch.testing.assert_close(back.reshape(32, 3, 32).amin(-1), groups.amin(-1))  # the ends are exact
+    torch.testing.assert_close(back.reshape(32, 3, 32).amax(-1), groups.amax(-1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int4_linear_multiplies_by_its_codes(dtype):
+    """The kernel's product equals x @ W^T with W written out from the codes, scales and zeros."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 48)
+    codes, scale, zero = quantize_int4(lin.weight.detach(), 32)
+    q = Int4Linear(codes, scale, zero, lin.bias, dtype)
+    s, z = scale.to(dtype).float(), zero.to(dtype).float()  # the kernel's copies are in ``dtype``
+    w = (codes.float() - 8) * s.repeat_interleave(32, 1) + z.repeat_interleave(32, 1)  # (48, 64)
+    x = torch.randn(3, 5, 64).to(dtype)
+    want = F.linear(x.float(), w, lin.bias.detach().to(dtype).float())
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.05, rtol=0.02)
+    torch.testing.assert_close(q(x).float(), want, **tol)
+    assert q(x).shape == (3, 5, 48) and q(x).dtype == dtype
+    torch.testing.assert_close(q.dequantized().float(), w, **tol)
+
+
+def test_int4_linear_refuses_shapes_the_kernel_cannot_take():
+    codes, scale, zero = quantize_int4(torch.randn(40, 64), 32)  # 40 rows: not a multiple of 16
+    with pytest.raises(ValueError, match=r"\(40, 64\).*out % 16"):
+        Int4Linear(codes, scale, zero)
+
+
+def test_every_format_is_offered_on_the_command_line():
+    assert CLI_FORMATS == WEIGHT_FORMATS
+
+
+@pytest.mark.parametrize("fmt,bound", [("bf16", 0.01), ("int8", 0.01), ("int4", 0.05)])
+def test_converted_model_predicts_like_fp32(model, fmt, bound):
     ids = torch.randint(0, model.cfg.vocab_size, (2, 12), generator=torch.Generator().manual_seed(1))
     converted = convert_weights(copy.deepcopy(model), fmt)
-    if fmt == "int8":
+    if fmt in ("int8", "int4"):
         assert not any(isinstance(m, torch.nn.Linear) for m in converted.modules())
+    if fmt == "int4":  # every layer the kernel can take is 4-bit
+        assert any(isinstance(m, Int4Linear) for m in converted.modules())
     with torch.inference_mode():
         ref = model(ids).logits.log_softmax(-1)
         new = converted(ids).logits.float().log_softmax(-1)
     kl = (ref.exp() * (ref - new)).sum(-1).mean()
-    assert kl < 0.01
+    assert kl < bound
     assert converted.make_cache(1, 4).k.dtype == torch.bfloat16
 
 
-def test_converted_model_decodes(model):
-    converted = convert_weights(copy.deepcopy(model), "int8")
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+def test_converted_model_decodes(model, fmt):
+    converted = convert_weights(copy.deepcopy(model), fmt)
     steps = [s for group in decode(converted, [[5, 6, 7], [8]], SamplingParams(max_new_tokens=4, temperature=0))
              for s in group]
     assert len(steps) == 8 and all(0 < s.prob <= 1 for s in steps)
 
 
 def test_unknown_format_names_the_choices(model):
-    with pytest.raises(ValueError, match="fp32, bf16, int8"):
-        convert_weights(model, "int4")
+    with pytest.raises(ValueError, match="fp32, bf16, int8, int4"):
+        convert_weights(model, "int3")
 
 
 needs_packing = pytest.mark.skipif(not packing_supported(torch.zeros(1)),

@@ -31,13 +31,15 @@ def _refuse_overwrite(out: str, force: bool) -> None:
     refuse_overwrite(out, force)
 
 
+WEIGHT_FORMATS = ("fp32", "bf16", "int8", "int4")  # nn.quant.WEIGHT_FORMATS, without importing torch here
 WEIGHTS_HELP = ("number format of the weights while generating: fp32 (default, exact), bf16 (1.5-1.7x "
                 "fp32's speed at batch 1 on a CPU with bf16, 1.4x at batch 8), int8 (weight-only, CPU, "
-                "1.7-2.0x at batch 1); bf16 and int8 change the probabilities slightly, see benchmarks/RESULTS.md")
+                "1.7-2.0x at batch 1), int4 (weight-only, CPU, groups of 32 with a scale and a zero); "
+                "all but fp32 change the probabilities slightly, see benchmarks/RESULTS.md")
 
 
 def add_weights_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", choices=["fp32", "bf16", "int8"], default="fp32", help=WEIGHTS_HELP)
+    p.add_argument("--weights", choices=list(WEIGHT_FORMATS), default="fp32", help=WEIGHTS_HELP)
 
 
 def require_generation(command: str, path: str, model) -> None:

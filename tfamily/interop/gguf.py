@@ -230,6 +230,92 @@ def hf_state_dict_from_gguf(reader, n_head: int, n_kv_head: int, permuted: bool 
     return out
 
 
+# ---- the file's own 4-bit weights (weights="gguf") ----------------------------------------
+
+# 4-bit GGUF type -> (weights per block, bytes per block). Each 32-weight group of these has
+# one scale and one offset, which is what nn.quant.Int4Linear multiplies by.
+INT4_BLOCKS = {"Q4_0": (32, 18), "Q4_1": (32, 20), "Q4_K": (256, 144)}
+
+
+def int4_groups(tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(scale, zero), each (rows, columns / 32) fp32, of a Q4_0 / Q4_1 / Q4_K tensor in
+    Int4Linear's convention W = (q - 8) * scale + zero; None for any other type.
+
+        Q4_0  W = d (q - 8)                      scale = d,       zero = 0
+        Q4_1  W = d q + m                        scale = d,       zero = m + 8 d
+        Q4_K  W = d sc_j q - dmin m_j (6-bit     scale = d sc_j,  zero = 8 d sc_j - dmin m_j
+              sc_j, m_j per 32-weight sub-block j of a 256-weight super-block)
+    """
+    import numpy as np
+    from gguf.quants import Q4_K
+
+    kind = tensor.tensor_type.name
+    if kind not in INT4_BLOCKS:
+        return None
+    per_block, nbytes = INT4_BLOCKS[kind]
+    rows = tensor.data.shape[0]
+    blocks = np.asarray(tensor.data).reshape(-1, nbytes)  # (rows * blocks per row, bytes)
+    d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)  # (n, 1)
+    if kind == "Q4_0":
+        scale, zero = d, np.zeros_like(d)
+    elif kind == "Q4_1":
+        m = blocks[:, 2:4].copy().view(np.float16).astype(np.float32)
+        scale, zero = d, m + 8 * d
+    else:
+        dmin = blocks[:, 2:4].copy().view(np.float16).astype(np.float32)
+        sc, m = Q4_K.get_scale_min(blocks[:, 4:16].copy())  # (n, 8) each
+        scale = d * sc.astype(np.float32)
+        zero = 8 * scale - dmin * m.astype(np.float32)
+    return (torch.from_numpy(np.ascontiguousarray(scale)).reshape(rows, -1),
+            torch.from_numpy(np.ascontiguousarray(zero)).reshape(rows, -1))
+
+
+def int4_codes(tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(codes (rows, cols) uint8 in 0..15, scale, zero) of a 4-bit tensor, exactly as stored:
+    the codes are read back from the dequantised values, which lie on each group's grid."""
+    groups = int4_groups(tensor)
+    if groups is None:
+        return None
+    scale, zero = groups
+    w = dequantize_tensor(tensor)  # (rows, cols)
+    s, z = scale.repeat_interleave(32, 1), zero.repeat_interleave(32, 1)
+    nonzero = s != 0  # a group of one repeated value has scale 0: any code, say 8
+    codes = torch.where(nonzero, torch.round((w - z) / torch.where(nonzero, s, 1.0)) + 8, 8.0)
+    return codes.clamp(0, 15).to(torch.uint8), scale, zero
+
+
+def keep_gguf_int4(model: nn.Module, reader, cfg: ModelConfig, permuted: bool) -> int:
+    """Swap in an nn.quant.Int4Linear for every linear layer whose GGUF tensors are all 4-bit
+    (a fused q|k|v needs all three), holding the file's own codes, scales and zeros; returns
+    how many. The other layers are left as they are (``import_gguf`` makes them int8)."""
+    from ..nn.quant import Int4Linear, int4_fits
+
+    tensors = {hf_name(t.name): t for t in reader.tensors}
+    swapped = 0
+    for ours, names, _ in hf_llama.name_groups(cfg):
+        if not ours.endswith(".weight"):
+            continue
+        parts = [tensors.get(n if n == "lm_head.weight" else hf_llama.PREFIX + n) for n in names]
+        if any(t is None or t.tensor_type.name not in INT4_BLOCKS for t in parts):
+            continue
+        module_name = ours[: -len(".weight")]
+        layer = model.get_submodule(module_name)
+        if not isinstance(layer, nn.Linear) or not int4_fits(layer.out_features, layer.in_features):
+            continue
+        pieces = []
+        for name, t in zip(names, parts):
+            codes, scale, zero = int4_codes(t)
+            heads = cfg.n_head if "q_proj" in name else cfg.n_kv_head if "k_proj" in name else None
+            if permuted and heads is not None:  # the same row order as the float weights (Llama's RoPE rows)
+                codes, scale, zero = (unpermute_rope_rows(x, heads) for x in (codes, scale, zero))
+            pieces.append((codes, scale, zero))
+        codes, scale, zero = (torch.cat(x, dim=0) for x in zip(*pieces))
+        parent, _, child = module_name.rpartition(".")
+        setattr(model.get_submodule(parent), child, Int4Linear(codes, scale, zero, layer.bias))
+        swapped += 1
+    return swapped
+
+
 # ---- tokenizer -------------------------------------------------------------------------
 
 def tokenizer_json_from_gguf(meta: Mapping[str, Any]) -> str:
@@ -286,13 +372,21 @@ def smollm2_gguf_path() -> Path | None:
     return path if path.is_file() else None
 
 
-def import_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> tuple[nn.Module, str, str | None]:
+def import_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
+                weights: str = "float") -> tuple[nn.Module, str, str | None]:
     """(model in eval mode, tokenizer.json text, chat template or None) from a Llama or Qwen2 GGUF file.
 
-    Quantised weights are dequantised to fp32 (the model then computes in ``dtype``); the
-    result is the float model that llama.cpp's quantised one approximates, and it matches
-    ``transformers``' GGUF loading, which dequantises the same way.
+    ``weights="float"``: quantised weights are dequantised to fp32 (the model then computes in
+    ``dtype``); the result is the float model that llama.cpp's quantised one approximates, and
+    it matches ``transformers``' GGUF loading, which dequantises the same way.
+
+    ``weights="gguf"``: for inference on a CPU, the file's 4-bit tensors (Q4_0, Q4_1, Q4_K)
+    stay 4-bit, with the file's own codes, scales and zeros (``nn.quant.Int4Linear``; its
+    scales and zeros are bf16). Every other linear layer (5-, 6-, 8-bit or float in the file)
+    becomes int8 with a scale per row; activations are bf16.
     """
+    if weights not in ("float", "gguf"):
+        raise ValueError(f"weights must be 'float' or 'gguf', got {weights!r}")
     reader = open_gguf(path)
     try:  # every fault found past the header is reported with the file's name
         meta = read_metadata(reader)
@@ -302,10 +396,16 @@ def import_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> 
         hf_state = hf_state_dict_from_gguf(reader, cfg.n_head, cfg.n_kv_head, permuted)
         tokenizer_json = tokenizer_json_from_gguf(meta)
         model = model_from_state_dict(cfg, hf_llama.state_dict_from_hf(hf_state, cfg))
+        if weights == "gguf":
+            keep_gguf_int4(model.eval(), reader, cfg, permuted)
     except (InteropError, ConfigError) as e:
         raise type(e)(f"{path}: {e}") from None
     except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as e:  # numpy / torch on bad metadata
         reason = " ".join(str(e).split())[:300]
         raise InteropError(f"{path}: corrupt GGUF file ({type(e).__name__}: {reason})") from None
-    model.to(dtype)
+    if weights == "gguf":
+        from ..nn.quant import convert_weights
+        model = convert_weights(model, "int8")  # the layers left as nn.Linear become int8
+    else:
+        model.to(dtype)
     return model.eval(), tokenizer_json, meta.get("tokenizer.chat_template")

@@ -6,6 +6,12 @@ with it, so its speed follows the bytes of the weights: fp32 (4 bytes) -> bf16 (
 int8 with one scale (symmetric, absmax / 127) and multiplies bf16 activations by it with
 torch's packed int8 matmul; activations, norms, embeddings and the KV cache stay bf16.
 
+``Int4Linear`` goes to 4 bits: groups of 32 weights along a row share a scale and a zero
+(asymmetric, min / max), as llama.cpp's Q4_1 does, multiplied by torch's packed int4 CPU
+kernel. It also holds a GGUF file's own 4-bit tensors (Q4_0, Q4_1, Q4_K) exactly as the file
+has them (``interop.gguf``). A layer the kernel cannot take (out not a multiple of 16, in not
+a multiple of 32) stays int8.
+
 None of this is on by default: both formats change the model's outputs a little (see
 benchmarks/RESULTS.md for the measured cost on a real model), so a user asks for them.
 
@@ -25,7 +31,8 @@ from torch import nn
 
 from .linear import PackedLinear, packing_supported
 
-WEIGHT_FORMATS = ("fp32", "bf16", "int8")
+WEIGHT_FORMATS = ("fp32", "bf16", "int8", "int4")
+INT4_GROUP = 32  # weights per scale / zero along a row, as GGUF's Q4_0, Q4_1 and Q4_K sub-blocks
 
 
 class Int8Linear(nn.Module):
@@ -55,30 +62,119 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+class Int4Linear(nn.Module):
+    """y = x W^T + b with W stored as 4-bit codes; x: (..., in) in the scales' dtype (bf16).
+
+    Along each row, every ``group`` weights share a scale s and a zero z (torch's int4 kernel's
+    convention, which covers GGUF's 4-bit types exactly):
+
+        W[o, i] = (q[o, i] - 8) * s[o, g] + z[o, g],   q in 0..15,   g = i // group
+
+    The codes are packed two to a byte by ``_convert_weight_to_int4pack_for_cpu`` into the
+    layout ``_weight_int4pack_mm_for_cpu`` reads; scales and zeros are kept as one
+    (in / group, out, 2) tensor, which the kernel takes. 4 bits a weight plus 2 x 16 bits a
+    group: 5 bits a weight at group 32.
+    """
+
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bias: torch.Tensor | None = None,
+                 dtype: torch.dtype = torch.bfloat16):
+        """codes (out, in) integers 0..15; scale, zero (out, in / group); bias (out,) or None."""
+        super().__init__()
+        out_features, in_features = codes.shape
+        group = in_features // scale.shape[1]
+        if not int4_fits(out_features, in_features, group) or scale.shape != zero.shape:
+            raise ValueError(f"int4 layer of shape ({out_features}, {in_features}) with scales {tuple(scale.shape)} "
+                             f"and zeros {tuple(zero.shape)}: needs out % 16 == 0, in % {group} == 0, "
+                             "one scale and one zero per group")
+        self.in_features, self.out_features, self.group = in_features, out_features, group
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32).contiguous(), 1)
+        self.register_buffer("weight_int4", packed)  # (out, in / 2) uint8
+        scales_and_zeros = torch.stack([scale.float().t(), zero.float().t()], dim=-1)  # (in / group, out, 2)
+        self.register_buffer("scales_and_zeros", scales_and_zeros.to(dtype).contiguous())
+        self.register_buffer("bias", bias.detach().to(dtype) if bias is not None else None)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, dtype: torch.dtype = torch.bfloat16, group: int = INT4_GROUP) -> "Int4Linear":
+        """Quantise ``linear``'s weight: each group's min and max map to codes 0 and 15."""
+        codes, scale, zero = quantize_int4(linear.weight.detach().float(), group)
+        return cls(codes, scale, zero, linear.bias, dtype)
+
+    @property
+    def scale(self) -> torch.Tensor:  # (out, in / group): the form Int8Linear's ``scale`` has, one per group
+        return self.scales_and_zeros[..., 0].t()
+
+    def dequantized(self) -> torch.Tensor:
+        """(out, in) in the scales' dtype: the matrix the kernel multiplies by (x @ I = the rows)."""
+        eye = torch.eye(self.in_features, dtype=self.scales_and_zeros.dtype)
+        return self._mm(eye).t() if self.bias is None else (self._mm(eye) - self.bias).t()
+
+    def _mm(self, x: torch.Tensor) -> torch.Tensor:  # (N, in) -> (N, out), bias included
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.weight_int4, self.group, self.scales_and_zeros)
+        return y if self.bias is None else y + self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        y = self._mm(x.reshape(-1, self.in_features).to(self.scales_and_zeros.dtype))  # (N, out)
+        return y.view(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, group={self.group}, "
+                f"bias={self.bias is not None}")
+
+
+def quantize_int4(w: torch.Tensor, group: int = INT4_GROUP) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(codes (out, in) uint8, scale (out, in / group), zero (out, in / group)) for w (out, in):
+    per group, min -> code 0 and max -> code 15 (Int4Linear's W = (q - 8) * s + z)."""
+    out_features, in_features = w.shape
+    g = w.reshape(out_features, in_features // group, group)
+    lo, hi = g.amin(-1), g.amax(-1)  # (out, in / group)
+    scale = ((hi - lo) / 15).clamp(min=1e-12)
+    codes = torch.round((g - lo[..., None]) / scale[..., None]).clamp(0, 15).to(torch.uint8)
+    return codes.reshape(out_features, in_features), scale, lo + 8 * scale
+
+
+def int4_fits(out_features: int, in_features: int, group: int = INT4_GROUP) -> bool:
+    """Whether torch's int4 CPU kernel takes a layer of this shape (and the kernel exists)."""
+    return (int4_supported() and group in (32, 64, 128, 256) and out_features % 16 == 0
+            and in_features % group == 0)
+
+
+def int4_supported() -> bool:
+    return hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu")
+
+
 def int8_supported() -> bool:
     return hasattr(torch.ops.aten, "_weight_int8pack_mm")
 
 
 def convert_weights(model: nn.Module, fmt: str, pack: bool = True) -> nn.Module:
-    """The model with its weights in ``fmt`` (in place, for inference): "fp32", "bf16", or
-    "int8" (every nn.Linear, the LM head included, becomes an Int8Linear; the rest bf16).
+    """The model with its weights in ``fmt`` (in place, for inference): "fp32", "bf16",
+    "int8" (every nn.Linear, the LM head included, becomes an Int8Linear; the rest bf16), or
+    "int4" (an Int4Linear where the kernel takes the shape, else an Int8Linear).
     With ``pack`` (on a CPU with oneDNN), fp32 and bf16 linear layers become ``PackedLinear``:
     the same numbers, faster matmuls, no gradients. ``pack=False`` keeps ordinary layers."""
     if fmt not in WEIGHT_FORMATS:
         raise ValueError(f"weight format must be one of {', '.join(WEIGHT_FORMATS)}, got {fmt!r}")
     model = model.float() if fmt == "fp32" else model.to(torch.bfloat16)
-    if fmt == "int8":
-        if not int8_supported():
-            raise ValueError(f"int8 weights need torch's _weight_int8pack_mm (this torch is {torch.__version__})")
+    if fmt in ("int8", "int4"):
+        if not int8_supported() or (fmt == "int4" and not int4_supported()):
+            raise ValueError(f"{fmt} weights need torch's packed {fmt} CPU kernels (this torch is {torch.__version__})")
         device = next(model.parameters()).device
         if device.type != "cpu":
-            raise ValueError(f"int8 weights run on the CPU kernels only; the model is on {device}")
+            raise ValueError(f"{fmt} weights run on the CPU kernels only; the model is on {device}")
         model.eval()
-        _replace_linears(model, Int8Linear)
+        _replace_linears(model, Int8Linear if fmt == "int8" else int4_or_int8)
     elif pack and packing_supported(next(model.parameters())):
         model.eval()
         _replace_linears(model, PackedLinear)
     return model
+
+
+def int4_or_int8(linear: nn.Linear) -> nn.Module:
+    """An Int4Linear where the int4 kernel takes the layer's shape, else an Int8Linear."""
+    if int4_fits(linear.out_features, linear.in_features):
+        return Int4Linear.from_linear(linear)
+    return Int8Linear(linear)
 
 
 def _replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> None:
