@@ -136,6 +136,9 @@ def agreement(a: list[list[int]], b: list[list[int]]) -> str:
     return f"tokens differ: {same}/{len(a)} seqs equal, first divergence at token {min(firsts)}"
 
 
+QUANTISED_BUFFERS = ("weight_int8", "scale", "weight_int4", "scales_and_zeros", "bias")  # nn.quant's layers
+
+
 def weight_bytes(model: torch.nn.Module) -> int:
     """Bytes of the weights one forward pass streams: every unique parameter (and quantised or
     packed weight, with its scales) except the token and position tables, of which a step reads
@@ -145,7 +148,7 @@ def weight_bytes(model: torch.nn.Module) -> int:
         if isinstance(module, torch.nn.Embedding):
             continue
         tensors = [(n, p) for n, p in module.named_parameters(recurse=False)]
-        tensors += [(n, b) for n, b in module.named_buffers(recurse=False) if n in ("weight_int8", "scale", "bias")]
+        tensors += [(n, b) for n, b in module.named_buffers(recurse=False) if n in QUANTISED_BUFFERS]
         if isinstance(module, PackedLinear):  # its weight is an opaque tensor, neither parameter nor buffer
             tensors.append(("weight", module.weight))
         for name, p in tensors:

@@ -39,8 +39,13 @@ def next_token_logprobs(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
 
 def compare(model: nn.Module, convert: Callable[[nn.Module], nn.Module], ids: torch.Tensor) -> Quality:
     """fp32 ``model`` against ``convert(copy of model)`` on ids (1, T) of real text."""
+    return compare_models(model, convert(copy.deepcopy(model)), ids)
+
+
+def compare_models(model: nn.Module, other: nn.Module, ids: torch.Tensor) -> Quality:
+    """fp32 ``model`` against ``other`` (the same model in another format) on ids (1, T)."""
     ref = next_token_logprobs(model, ids)  # (T-1, V)
-    new = next_token_logprobs(convert(copy.deepcopy(model)), ids)
+    new = next_token_logprobs(other, ids)
     targets = ids[0, 1:]
     nll = lambda lp: -lp.gather(1, targets[:, None]).mean()  # noqa: E731
     kl = (ref.exp() * (ref - new)).sum(-1).mean()
@@ -53,13 +58,13 @@ TEXT_TOKENS = 512
 
 @functools.lru_cache(maxsize=None)
 def gguf_quality(key: str, fmt: str) -> str:
-    """Weights in ``fmt`` (bf16, int8: ``tfamily.nn.quant``) against fp32 on a real GGUF model
-    (``gguf_models.MODELS``) over the opening of the bundled Shakespeare (computed once per run,
-    model and format; the note of the rows that decode in that format)."""
+    """Weights in ``fmt`` (bf16, int8, int4: ``tfamily.nn.quant``; gguf: the file's own 4-bit
+    tensors, the rest int8) against fp32 on a real GGUF model (``gguf_models.MODELS``) over the
+    opening of the bundled Shakespeare (computed once per run, model and format; the note of
+    the rows that decode in that format)."""
     from tfamily.data import bundled_corpus
-    from tfamily.nn.quant import convert_weights
 
-    from .gguf_models import MODELS, load_pair
+    from .gguf_models import MODELS, load_pair, tfamily_model
 
     try:
         model, _, tok = load_pair(key)
@@ -67,7 +72,7 @@ def gguf_quality(key: str, fmt: str) -> str:
         return f"quality not measured: {e}"
     text = bundled_corpus("shakespeare").read_text(encoding="utf-8")[:8000]
     ids = torch.tensor([tok.encode(text)[:TEXT_TOKENS]])
-    return compare(model, lambda m: convert_weights(m, fmt), ids).describe(f"{fmt} weights on {MODELS[key][0]}")
+    return compare_models(model, tfamily_model(key, fmt), ids).describe(f"{fmt} weights on {MODELS[key][0]}")
 
 
 def smollm2_quality(fmt: str) -> str:

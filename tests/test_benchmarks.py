@@ -56,3 +56,14 @@ def test_why_transformer_quick_run_keeps_out_of_docs(tmp_path):
     assert "| 256 | 8 |" in table and (tmp_path / "quick" / "parallel.png").stat().st_size > 1000
     assert why_transformer.OUT == tmp_path / "quick"
     why_transformer.OUT = why_transformer.ROOT / "docs" / "why"
+
+
+def test_real_model_decode_rows_cover_every_format_batch_and_llama_cpp():
+    from benchmarks import gguf_models
+    names = list(gguf_models.workloads(8, 0, 1))
+    for short in ("smollm2", "qwen"):
+        for batch in (1, 8):
+            assert [n for n in names if n.startswith(f"decode-{short}-b{batch}-") and "llama" not in n] == [
+                f"decode-{short}-b{batch}-{fmt}" for fmt in gguf_models.FORMATS]
+        assert f"decode-{short}-b1-llama-cpp" in names
+    assert set(gguf_models.FORMATS) == {"fp32", "bf16", "int8", "int4", "gguf"}

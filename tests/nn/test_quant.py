@@ -59,6 +59,8 @@ def test_int4_linear_multiplies_by_its_codes(dtype):
     torch.testing.assert_close(q(x).float(), want, **tol)
     assert q(x).shape == (3, 5, 48) and q(x).dtype == dtype
     torch.testing.assert_close(q.dequantized().float(), w, **tol)
+    last = x[:, -1:]  # a strided view, as an LM head sees its last positions
+    torch.testing.assert_close(q(last).float(), want[:, -1:], **tol)
 
 
 def test_int4_linear_refuses_shapes_the_kernel_cannot_take():

@@ -271,17 +271,18 @@ def int4_groups(tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
 
 
 def int4_codes(tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """(codes (rows, cols) uint8 in 0..15, scale, zero) of a 4-bit tensor, exactly as stored:
-    the codes are read back from the dequantised values, which lie on each group's grid."""
+    """(codes (rows, cols) uint8 in 0..15, scale, zero) of a 4-bit tensor, exactly as stored."""
     groups = int4_groups(tensor)
-    if groups is None:
-        return None
-    scale, zero = groups
-    w = dequantize_tensor(tensor)  # (rows, cols)
+    return None if groups is None else (codes_on_grid(dequantize_tensor(tensor), *groups), *groups)
+
+
+def codes_on_grid(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """The 4-bit codes of dequantised weights w (rows, cols), which lie on their group's grid
+    W = (q - 8) * scale + zero (scale, zero: (rows, cols / 32)): q read back by rounding."""
     s, z = scale.repeat_interleave(32, 1), zero.repeat_interleave(32, 1)
     nonzero = s != 0  # a group of one repeated value has scale 0: any code, say 8
     codes = torch.where(nonzero, torch.round((w - z) / torch.where(nonzero, s, 1.0)) + 8, 8.0)
-    return codes.clamp(0, 15).to(torch.uint8), scale, zero
+    return codes.clamp(0, 15).to(torch.uint8)
 
 
 def keep_gguf_int4(model: nn.Module, reader, cfg: ModelConfig, permuted: bool) -> int:
@@ -304,12 +305,13 @@ def keep_gguf_int4(model: nn.Module, reader, cfg: ModelConfig, permuted: bool) -
             continue
         pieces = []
         for name, t in zip(names, parts):
-            codes, scale, zero = int4_codes(t)
+            scale, zero = int4_groups(t)
             heads = cfg.n_head if "q_proj" in name else cfg.n_kv_head if "k_proj" in name else None
             if permuted and heads is not None:  # the same row order as the float weights (Llama's RoPE rows)
-                codes, scale, zero = (unpermute_rope_rows(x, heads) for x in (codes, scale, zero))
-            pieces.append((codes, scale, zero))
-        codes, scale, zero = (torch.cat(x, dim=0) for x in zip(*pieces))
+                scale, zero = unpermute_rope_rows(scale, heads), unpermute_rope_rows(zero, heads)
+            pieces.append((scale, zero))
+        scale, zero = (torch.cat(x, dim=0) for x in zip(*pieces))
+        codes = codes_on_grid(layer.weight.detach().float(), scale, zero)  # the layer holds the file's values
         parent, _, child = module_name.rpartition(".")
         setattr(model.get_submodule(parent), child, Int4Linear(codes, scale, zero, layer.bias))
         swapped += 1

@@ -114,7 +114,8 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        y = self._mm(x.reshape(-1, self.in_features).to(self.scales_and_zeros.dtype))  # (N, out)
+        x = x.reshape(-1, self.in_features).to(self.scales_and_zeros.dtype).contiguous()  # the kernel needs it dense
+        y = self._mm(x)  # (N, out)
         return y.view(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
