@@ -17,6 +17,7 @@ reported, while the Transformer side uses tfamily's defaults (chosen earlier on 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import subprocess
@@ -222,15 +223,18 @@ def evaluate_bleu(out: Path, limit: int | None) -> str:
 
 @dataclass
 class RecallTask:
-    """Sequences of filler tokens holding one (key, value) pair; they end with the key again,
-    and the model must say the value. The distance is how far back the pair sits.
+    """Sequences of filler tokens holding ``pairs`` (key, value) pairs with distinct keys; they
+    end with one of the keys again, and the model must say its value. The distance is how far
+    back the asked pair sits; the other pairs sit anywhere before the query, so a model must
+    keep every pair it has seen (an RNN, in its fixed-size state) until it learns which is asked.
 
         vocabulary: 0 filler tokens 0..F-1, keys F..F+K-1, values F+K..F+K+V-1
-        row:  f f f K v f f f ... f f K  ->  v
+        row (pairs = 2):  f K' v' f f K v f f ... f f K  ->  v
     """
     fillers: int = 16
     keys: int = 16
     values: int = 16
+    pairs: int = 1
 
     @property
     def vocab(self) -> int:
@@ -241,13 +245,23 @@ class RecallTask:
         last (2 .. length - 1: its value must fit between them)."""
         if int(distances.min()) < 2 or int(distances.max()) > length - 1:
             raise ValueError(f"distances must lie in 2..{length - 1} for rows of {length} tokens")
+        if not 1 <= self.pairs <= self.keys or 2 * self.pairs > length - 1:
+            raise ValueError(f"{self.pairs} pairs need 1..{self.keys} distinct keys and {2 * self.pairs} of the "
+                             f"{length - 1} positions before the query")
         ids = torch.randint(0, self.fillers, (n, length), generator=gen)
-        key = self.fillers + torch.randint(0, self.keys, (n,), generator=gen)
-        value = self.fillers + self.keys + torch.randint(0, self.values, (n,), generator=gen)
+        keys = self.fillers + torch.rand(n, self.keys, generator=gen).argsort(-1)[:, :self.pairs]  # distinct
+        values = self.fillers + self.keys + torch.randint(0, self.values, (n, self.pairs), generator=gen)
         rows = torch.arange(n)
-        at = length - 1 - distances
-        ids[rows, at], ids[rows, at + 1], ids[rows, -1] = key, value, key
-        return ids, value
+        at = length - 1 - distances  # the asked pair (keys[:, 0]) at its distance
+        ids[rows, at], ids[rows, at + 1], ids[rows, -1] = keys[:, 0], values[:, 0], keys[:, 0]
+        for row in range(n) if self.pairs > 1 else ():  # the others in free two-token slots before the query
+            a = int(at[row])
+            slots = [p for p in range(a % 2, length - 2, 2) if p != a]  # aligned with the asked pair: no overlaps
+            if len(slots) < self.pairs - 1:
+                raise ValueError(f"no room for {self.pairs} pairs in a row of {length} tokens")
+            for k, pick in enumerate(torch.randperm(len(slots), generator=gen)[:self.pairs - 1].tolist(), start=1):
+                ids[row, slots[pick]], ids[row, slots[pick] + 1] = keys[row, k], values[row, k]
+        return ids, values[:, 0]
 
 
 def recall_models(task: RecallTask, segment: int) -> dict[str, torch.nn.Module]:
@@ -270,13 +284,20 @@ def answer_logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
 
 
 def distance(args) -> None:
-    task, gen = RecallTask(), torch.Generator().manual_seed(0)
+    task, gen = RecallTask(pairs=args.pairs), torch.Generator().manual_seed(0)
+    doc = "distance" if args.pairs == 1 else f"distance-{args.pairs}-pairs"
     lengths = [16, 64] if args.quick else [16, 64, 256, 1024]
     budget = 10 if args.quick else args.max_time
     tokens = 1024 if args.quick else 8192  # per training step, whatever the row length
     rows, series = [], {}
+    runs = []  # (name, model, lr): the LSTM once per learning rate tried, each from the same init
     for name, model in recall_models(task, 32 if args.quick else 128).items():
-        opt = torch.optim.AdamW(model.parameters(), lr=args.rnn_lrs[-1] if "LSTM" in name else 1e-3, fused=True)
+        if "LSTM" in name:
+            runs += [(f"{name}, lr {lr:g}", copy.deepcopy(model), lr) for lr in args.rnn_lrs]
+        else:
+            runs.append((name, model, 1e-3))
+    for name, model, lr in runs:
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=True)
         start, steps = time.perf_counter(), 0
         model.train()
         while time.perf_counter() - start < budget:  # rows of every test length, the pair anywhere in them
@@ -298,14 +319,15 @@ def distance(args) -> None:
                 accs.append((answer_logits(model, ids).argmax(-1) == answer).float().mean().item())
         series[name] = ([n - 1 for n in lengths], accs)
         rows.append([name, steps, *[f"{100 * a:.0f} %" for a in accs]])
-    plot("distance", series, "distance from the pair to the query (tokens)", "recall accuracy",
+    plot(doc, series, "distance from the pair to the query (tokens)", "recall accuracy",
          "Recall at a distance", logx=True)
-    write("distance", "attention reaches any distance in one step; an RNN must carry the pair through every "
+    write(doc, "attention reaches any distance in one step; an RNN must carry the pair through every "
           "step in between", rows, ["model", "train steps", *[f"distance {n - 1}" for n in lengths]],
           f"Each model trained {budget:.0f} s on rows of {', '.join(map(str, lengths))} tokens in turn ({tokens} "
           f"tokens a step, the pair anywhere), tested on 128 rows per length with the pair at the far end; chance is "
-          f"{100 / task.values:.0f} % ({task.values} values, {task.keys} keys, {task.fillers} fillers). AdamW, "
-          f"lr {args.rnn_lrs[-1]:g} for the LSTM and 1e-3 for the Transformers, gradients clipped at 1.")
+          f"{100 / task.values:.0f} % ({task.values} values, {task.keys} keys, {task.fillers} fillers; "
+          f"{task.pairs} pair{'s' if task.pairs > 1 else ''} a row, one asked). AdamW, "
+          f"the LSTM at each learning rate of --rnn-lrs, the Transformers at 1e-3, gradients clipped at 1.")
 
 
 # ---- e. contextual embeddings --------------------------------------------------------------------
@@ -349,6 +371,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes and budgets (checks the code, not the claim)")
     p.add_argument("--max-time", type=float, default=180, help="training seconds per run (default 180)")
     p.add_argument("--rnn-lrs", default="6e-3,2e-3", help="learning rates tried for the recurrent side")
+    p.add_argument("--pairs", type=int, default=1,
+                   help="distance: key-value pairs per row, one of them asked (default 1; more writes "
+                        "docs/why/distance-N-pairs)")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "why", help="run folders (default runs/why)")
     p.add_argument("--sentiment", default=str(ROOT / "data" / "sentiment"), help="contextual: the sentiment splits")
     p.add_argument("--language", default="en", choices=["en", "zh"], help="contextual: which sentiment set")

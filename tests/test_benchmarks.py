@@ -49,6 +49,24 @@ def test_recall_task_puts_the_pair_at_the_asked_distance():
         task.batch(1, 20, torch.tensor([1]), torch.Generator())
 
 
+def test_recall_task_with_distractor_pairs_keeps_them_apart():
+    from benchmarks.why_transformer import RecallTask
+    task = RecallTask(fillers=4, keys=6, values=5, pairs=4)
+    distances = torch.tensor([2, 3, 9, 15, 18, 19] * 20)
+    ids, answer = task.batch(len(distances), 20, distances, torch.Generator().manual_seed(0))
+    for row, d in enumerate(distances.tolist()):
+        key = ids[row, -1].item()
+        assert ids[row, 20 - 1 - d].item() == key and ids[row, 20 - d].item() == answer[row].item()
+        body = ids[row, :-1]
+        keys = body[(body >= task.fillers) & (body < task.fillers + task.keys)]
+        assert len(keys) == 4 and len(set(keys.tolist())) == 4  # four pairs, distinct keys, none overwritten
+        assert ((body >= task.fillers + task.keys).sum()) == 4
+        starts = (body >= task.fillers) & (body < task.fillers + task.keys)
+        assert (body[1:][starts[:-1]] >= task.fillers + task.keys).all()  # every key is followed by its value
+    with pytest.raises(ValueError, match="4 pairs"):
+        RecallTask(pairs=4).batch(1, 8, torch.tensor([2]), torch.Generator())
+
+
 def test_why_transformer_quick_run_keeps_out_of_docs(tmp_path):
     from benchmarks import why_transformer
     why_transformer.main(["parallel", "--quick", "--work", str(tmp_path)])

@@ -150,3 +150,16 @@ def test_finetune_pools_a_bilstm_by_its_family_default():
     position's forward half has read one token only."""
     from tfamily.cli.finetune import _default_pooling
     assert _default_pooling(bilm()) == "mean"
+
+
+@pytest.mark.parametrize("preset", ["lstm-tiny", "gru-tiny", "bilstm-tiny", "rnn-seq2seq-tiny"])
+def test_recurrent_token_tables_start_at_unit_variance(preset):
+    """torch's LSTM / GRU init assumes unit-variance inputs; tfamily's Transformer std (0.02)
+    would leave a token almost no say in the state (models/init.py has the measurement)."""
+    torch.manual_seed(0)
+    cfg = get_preset(preset).config(vocab_size=2000)
+    model = build_model(cfg)
+    table = next(m for m in model.modules() if isinstance(m, torch.nn.Embedding)).weight
+    assert 0.95 < table.std().item() < 1.05
+    gpt = build_model(get_preset("gpt-tiny").config(vocab_size=2000))
+    assert abs(gpt.backbone.tok_emb.weight.std().item() - gpt.cfg.init_std) < 0.002
