@@ -12,7 +12,7 @@ kernel. It also holds a GGUF file's own 4-bit tensors (Q4_0, Q4_1, Q4_K) exactly
 has them (``interop.gguf``). A layer the kernel cannot take (out not a multiple of 16, in not
 a multiple of 32) stays int8.
 
-None of this is on by default: both formats change the model's outputs a little (see
+None of this is on by default: every format but fp32 changes the model's outputs a little (see
 benchmarks/RESULTS.md for the measured cost on a real model), so a user asks for them.
 
 Whatever the format, ``convert_weights`` makes an inference-only model: on a CPU the fp32 and
