@@ -26,7 +26,7 @@ import torch
 
 from .gguf_models import FORMATS, MODELS, PROMPT, load_pair, tfamily_model
 from .gpt2 import ours_generate, weight_bytes
-from .harness import memory_bandwidth, set_threads
+from .harness import memory_bandwidth, set_threads, time_once
 
 # op name fragments -> the part of the step they belong to
 MATMULS = ("int4pack_mm", "int8pack_mm", "_linear_pointwise", "aten::mm", "aten::addmm", "aten::linear")
@@ -34,12 +34,8 @@ ATTENTION = ("scaled_dot_product", "_flash_attention", "aten::bmm", "_efficient_
 
 
 def tokens_per_s(run, new_tokens: int, reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return new_tokens / best
+    """New tokens per second of the fastest of ``reps`` calls (the caller has warmed ``run`` up)."""
+    return new_tokens / min(time_once(run) for _ in range(reps))
 
 
 def profile_parts(run) -> tuple[dict[str, float], list[tuple[str, float, int]]]:

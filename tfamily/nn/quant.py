@@ -99,10 +99,6 @@ class Int4Linear(nn.Module):
         codes, scale, zero = quantize_int4(linear.weight.detach().float(), group)
         return cls(codes, scale, zero, linear.bias, dtype)
 
-    @property
-    def scale(self) -> torch.Tensor:  # (out, in / group): the form Int8Linear's ``scale`` has, one per group
-        return self.scales_and_zeros[..., 0].t()
-
     def dequantized(self) -> torch.Tensor:
         """(out, in) in the scales' dtype: the matrix the kernel multiplies by (x @ I = the rows)."""
         eye = torch.eye(self.in_features, dtype=self.scales_and_zeros.dtype)
