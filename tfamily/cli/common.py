@@ -32,14 +32,25 @@ def _refuse_overwrite(out: str, force: bool) -> None:
 
 
 WEIGHT_FORMATS = ("fp32", "bf16", "int8", "int4")  # nn.quant.WEIGHT_FORMATS, without importing torch here
-WEIGHTS_HELP = ("number format of the weights while generating: fp32 (default, exact), bf16 (1.5-1.7x "
-                "fp32's speed at batch 1 on a CPU with bf16, 1.4x at batch 8), int8 (weight-only, CPU, "
-                "1.7-2.0x at batch 1), int4 (weight-only, CPU, groups of 32 with a scale and a zero); "
-                "all but fp32 change the probabilities slightly, see benchmarks/RESULTS.md")
+WEIGHTS_HELP = ("number format of the weights while generating: fp32 (the default for a checkpoint; exact), bf16 "
+                "(1.5-1.7x fp32's speed at batch 1 on a CPU with bf16, 1.4x at batch 8), int8 (weight-only, CPU, "
+                "1.7-2.0x at batch 1), int4 (weight-only, CPU, groups of 32 with a scale and a zero), gguf (a GGUF "
+                "file's own 4-bit tensors, its others int8; the default for a GGUF file on a CPU); all but fp32 "
+                "change the probabilities slightly, see benchmarks/RESULTS.md")
 
 
 def add_weights_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", choices=list(WEIGHT_FORMATS), default="fp32", help=WEIGHTS_HELP)
+    p.add_argument("--weights", choices=[*WEIGHT_FORMATS, "gguf"], default=None, help=WEIGHTS_HELP)
+
+
+MODEL_SOURCE_HELP = ("a checkpoint folder (e.g. runs/x/checkpoint), a llama.cpp GGUF file of a Llama or Qwen2 "
+                     "model, or a packaged model's name (qwen2.5-coder-0.5b)")
+
+
+def announce(note: str | None) -> None:
+    """A default the user did not pick, said once at start-up (on stderr: stdout stays the output)."""
+    if note:
+        print(note, file=sys.stderr)
 
 
 def require_generation(command: str, path: str, model) -> None:

@@ -7,14 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from .common import UsageError, add_weights_arg, require_generation
+from .common import MODEL_SOURCE_HELP, UsageError, add_weights_arg, announce, require_generation
 
 
 # ---------------------------------------------------------------------------------------
 # generate
 # ---------------------------------------------------------------------------------------
 def add_generate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a checkpoint folder (e.g. runs/x/checkpoint)")
+    p.add_argument("checkpoint", help=MODEL_SOURCE_HELP)
     p.add_argument("--prompt", action="append", help="prompt text (repeat for a batch; default: a newline)")
     p.add_argument("--max-tokens", type=int, default=200, help="new tokens to generate (default 200)")
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
@@ -31,11 +31,13 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_for_inference
     from ..generation import SamplingParams, generate
     from ..generation.show import format_steps, shade
+    from ..interop import open_for_generation
 
-    model, tokenizer = load_for_inference(args.checkpoint, args.weights)
+    source = open_for_generation(args.checkpoint, args.weights)
+    announce(source.note)
+    model, tokenizer = source.model, source.tokenizer
     require_generation("generate", args.checkpoint, model)
     params = SamplingParams(max_new_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                             top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
@@ -66,7 +68,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 # chat
 # ---------------------------------------------------------------------------------------
 def add_chat_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a checkpoint folder (its chat_template.jinja is used when present)")
+    p.add_argument("checkpoint", help=MODEL_SOURCE_HELP + "; its chat template is used when it has one")
     p.add_argument("--system", default=None, help="system prompt that sets up the assistant")
     p.add_argument("--message", action="append", default=[],
                    help="a user turn (repeatable); without it, chat interactively on stdin")
@@ -114,13 +116,14 @@ def _chat_reply(model, tokenizer, template, messages, params, stop, show_probs: 
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_for_inference, read_chat_template
     from ..generation import SamplingParams
     from ..generation.chat import chat_stops
+    from ..interop import open_for_generation
 
-    model, tokenizer = load_for_inference(args.checkpoint, args.weights)
+    source = open_for_generation(args.checkpoint, args.weights)
+    announce(source.note)
+    model, tokenizer, template = source.model, source.tokenizer, source.chat_template
     require_generation("chat", args.checkpoint, model)
-    template = read_chat_template(args.checkpoint)
     stop, eot = chat_stops(tokenizer, template, model.cfg)  # as the server's chat completions stop
     budget = min(args.max_tokens, max(1, model.cfg.max_seq_len // 2))
     params = SamplingParams(max_new_tokens=budget, temperature=args.temperature, top_p=args.top_p,

@@ -6,11 +6,11 @@ import argparse
 import os
 import sys
 
-from .common import UsageError, add_weights_arg
+from .common import MODEL_SOURCE_HELP, UsageError, add_weights_arg, announce
 
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a checkpoint folder")
+    p.add_argument("checkpoint", help=MODEL_SOURCE_HELP)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only). 0.0.0.0 exposes the "
                         "server to the network: anyone who can reach the port can use it, so set --api-key too")
@@ -19,7 +19,9 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="require 'Authorization: Bearer KEY' on the API (/v1, /tfamily); /health and the page "
                         "stay open, open the page as /?key=KEY (default: the TFAMILY_API_KEY environment "
                         "variable, which keeps the key out of `ps`; unset: no key)")
-    p.add_argument("--model-name", default=None, help="the model id clients name (default: the checkpoint's folder name)")
+    p.add_argument("--model-name", default=None,
+                   help="the model id clients name (default: the checkpoint's folder name, or the GGUF file's name "
+                        "without .gguf)")
     p.add_argument("--max-batch", type=int, default=32, help="requests decoded together at most (default 32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
@@ -51,7 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   "anyone who can reach this port can use the server", file=sys.stderr)
     try:
         serve(args.checkpoint, args.host, args.port, model_name=args.model_name, max_batch=args.max_batch,
-              device=args.device, weights=args.weights, api_key=api_key, on_ready=banner)
+              device=args.device, weights=args.weights, api_key=api_key, on_ready=banner, on_note=announce)
     except (CheckpointError, ValueError) as e:
         raise UsageError(str(e)) from None
     return 0

