@@ -341,22 +341,34 @@ def contextual(args) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     text.write_text("\n".join(line.split("\t", 1)[1] for line in (data / "train.tsv").read_text().splitlines()))
     rows = []
-    for name, preset, extra in (("BERT (bert-mini)", "bert-mini", []),
-                                ("BiLSTM, ELMo-style (bilstm-tiny)", "bilstm-tiny", [])):
-        pre = train(args.work / preset, ["--data", str(text), "--preset", preset, "--tokenizer", "wordpiece",
-                                         "--max-time", str(budget), "--steps", "1000000", *extra])
-        fine = args.work / f"{preset}-ft"
-        subprocess.run([sys.executable, "-m", "tfamily.cli", "finetune", str(pre["out"] / "checkpoint"),
-                        "--train", str(data / "train.tsv"), "--val", str(data / "val.tsv"), "--test",
-                        str(data / "test.tsv"), "--out", str(fine), "--epochs", "1" if args.quick else "3",
-                        "--force"], check=True, cwd=ROOT)
-        results = json.loads((fine / "results.json").read_text())
-        rows.append([name, f"{pre['val']:.3f}", pre["steps"], f"{100 * results['val']['accuracy']:.1f}",
-                     f"{100 * results['test']['accuracy']:.1f}"])
+    for name, preset in (("BERT (bert-mini)", "bert-mini"), ("BiLSTM, ELMo-style (bilstm-tiny)", "bilstm-tiny")):
+        tried = []  # the same sweeps for both encoders; the best val decides
+        for pre_lr in args.pretrain_lrs:
+            out = args.work / f"{preset}-lr{pre_lr:g}"
+            pre = train(out, ["--data", str(text), "--preset", preset, "--tokenizer", "wordpiece", "--lr", f"{pre_lr:g}",
+                              "--max-time", str(budget), "--steps", "1000000"])
+            for lr in args.finetune_lrs:
+                fine = args.work / f"{preset}-lr{pre_lr:g}-ft-{lr:g}"
+                subprocess.run([sys.executable, "-m", "tfamily.cli", "finetune", str(out / "checkpoint"),
+                                "--train", str(data / "train.tsv"), "--val", str(data / "val.tsv"), "--test",
+                                str(data / "test.tsv"), "--out", str(fine), "--epochs", "1" if args.quick else "3",
+                                "--lr", f"{lr:g}", "--no-progress", "--force"], check=True, cwd=ROOT)
+                results = json.loads((fine / "results.json").read_text())
+                tried.append([pre_lr, pre["val"], pre["steps"], lr, results["val"]["accuracy"],
+                              results["test"]["accuracy"]])
+        best = max(range(len(tried)), key=lambda i: tried[i][4])
+        for i, (pre_lr, pre_val, steps, lr, val, test) in enumerate(tried):
+            rows.append([name + (" **(best val)**" if i == best else ""), f"{pre_lr:g}", f"{pre_val:.3f}", steps,
+                         f"{lr:g}", f"{100 * val:.1f}", f"{100 * test:.1f}"])
+    lrs = lambda xs: ", ".join(f"{x:g}" for x in xs)  # noqa: E731
     write("contextual", "ELMo's BiLSTM gave contextual embeddings before BERT; BERT's bidirectional attention "
-          "does it better", rows, ["encoder", "pretrain val loss", "pretrain steps", "val acc %", "test acc %"],
+          "does it better", rows,
+          ["encoder", "pretrain lr", "pretrain val loss", "pretrain steps", "fine-tune lr", "val acc %", "test acc %"],
           f"Both pretrained {budget:.0f} s on the {args.language} training texts (their own objective: masked LM + "
-          "NSP, or forward + backward LM), then fine-tuned 3 epochs with the same command.")
+          f"NSP, or forward + backward LM) at each learning rate of --pretrain-lrs ({lrs(args.pretrain_lrs)}), then "
+          f"fine-tuned {1 if args.quick else 3} epochs with the same command at each of --finetune-lrs "
+          f"({lrs(args.finetune_lrs)}); compare the best-val row of each. The pretraining losses belong to different "
+          "objectives and cannot be compared with each other.")
 
 
 # ---- command line --------------------------------------------------------------------------------
@@ -371,6 +383,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes and budgets (checks the code, not the claim)")
     p.add_argument("--max-time", type=float, default=180, help="training seconds per run (default 180)")
     p.add_argument("--rnn-lrs", default="6e-3,2e-3", help="learning rates tried for the recurrent side")
+    p.add_argument("--pretrain-lrs", default="6e-3,1e-3",
+                   help="contextual: pretraining learning rates tried for both encoders (default 6e-3,1e-3)")
+    p.add_argument("--finetune-lrs", default="3e-4,1e-3",
+                   help="contextual: fine-tuning learning rates tried for both encoders (default 3e-4,1e-3)")
     p.add_argument("--pairs", type=int, default=1,
                    help="distance: key-value pairs per row, one of them asked (default 1; more writes "
                         "docs/why/distance-N-pairs)")
@@ -379,6 +395,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--language", default="en", choices=["en", "zh"], help="contextual: which sentiment set")
     args = p.parse_args(argv)
     args.rnn_lrs = [float(x) for x in args.rnn_lrs.split(",")]
+    args.finetune_lrs = [float(x) for x in args.finetune_lrs.split(",")]
+    args.pretrain_lrs = [float(x) for x in args.pretrain_lrs.split(",")]
     global OUT
     if args.quick:  # a check of the code: its tables and plots stay out of docs/
         OUT = args.work / "quick"
