@@ -75,6 +75,8 @@ def test_a_gguf_file_is_known_by_its_magic_as_well_as_its_name(q4, tmp_path):
     bad.write_bytes(b"junk")
     with pytest.raises(ValueError, match="bad.gguf is not a readable GGUF file"):
         open_for_generation(bad)
+    with pytest.raises(FileNotFoundError, match="nothere.gguf not found"):
+        open_for_generation(tmp_path / "nothere.gguf")
 
 
 def test_generate_and_chat_open_a_gguf_file(q4, capsys):

@@ -23,6 +23,7 @@ from pathlib import Path
 from torch import nn
 
 from .gguf import import_gguf
+from .io import MissingFileError
 from .packaged import SLICED_MODELS, packaged_gguf
 
 GGUF_DEFAULT_MAX_KL = 0.01  # nats a token against the dequantised fp32 model; measured 0.002
@@ -49,6 +50,8 @@ def gguf_file(source: str | os.PathLike) -> Path | None:
             return path if f.read(4) == GGUF_MAGIC or path.suffix.lower() == ".gguf" else None
     if not path.exists() and str(source) in SLICED_MODELS:
         return packaged_gguf(str(source))
+    if not path.exists() and path.suffix.lower() == ".gguf":
+        raise MissingFileError(f"{path} not found")
     return None
 
 
