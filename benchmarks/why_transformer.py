@@ -360,6 +360,7 @@ def contextual(args) -> None:
         for i, (pre_lr, pre_val, steps, lr, val, test) in enumerate(tried):
             rows.append([name + (" **(best val)**" if i == best else ""), f"{pre_lr:g}", f"{pre_val:.3f}", steps,
                          f"{lr:g}", f"{100 * val:.1f}", f"{100 * test:.1f}"])
+    plot_contextual(args.work, args.pretrain_lrs, args.finetune_lrs, budget)
     lrs = lambda xs: ", ".join(f"{x:g}" for x in xs)  # noqa: E731
     write("contextual", "ELMo's BiLSTM gave contextual embeddings before BERT; BERT's bidirectional attention "
           "does it better", rows,
@@ -369,6 +370,21 @@ def contextual(args) -> None:
           f"fine-tuned {1 if args.quick else 3} epochs with the same command at each of --finetune-lrs "
           f"({lrs(args.finetune_lrs)}); compare the best-val row of each. The pretraining losses belong to different "
           "objectives and cannot be compared with each other.")
+
+
+def plot_contextual(work: Path, pretrain_lrs: list[float], finetune_lrs: list[float], budget: float) -> Path:
+    """docs/why/contextual.png: validation accuracy after each fine-tuning epoch, one line per
+    encoder, pretraining lr and fine-tuning lr, read from the runs' results.json."""
+    series = {}
+    for label, preset in (("BERT", "bert-mini"), ("BiLSTM", "bilstm-tiny")):
+        for pre_lr in pretrain_lrs:
+            for lr in finetune_lrs:
+                results = json.loads((work / f"{preset}-lr{pre_lr:g}-ft-{lr:g}" / "results.json").read_text())
+                epochs = results["val_by_epoch"]
+                series[f"{label}, pretrain {pre_lr:g}, fine-tune {lr:g}"] = (
+                    [e["epoch"] for e in epochs], [100 * e["score"] for e in epochs])
+    return plot("contextual", series, "fine-tuning epoch", "val accuracy %",
+                f"Fine-tuning after {budget:.0f} s of pretraining")
 
 
 # ---- command line --------------------------------------------------------------------------------
