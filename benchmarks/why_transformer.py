@@ -341,14 +341,14 @@ def contextual(args) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     text.write_text("\n".join(line.split("\t", 1)[1] for line in (data / "train.tsv").read_text().splitlines()))
     rows = []
-    for name, preset in (("BERT (bert-mini)", "bert-mini"), ("BiLSTM, ELMo-style (bilstm-tiny)", "bilstm-tiny")):
+    for name, _, preset in CONTEXTUAL_ENCODERS:
         tried = []  # the same sweeps for both encoders; the best val decides
         for pre_lr in args.pretrain_lrs:
             out = args.work / f"{preset}-lr{pre_lr:g}"
-            pre = train(out, ["--data", str(text), "--preset", preset, "--tokenizer", "wordpiece", "--lr", f"{pre_lr:g}",
-                              "--max-time", str(budget), "--steps", "1000000"])
+            pre = train(out, ["--data", str(text), "--preset", preset, "--tokenizer", "wordpiece",
+                              "--lr", f"{pre_lr:g}", "--max-time", str(budget), "--steps", "1000000"])
             for lr in args.finetune_lrs:
-                fine = args.work / f"{preset}-lr{pre_lr:g}-ft-{lr:g}"
+                fine = finetune_dir(args.work, preset, pre_lr, lr)
                 subprocess.run([sys.executable, "-m", "tfamily.cli", "finetune", str(out / "checkpoint"),
                                 "--train", str(data / "train.tsv"), "--val", str(data / "val.tsv"), "--test",
                                 str(data / "test.tsv"), "--out", str(fine), "--epochs", "1" if args.quick else "3",
@@ -372,14 +372,23 @@ def contextual(args) -> None:
           "objectives and cannot be compared with each other.")
 
 
+CONTEXTUAL_ENCODERS = (("BERT (bert-mini)", "BERT", "bert-mini"),
+                       ("BiLSTM, ELMo-style (bilstm-tiny)", "BiLSTM", "bilstm-tiny"))  # (row, plot label, preset)
+
+
+def finetune_dir(work: Path, preset: str, pretrain_lr: float, lr: float) -> Path:
+    """The run folder of ``preset`` pretrained at ``pretrain_lr`` and fine-tuned at ``lr``."""
+    return work / f"{preset}-lr{pretrain_lr:g}-ft-{lr:g}"
+
+
 def plot_contextual(work: Path, pretrain_lrs: list[float], finetune_lrs: list[float], budget: float) -> Path:
     """docs/why/contextual.png: validation accuracy after each fine-tuning epoch, one line per
     encoder, pretraining lr and fine-tuning lr, read from the runs' results.json."""
     series = {}
-    for label, preset in (("BERT", "bert-mini"), ("BiLSTM", "bilstm-tiny")):
+    for _, label, preset in CONTEXTUAL_ENCODERS:
         for pre_lr in pretrain_lrs:
             for lr in finetune_lrs:
-                results = json.loads((work / f"{preset}-lr{pre_lr:g}-ft-{lr:g}" / "results.json").read_text())
+                results = json.loads((finetune_dir(work, preset, pre_lr, lr) / "results.json").read_text())
                 epochs = results["val_by_epoch"]
                 series[f"{label}, pretrain {pre_lr:g}, fine-tune {lr:g}"] = (
                     [e["epoch"] for e in epochs], [100 * e["score"] for e in epochs])
@@ -410,9 +419,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sentiment", default=str(ROOT / "data" / "sentiment"), help="contextual: the sentiment splits")
     p.add_argument("--language", default="en", choices=["en", "zh"], help="contextual: which sentiment set")
     args = p.parse_args(argv)
-    args.rnn_lrs = [float(x) for x in args.rnn_lrs.split(",")]
-    args.finetune_lrs = [float(x) for x in args.finetune_lrs.split(",")]
-    args.pretrain_lrs = [float(x) for x in args.pretrain_lrs.split(",")]
+    for lrs in ("rnn_lrs", "finetune_lrs", "pretrain_lrs"):  # "6e-3,1e-3" -> [0.006, 0.001]
+        setattr(args, lrs, [float(x) for x in getattr(args, lrs).split(",")])
     global OUT
     if args.quick:  # a check of the code: its tables and plots stay out of docs/
         OUT = args.work / "quick"

@@ -80,6 +80,9 @@ NORMALIZERS: dict[str, dict] = {"qwen2": {"type": "NFC"}}
 
 # ---- reading ---------------------------------------------------------------------------
 
+GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file
+
+
 def open_gguf(path: str | os.PathLike):
     """A ``gguf.GGUFReader`` on ``path`` (memory-mapped); a missing or malformed file raises
     an InteropError that names it, rather than numpy's or struct's message alone."""
@@ -94,8 +97,9 @@ def open_gguf(path: str | os.PathLike):
         size = path.stat().st_size
     except OSError as e:
         raise InteropError(f"{path} cannot be read ({e.strerror or e})") from None
-    if magic != b"GGUF":
-        raise InteropError(f"{path} is not a readable GGUF file: it starts with {magic!r}, not GGUF's magic b'GGUF'")
+    if magic != GGUF_MAGIC:
+        raise InteropError(f"{path} is not a readable GGUF file: it starts with {magic!r}, "
+                           f"not GGUF's magic {GGUF_MAGIC!r}")
     try:
         return gguf.GGUFReader(path)
     except Exception as e:  # truncated header or tensor data, unknown version or type: all unreadable

@@ -22,12 +22,11 @@ from pathlib import Path
 
 from torch import nn
 
-from .gguf import import_gguf
+from .gguf import GGUF_MAGIC, import_gguf
 from .io import MissingFileError
 from .packaged import SLICED_MODELS, packaged_gguf
 
 GGUF_DEFAULT_MAX_KL = 0.01  # nats a token against the dequantised fp32 model; measured 0.002
-GGUF_MAGIC = b"GGUF"
 
 
 @dataclass
@@ -99,4 +98,3 @@ def gguf_note(file: Path, model: nn.Module) -> str:
     return (f"{file.name}: {four} linear layers multiply from the file's own 4-bit codes, {eight} from int8 "
             f"(--weights gguf, the default for a GGUF file on a CPU: 1.6x transformers fp32 at batch 1 on "
             f"the packaged models, KL 0.002 against the float model); --weights fp32 for the exact float model")
-
