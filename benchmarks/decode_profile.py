@@ -12,17 +12,24 @@ For each weight format (``benchmarks.gguf_models.FORMATS``) it prints:
   in the weight matmuls (the part the weights' bytes bound), in attention, and in everything
   else (norms, rotary, the cache, sampling, and the Python between them);
 - A/B rows: 1 thread against all the cores, and (``--compile``) the model's forward under
-  ``torch.compile`` against eager, both after a warm-up that pays the compilation.
+  ``torch.compile`` against eager, both after a warm-up that pays the compilation;
+- (``--changes``) each change of the fourth session on issue 19 put back as it was before,
+  one at a time and all together, timed alternately with the code as it is (``BEFORE``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections import defaultdict
+from typing import Callable, Iterator
+from unittest import mock
 
 import torch
+
+from tfamily.nn import attention
 
 from .gguf_models import FORMATS, MODELS, PROMPT, load_pair, tfamily_model
 from .gpt2 import ours_generate, weight_bytes
@@ -60,7 +67,64 @@ def profile_parts(run) -> tuple[dict[str, float], list[tuple[str, float, int]]]:
     return parts, sorted(ops, key=lambda o: -o[1])[:12]
 
 
-def report(key: str, fmt: str, new_tokens: int, reps: int, compile_: bool, bandwidth: float) -> None:
+# ---- the code before each change, put back for an A/B in one process -----------------------
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def _project_rotating_each(self, x, memory=None, rotary=None):
+    """Attention.project as it was: split first, then cast the (B, T, D) tables in every layer
+    and turn q and k one after the other (the Stack hands the raw tables on, see below)."""
+    kv_dim = self.n_kv_head * self.head_dim
+    q, k, v = self.qkv(x).split([self.n_head * self.head_dim, kv_dim, kv_dim], dim=-1)
+    q, k, v = self._split(q, self.n_head), self._split(k, self.n_kv_head), self._split(v, self.n_kv_head)
+    if rotary is not None:
+        cos, sin = rotary
+        turn = lambda t: t * cos[:, None].to(t.dtype) + _rotate_half(t) * sin[:, None].to(t.dtype)  # noqa: E731
+        q, k = turn(q), turn(k)
+    return q, k, v
+
+
+@contextlib.contextmanager
+def _rotary_per_layer() -> Iterator[None]:
+    from tfamily.nn import block
+
+    with mock.patch.object(block, "head_tables", lambda cos, sin, dtype: (cos, sin)), \
+            mock.patch.object(attention.Attention, "project", _project_rotating_each):
+        yield
+
+
+BEFORE: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
+    # what changed -> a context that runs the code as it was before
+    "attention formula chosen per CPU (AMX: SDPA)": lambda: mock.patch.object(attention, "AMX", False),
+    "rotary tables once per forward, q and k in one pass": _rotary_per_layer,
+}
+
+
+def ab_changes(run: Callable[[], object], new_tokens: int, reps: int) -> None:
+    """Each change of ``BEFORE`` undone on its own, then all of them, each timed alternately
+    with the code as it is (``reps`` pairs, fastest of each side)."""
+    def rate_with(contexts) -> float:
+        with contextlib.ExitStack() as stack:
+            for make in contexts:
+                stack.enter_context(make())
+            run()  # warm-up in this configuration
+            return tokens_per_s(run, new_tokens, 1)
+
+    rows = [(name, [make]) for name, make in BEFORE.items()] + [("all of the above", list(BEFORE.values()))]
+    for name, contexts in rows:
+        before, after = [], []
+        for _ in range(reps):
+            before.append(rate_with(contexts))
+            after.append(rate_with([]))
+        print(f"  A/B {name}: before {max(before):.1f} tok/s, after {max(after):.1f} "
+              f"({max(after) / max(before):.2f}x)")
+
+
+def report(key: str, fmt: str, new_tokens: int, reps: int, compile_: bool, bandwidth: float,
+           changes: bool = False) -> None:
     tok = load_pair(key)[2]
     model = tfamily_model(key, fmt)
     prompt = torch.tensor([tok.encode(PROMPT)])
@@ -81,6 +145,8 @@ def report(key: str, fmt: str, new_tokens: int, reps: int, compile_: bool, bandw
         one = tokens_per_s(run, new_tokens, reps)
         torch.set_num_threads(threads)
         print(f"  A/B threads: 1 thread {one:.1f} tok/s, {threads} threads {tokens_per_s(run, new_tokens, reps):.1f}")
+    if changes:
+        ab_changes(run, new_tokens, reps)
     if compile_:
         eager = tokens_per_s(run, new_tokens, reps)
         forward = model.forward
@@ -108,12 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="also time the forward under torch.compile")
+    p.add_argument("--changes", action="store_true", help="A/B of each change in BEFORE against the code before it")
     args = p.parse_args(argv)
     threads = set_threads(args.threads)
     bandwidth = memory_bandwidth()["ceiling"]
     print(f"torch {torch.__version__}, {threads} threads, memory {bandwidth / 1e9:.1f} GB/s")
     for fmt in args.formats:
-        report(args.model, fmt, args.new_tokens, args.reps, args.compile, bandwidth)
+        report(args.model, fmt, args.new_tokens, args.reps, args.compile, bandwidth, args.changes)
     return 0
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tfamily.nn import Attention, KVCache, RMSNorm
+from tfamily.nn import Attention, KVCache, RMSNorm, attention
 from tfamily.nn.attention import explicit_attention, use_explicit
 from tfamily.nn.masks import causal_mask
 
@@ -77,13 +77,29 @@ def test_rmsnorm_matches_formula():
     torch.testing.assert_close(norm(x), want)
 
 
-def test_bf16_inference_over_few_keys_takes_the_explicit_formula_and_agrees_with_sdpa():
+@pytest.mark.parametrize("amx", [False, True])
+def test_the_attention_formula_follows_the_cpu_measurements(monkeypatch, amx):
+    """Without AMX, bf16 inference over few keys (and any single query) takes the explicit
+    formula; with AMX, SDPA takes every pass without gradients; training keeps the explicit
+    formula over few keys on both; fp32 always takes SDPA."""
+    monkeypatch.setattr(attention, "AMX", amx)
+    q, k = (torch.randn(2, 3, 16, 8, dtype=torch.bfloat16) for _ in range(2))
+    one_query, many_keys = q[:, :, :1], torch.randn(2, 3, 1024, 8, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        assert use_explicit(q, k) is not amx
+        assert use_explicit(one_query, many_keys) is not amx
+        assert not use_explicit(q, torch.randn(2, 3, 256, 8, dtype=torch.bfloat16))
+        assert not use_explicit(q.float(), k.float())
+    q.requires_grad_()
+    assert use_explicit(q, torch.randn(2, 3, 256, 8, dtype=torch.bfloat16))
+    assert use_explicit(q, torch.randn(2, 3, 512, 8, dtype=torch.bfloat16)) is not amx
+    assert not use_explicit(q, many_keys)
+
+
+def test_explicit_attention_agrees_with_sdpa_in_bf16():
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 3, 16, 8, dtype=torch.bfloat16) for _ in range(3))
     with torch.inference_mode():
-        assert use_explicit(q, k)
-        assert not use_explicit(q, torch.randn(2, 3, 256, 8, dtype=torch.bfloat16))
-        assert not use_explicit(q.float(), k.float())
         got = explicit_attention(q, k, v, None, False, 0.0)
         want = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
     torch.testing.assert_close(got.float(), want, atol=0.03, rtol=0.02)
@@ -116,3 +132,17 @@ def test_explicit_attention_gradients_match_the_tracked_formula(kind):
     torch.testing.assert_close(y, want)
     for got, ref in zip((q, k, v), refs):
         torch.testing.assert_close(got.grad, ref.grad)
+
+
+def test_cache_writes_after_reorder_land_in_the_reordered_storage():
+    """``reorder`` replaces the storage; the per-layer views must follow it, or new keys would be
+    written into the old tensors and never read."""
+    cache = KVCache(n_layer=2, batch=2, n_kv_head=1, max_len=4, head_dim=3)
+    first = torch.arange(2.0).view(2, 1, 1, 1).expand(2, 1, 1, 3)  # row 0 all 0, row 1 all 1
+    cache.update(1, first, first + 10)
+    cache.advance(1)
+    cache.reorder(torch.tensor([1, 1]))  # both rows continue from row 1
+    k, v = cache.update(1, torch.full((2, 1, 1, 3), 5.0), torch.full((2, 1, 1, 3), 7.0))
+    assert k[:, 0, :, 0].tolist() == [[1.0, 5.0], [1.0, 5.0]]
+    assert v[:, 0, :, 0].tolist() == [[11.0, 7.0], [11.0, 7.0]]
+    assert cache.k[1, :, 0, 1, 0].tolist() == [5.0, 5.0]  # written into the cache's own storage

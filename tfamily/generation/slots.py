@@ -37,12 +37,6 @@ class WindowCache(KVCache):
         self.length = length
         self.cross = {}
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        start, end = self.length, self.length + k.shape[2]
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (n, H_kv, end, D)
-
 
 class SlotCache:
     """K/V storage for up to ``slots`` rows of ``capacity`` columns (see the module docstring)."""

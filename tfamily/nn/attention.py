@@ -13,19 +13,29 @@ from torch import nn
 from .cache import KVCache
 from .linear import Linear
 from .masks import causal_mask
-from .positions import apply_rotary
+from .positions import turn_heads
 
-Rotary = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (B, T, head_dim)
+Rotary = tuple[torch.Tensor, torch.Tensor]  # (cos, signed sin), each (B, T, 1, head_dim): positions.head_tables
 Probe = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]  # (probs, v, allowed): see explicit_attention
 
 EXPLICIT_MAX_TRAINING_KEYS = 512  # at 1024 keys SDPA's backward was 2x faster again
 EXPLICIT_MAX_INFERENCE_KEYS = 128  # at 256 keys SDPA's forward was faster again
+EXPLICIT_MAX_TRAINING_KEYS_AMX = 256  # at 512 keys SDPA was 12 % faster on the AMX machine
+
+
+def _has_amx() -> bool:
+    is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(is_amx and is_amx())
+
+
+AMX = _has_amx()  # Intel's matrix tiles: oneDNN's small bf16 matmuls pay a set-up on every call
 
 
 def use_explicit(q: torch.Tensor, k: torch.Tensor) -> bool:
     """Whether the textbook formula beats ``F.scaled_dot_product_attention`` here. Only for
-    bf16 on a CPU, where torch 2.13's flash kernel was measured (2-core AVX-512 bf16, heads
-    of 64, causal) against ``explicit_attention``:
+    bf16 on a CPU, and the answer depends on the CPU. On a 2-core AMD EPYC (AVX-512 bf16, no
+    AMX), torch 2.13's flash kernel was measured against ``explicit_attention`` (heads of 64,
+    causal):
 
     - one query (decoding): SDPA took 3-5x as long, at 160 to 1024 cached keys;
     - training, forward + backward: SDPA took 3x as long at 16 x 4 heads x 128 tokens,
@@ -34,16 +44,24 @@ def use_explicit(q: torch.Tensor, k: torch.Tensor) -> bool:
       explicit was 1.7-2x faster up to 128 keys (BERT-base's 32 x 12 heads x 128: 10 ms
       against 17.5 ms per layer), SDPA 1.6x faster at 256 keys and 3-4x at 1024-2048.
 
+    On a 2-core Intel Xeon with AMX the explicit formula's two small bf16 matmuls go to
+    oneDNN's AMX kernels, which cost some 25-45 us a call however small the product, and
+    SDPA wins every forward pass without gradients: one query 13 us against 94 (9 heads
+    sharing 3 key/value heads, 40 keys) and 57 against 179 (12 heads, 1024 keys); a prefill
+    44 us against 154 (9 heads x 64 tokens), BERT-base's 32 x 12 x 128 8.1 ms against 21.
+    Training there still takes the explicit formula up to 256 keys: 3.9 ms against 13.6 at
+    16 x 4 x 128, equal at 8 x 12 x 256, SDPA 12 % faster at 4 x 12 x 512.
+
     fp32 stays on SDPA everywhere (within 10 % of the explicit version, and no (T, S)
     score matrix in memory).
     """
     if q.device.type != "cpu" or q.dtype != torch.bfloat16:
         return False
-    if q.shape[2] == 1:
-        return True
     if torch.is_grad_enabled() and q.requires_grad:
-        return k.shape[2] <= EXPLICIT_MAX_TRAINING_KEYS
-    return k.shape[2] <= EXPLICIT_MAX_INFERENCE_KEYS
+        return k.shape[2] <= (EXPLICIT_MAX_TRAINING_KEYS_AMX if AMX else EXPLICIT_MAX_TRAINING_KEYS)
+    if AMX:
+        return False
+    return q.shape[2] == 1 or k.shape[2] <= EXPLICIT_MAX_INFERENCE_KEYS
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool,
@@ -138,13 +156,18 @@ class Attention(nn.Module):
         b, n, _ = t.shape
         return t.view(b, n, heads, self.head_dim).transpose(1, 2)
 
-    def project(self, x: torch.Tensor, memory: torch.Tensor | None = None):
-        """Q (B, H, T, D) from x; K, V (B, H_kv, S, D) from x (self) or memory (cross)."""
-        kv_dim = self.n_kv_head * self.head_dim
+    def project(self, x: torch.Tensor, memory: torch.Tensor | None = None, rotary: Rotary | None = None):
+        """Q (B, H, T, D) from x; K, V (B, H_kv, S, D) from x (self) or memory (cross). ``rotary``
+        turns q and k of self-attention together, in one pass over the projection's q and k heads."""
         if self.cross:
             return self._split(self.q(x), self.n_head), *self.project_memory(memory)
-        q, k, v = self.qkv(x).split([self.n_head * self.head_dim, kv_dim, kv_dim], dim=-1)
-        return self._split(q, self.n_head), self._split(k, self.n_kv_head), self._split(v, self.n_kv_head)
+        b, t, _ = x.shape
+        qkv = self.qkv(x).view(b, t, self.n_head + 2 * self.n_kv_head, self.head_dim)  # (B, T, H + 2 H_kv, D)
+        qk, v = qkv.split([self.n_head + self.n_kv_head, self.n_kv_head], dim=2)
+        if rotary is not None:
+            qk = turn_heads(qk, *rotary)
+        q, k = qk.split([self.n_head, self.n_kv_head], dim=2)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def project_memory(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-attention K, V (B, H_kv, S, D) from the encoder output (B, S, d_model)."""
@@ -164,8 +187,8 @@ class Attention(nn.Module):
         ``keeps_hidden_states`` is True: then K and V are projected from the memory's hidden
         states followed by x, with the same weights as x's own (Dai et al. 2019, eq. in 3.2).
 
-        ``rotary`` (cos, sin) for these T positions turns q and k before k enters the cache,
-        so cached keys keep the rotation of their own position and are never turned again.
+        ``rotary`` (``positions.head_tables`` for these T positions) turns q and k before k enters
+        the cache, so cached keys keep the rotation of their own position and are never turned again.
         """
         if self.cross and cache is not None:  # decoding: the memory's K, V are projected once
             q = self._split(self.q(x), self.n_head)
@@ -176,14 +199,12 @@ class Attention(nn.Module):
             q = q[:, :, -x.shape[1]:]  # (B, H, T, D)
             cache = None  # the memory keeps x itself (above), not its keys and values
         else:
-            q, k, v = self.project(x, memory)
-        if rotary is not None:
-            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)  # (B, H, T, D), (B, H_kv, T, D)
+            q, k, v = self.project(x, memory, rotary)  # (B, H, T, D), 2 x (B, H_kv, T, D)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, H_kv, S, D) with S = cached + T
         if callable(bias):  # scores that depend on the queries (Transformer-XL's relative positions)
             q, bias = bias(q, layer)  # content queries (B, H, T, D), additive scores (B, H, T, S)
         y = attend(q, k, v, mask, is_causal and mask is None, self.dropout if self.training else 0.0,
                    bias, self.scale, self.probe)  # (B, H, T, D)
-        y = y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)  # (B, T, H*D)
-        return self.resid_dropout(self.out(y))
+        y = self.out(y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))  # (B, T, H*D) -> (B, T, d_model)
+        return self.resid_dropout(y) if self.training else y  # (eval: not even a no-op call per layer)

@@ -17,6 +17,7 @@ from .attention import Attention, Rotary
 from .cache import KVCache
 from .mlp import MLP
 from .norms import make_norm
+from .positions import head_tables
 
 
 class Block(nn.Module):
@@ -45,7 +46,7 @@ class Block(nn.Module):
                 cache: KVCache | None = None, layer: int = 0,
                 memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
                 rotary: Rotary | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """``rotary`` (cos, sin) turns self-attention's q and k, and ``bias`` (T5's relative
+        """``rotary`` (``positions.head_tables``) turns self-attention's q and k, and ``bias`` (T5's relative
         positions) is added to its scores; cross-attention keys are another sequence's, whose
         positions are not comparable, so it gets neither."""
         x = self._sublayer(x, self.norm1, lambda h: self.attn(h, mask, is_causal, cache, layer, rotary=rotary,
@@ -69,8 +70,12 @@ class Stack(nn.Module):
                 cache: KVCache | None = None, memory: torch.Tensor | None = None,
                 memory_mask: torch.Tensor | None = None, rotary: Rotary | None = None,
                 bias: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, T, d_model) -> (B, T, d_model). ``rotary`` (cos, sin) and ``bias`` (relative
-        position scores) are computed once by the backbone and shared by every layer."""
+        """x: (B, T, d_model) -> (B, T, d_model). ``rotary`` (cos, sin), each (B, T, head_dim) from
+        ``RotaryEmbedding``, and ``bias`` (relative position scores) are computed once by the
+        backbone and shared by every layer; the rotary tables are cast and shaped for the
+        heads here, once, not in each layer."""
+        if rotary is not None:
+            rotary = head_tables(*rotary, x.dtype)  # 2 x (B, T, 1, head_dim)
         for i, block in enumerate(self.blocks):
             if self.checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(

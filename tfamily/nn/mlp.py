@@ -27,4 +27,5 @@ class MLP(nn.Module):
         h = linear_act(x, self.fc_in, self.activation)  # (B, T, d_ff)
         if self.fc_gate is not None:
             h = h * self.fc_gate(x)
-        return self.dropout(self.fc_out(h))
+        y = self.fc_out(h)
+        return self.dropout(y) if self.training else y

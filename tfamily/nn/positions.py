@@ -91,19 +91,33 @@ class RotaryEmbedding(nn.Module):
         return f"head_dim={self.head_dim}, theta={self.theta}, max_len={self.max_len}"
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """(x1, x2) -> (-x2, x1) on the two halves of the last axis: a quarter turn of every pair."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([-x2, x1], dim=-1)
+def head_tables(cos: torch.Tensor, sin: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``RotaryEmbedding``'s (cos, sin), each (B, T, D) fp32, made ready for ``turn_heads``, once
+    per forward pass rather than once per layer: (B, T, 1, D) in the activations' dtype, so
+    they broadcast over the heads of a (B, T, h, D) projection, and sin with its first half
+    negated: the minus sign of the quarter turn (a, b) -> (-b, a), moved into the table."""
+    half = sin.shape[-1] // 2
+    signed_sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
+    return cos[:, :, None].to(dtype), signed_sin[:, :, None].to(dtype)
+
+
+def turn_heads(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Turn every feature pair of x (B, T, h, D), any number of heads h, by its angle; the tables
+    come from ``head_tables``. Pair (a, b) = (x[i], x[i + D/2]) becomes (a cos - b sin, a sin + b cos):
+
+        x * cos + (x2, x1) * (-sin_1, sin_2)
+
+    where (x2, x1) swaps the halves (one flip of a (2, D/2) view)."""
+    if cos.dtype != x.dtype:  # under autocast the projections come out bf16, the residual stream fp32
+        cos, signed_sin = cos.to(x.dtype), signed_sin.to(x.dtype)
+    swapped = x.unflatten(-1, (2, -1)).flip(-2).flatten(-2)  # (B, T, h, D): (x2, x1)
+    return x * cos + swapped * signed_sin
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Turn every feature pair of x (B, H, T, D) by its angle; cos, sin: (B, T, D), shared by the heads.
-
-    Pair (a, b) = (x[i], x[i + D/2]) becomes (a cos - b sin, a sin + b cos).
-    """
-    cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # (B, 1, T, D)
-    return x * cos + rotate_half(x) * sin
+    """Turn every feature pair of x (B, H, T, D) by its angle; cos, sin: (B, T, D), shared by the heads
+    (``turn_heads`` on the transposed layout; attention itself calls that on its projections)."""
+    return turn_heads(x.transpose(1, 2), *head_tables(cos, sin, x.dtype)).transpose(1, 2)
 
 
 def relative_bucket(distance: torch.Tensor, bidirectional: bool, buckets: int, max_distance: int) -> torch.Tensor:

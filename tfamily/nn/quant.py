@@ -52,7 +52,7 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        x = x.reshape(-1, self.in_features).to(self.scale.dtype)  # (N, in)
+        x = as_rows(x, self.in_features, self.scale.dtype)  # (N, in)
         y = torch.ops.aten._weight_int8pack_mm(x, self.weight_int8, self.scale)  # (N, out)
         if self.bias is not None:
             y = y + self.bias
@@ -110,13 +110,22 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        x = x.reshape(-1, self.in_features).to(self.scales_and_zeros.dtype).contiguous()  # the kernel needs it dense
-        y = self._mm(x)  # (N, out)
+        y = self._mm(as_rows(x, self.in_features, self.scales_and_zeros.dtype))  # (N, out)
         return y.view(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, group={self.group}, "
                 f"bias={self.bias is not None}")
+
+
+def as_rows(x: torch.Tensor, width: int, dtype: torch.dtype) -> torch.Tensor:
+    """x (..., width) as dense (N, width) rows of ``dtype``, which the packed kernels need. Each
+    conversion only where it is needed: at batch 1 a decoding step calls this some 150 times,
+    and a cast or copy that changes nothing still costs a dispatch."""
+    x = x.reshape(-1, width)
+    if x.dtype != dtype:
+        x = x.to(dtype)
+    return x if x.is_contiguous() else x.contiguous()
 
 
 def quantize_int4(w: torch.Tensor, group: int = INT4_GROUP) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
