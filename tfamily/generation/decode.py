@@ -57,7 +57,7 @@ def pick(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None
     repetition penalty, temperature, top-k, top-p); greedy takes the most likely token."""
     filtered = filters.chain(logits, params.temperature, params.top_k, params.top_p, seen, params.repetition_penalty)
     if filters.is_greedy(params.temperature):  # 0 = greedy; a tiny t would overflow to inf
-        return filtered.argmax(-1)
+        return filters.most_likely(filtered)
     return torch.multinomial(filtered.softmax(-1), 1, generator=generator).squeeze(-1)
 
 

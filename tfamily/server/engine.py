@@ -355,7 +355,7 @@ class Engine:
         own seeded generator, so its draws do not depend on who else is in the batch). A row
         whose sampling fails (its filters left no finite probability) is returned in the dict
         with its error, so that one request's parameters cannot end the whole batch."""
-        chosen = logits.argmax(-1)  # greedy: the filter chain's choice at temperature 0
+        chosen = filters.most_likely(logits)  # greedy: the filter chain's choice at temperature 0
         failed: dict[int, str] = {}
         for i, s in enumerate(states):
             if not filters.is_greedy(s.req.params.temperature):
