@@ -29,14 +29,15 @@ from unittest import mock
 
 import torch
 
-from tfamily.nn import attention
+from tfamily.nn import attention, native
 
 from .gguf_models import FORMATS, MODELS, PROMPT, load_pair, tfamily_model
 from .gpt2 import ours_generate, weight_bytes
 from .harness import memory_bandwidth, set_threads, time_once
 
 # op name fragments -> the part of the step they belong to
-MATMULS = ("int4pack_mm", "int8pack_mm", "_linear_pointwise", "aten::mm", "aten::addmm", "aten::linear")
+MATMULS = ("int4pack_mm", "int8pack_mm", "_linear_pointwise", "aten::mm", "aten::addmm", "aten::linear",
+           "tfamily::int8_matvec")
 ATTENTION = ("scaled_dot_product", "_flash_attention", "aten::bmm", "_efficient_attention")
 
 
@@ -49,7 +50,13 @@ def profile_parts(run) -> tuple[dict[str, float], list[tuple[str, float, int]]]:
     """Self CPU seconds per part ("matmuls", "attention", "rest") of one ``run()``, and the top ops."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    kernel = native.int8_matvec
+
+    def named(*args):  # a ctypes call is no torch op: name it for the profile
+        with torch.profiler.record_function("tfamily::int8_matvec"):
+            return kernel(*args)
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof, mock.patch.object(native, "int8_matvec", named):
         start = time.perf_counter()
         run()
         wall = time.perf_counter() - start
@@ -100,6 +107,7 @@ BEFORE: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     # what changed -> a context that runs the code as it was before
     "attention formula chosen per CPU (AMX: SDPA)": lambda: mock.patch.object(attention, "AMX", False),
     "rotary tables once per forward, q and k in one pass": _rotary_per_layer,
+    "int8 layers on nn.native's loop at batch 1": lambda: mock.patch.object(native, "int8_available", lambda: False),
 }
 
 
