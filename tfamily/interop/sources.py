@@ -6,7 +6,7 @@ a llama.cpp GGUF file, or the name of a GGUF model that registry packages ship i
 
 A GGUF file is read straight into memory (nothing is written) and, on a CPU, keeps its 4-bit
 tensors as the file has them by default (``weights="gguf"``, ``import_gguf``): measured on
-SmolLM2-135M (Q4_1) and Qwen2.5-Coder-0.5B (Q4_K / Q5_0 / Q6_K / Q8_0), this decodes 1.6x as
+SmolLM2-135M (Q4_1) and Qwen2.5-Coder-0.5B (Q4_K / Q5_0 / Q6_K / Q8_0), this decodes 2.3-2.5x as
 fast as ``transformers`` in fp32 at batch 1, and picks the dequantised fp32 model's top token
 95.5 % and 97.1 % of the time at a KL of 0.002 nats a token (benchmarks/RESULTS.md, issue 19).
 The default's rule is that bound: a quantised path is the default only while its KL against
@@ -96,5 +96,5 @@ def gguf_note(file: Path, model: nn.Module) -> str:
     four = sum(isinstance(m, Int4Linear) for m in model.modules())
     eight = sum(isinstance(m, Int8Linear) for m in model.modules())
     return (f"{file.name}: {four} linear layers multiply from the file's own 4-bit codes, {eight} from int8 "
-            f"(--weights gguf, the default for a GGUF file on a CPU: 1.6x transformers fp32 at batch 1 on "
+            f"(--weights gguf, the default for a GGUF file on a CPU: 2.3-2.5x transformers fp32 at batch 1 on "
             f"the packaged models, KL 0.002 against the float model); --weights fp32 for the exact float model")
