@@ -99,3 +99,20 @@ def test_the_built_library_is_named_for_the_cpu_it_was_built_on(fresh_build, mon
     native.library.cache_clear()
     assert native.library("int8_matvec") is not None
     assert len(list(fresh_build.glob("int8_matvec-*.so"))) == 2
+
+
+@needs_native
+def test_the_plain_c_loop_without_avx512_gives_the_same_sums(fresh_build, monkeypatch):
+    """The kernel's fallback for CPUs without AVX-512 (built here with AVX-512 turned off) sums
+    the same products: equal to the vector loop up to the order of fp32 additions."""
+    torch.manual_seed(3)
+    w = torch.randint(-127, 128, (37, 200), dtype=torch.int8)
+    scale = (torch.rand(37) / 50 + 1e-3).bfloat16()
+    x = torch.randn(2, 200).bfloat16()
+    vector = native.int8_matvec(x, w, scale, None)
+    monkeypatch.setattr(native, "FLAGS", (*native.FLAGS, "-mno-avx512f"))
+    native.library.cache_clear()
+    native._int8_matvec.cache_clear()
+    plain = native.int8_matvec(x, w, scale, None)
+    assert len(list(fresh_build.glob("int8_matvec-*.so"))) == 2  # a second build, under another name
+    torch.testing.assert_close(plain.double(), vector.double(), rtol=2 ** -7, atol=1e-6)
