@@ -26,12 +26,13 @@ import sys
 import tarfile
 from pathlib import Path
 
+from tfamily.files import cache_root
+
 LLAMA_CPP_PYTHON = "0.3.36"  # the sdist whose vendor/llama.cpp is built
 
 
 def cache_dir() -> Path:
-    root = Path(os.environ.get("TFAMILY_CACHE", Path.home() / ".cache" / "tfamily"))
-    return root / "llama.cpp" / LLAMA_CPP_PYTHON
+    return cache_root() / "llama.cpp" / LLAMA_CPP_PYTHON
 
 
 def binary() -> Path:

@@ -19,6 +19,12 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, TextIO
 
 
+def cache_root() -> Path:
+    """tfamily's own cache folder: ``$TFAMILY_CACHE``, by default ``~/.cache/tfamily``. What lives
+    there can be made again (joined model files, built kernels, a benchmark's llama.cpp build)."""
+    return Path(os.environ.get("TFAMILY_CACHE") or Path.home() / ".cache" / "tfamily")
+
+
 class OverwriteError(ValueError):
     """The target exists and --force was not given (the CLI turns this into exit code 2)."""
 

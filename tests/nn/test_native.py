@@ -14,7 +14,7 @@ needs_native = pytest.mark.skipif(not native.int8_available(), reason="no C comp
 @pytest.fixture
 def fresh_build(tmp_path, monkeypatch):
     """An empty kernel cache and no library loaded yet; the usual state again afterwards."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("TFAMILY_CACHE", str(tmp_path / "tfamily"))
     native.library.cache_clear()
     native._int8_matvec.cache_clear()
     yield tmp_path / "tfamily" / "native"

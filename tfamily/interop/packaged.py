@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..files import atomic_write
+from ..files import atomic_write, cache_root
 from .io import InteropError, MissingFileError
 
 CHUNK = 8 << 20  # bytes read at a time while joining and hashing
@@ -86,7 +86,7 @@ SLICED_MODELS: dict[str, SlicedModel] = {m.name: m for m in [
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("TFAMILY_CACHE") or Path.home() / ".cache" / "tfamily") / "models"
+    return cache_root() / "models"
 
 
 def _read_chunks(paths: list[Path]) -> Iterator[bytes]:

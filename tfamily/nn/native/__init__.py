@@ -1,8 +1,8 @@
 """Hand-written CPU kernels, for the few places where torch's own was measured slow.
 
 The C source sits next to this file. On first use it is compiled with the machine's C compiler
-(``cc``, or ``$CC``) into ``~/.cache/tfamily/native`` and called through ``ctypes`` with plain
-pointers. Why not ``torch.utils.cpp_extension``: that build includes torch's C++ headers (a
+(``cc``, or ``$CC``) into ``native/`` of tfamily's cache (``files.cache_root``: ``$TFAMILY_CACHE``,
+by default ``~/.cache/tfamily``) and called through ``ctypes`` with plain pointers. Why not ``torch.utils.cpp_extension``: that build includes torch's C++ headers (a
 minute or more on two cores, and it needs ninja), where these files build in a fraction of a
 second. OpenMP is the runtime torch has already loaded (the same ``libgomp.so.1`` soname), so
 the kernels run on torch's own threads, as many as ``torch.get_num_threads()``.
@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from ...files import cache_root
+
 log = logging.getLogger(__name__)
 
 SOURCES = Path(__file__).parent
@@ -37,7 +39,7 @@ INT8_MAX_ROWS = 1  # from 2 rows on, torch's int8 kernel was as fast or faster (
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tfamily" / "native"
+    return cache_root() / "native"
 
 
 def _cpu_identity() -> str:
