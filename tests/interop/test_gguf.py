@@ -282,14 +282,18 @@ def gguf_tensors(hf: LlamaForCausalLM) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in out.items()}
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny_llama_file(path: Path, quant: dict | None = None) -> tuple[LlamaForCausalLM, Path]:
+    """A random tiny HF Llama (seed 0) and its GGUF file at ``path`` (``quant``: see write_tiny_llama)."""
     torch.manual_seed(0)
     hf = LlamaForCausalLM(LlamaConfig(**TINY, vocab_size=len(tiny_vocab()[0]))).eval()
     randomize_weights(hf)
-    path = tmp_path_factory.mktemp("gguf_tiny") / "tiny.gguf"
-    write_tiny_llama(path, hf)
+    write_tiny_llama(path, hf, quant=quant)
     return hf, path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_llama_file(tmp_path_factory.mktemp("gguf_tiny") / "tiny.gguf")
 
 
 def test_tiny_llama_logits_match_the_model_it_was_written_from(tiny):

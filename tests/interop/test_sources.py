@@ -8,10 +8,8 @@ import torch
 
 gguf = pytest.importorskip("gguf")
 pytest.importorskip("transformers")
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from hf_helpers import randomize_weights  # noqa: E402
-from interop.test_gguf import CHAT_TEMPLATE, QUANTISED, TINY, tiny_vocab, write_tiny_llama  # noqa: E402
+from interop.test_gguf import CHAT_TEMPLATE, QUANTISED, tiny_llama_file  # noqa: E402
 from tfamily.checkpoint import CheckpointError  # noqa: E402
 from tfamily.cli import main  # noqa: E402
 from tfamily.interop import import_gguf, open_for_generation, smollm2_gguf_path  # noqa: E402
@@ -22,12 +20,7 @@ from tfamily.nn.quant import Int4Linear, Int8Linear  # noqa: E402
 @pytest.fixture(scope="module")
 def q4(tmp_path_factory):
     """A tiny Llama GGUF whose layer 0 is all 4-bit (Q4_0 / Q4_1), layer 1 and the head partly 8-bit."""
-    torch.manual_seed(0)
-    hf = LlamaForCausalLM(LlamaConfig(**TINY, vocab_size=len(tiny_vocab()[0]))).eval()
-    randomize_weights(hf)
-    path = tmp_path_factory.mktemp("sources") / "q4.gguf"
-    write_tiny_llama(path, hf, quant=QUANTISED)
-    return path
+    return tiny_llama_file(tmp_path_factory.mktemp("sources") / "q4.gguf", quant=QUANTISED)[1]
 
 
 def test_a_gguf_file_defaults_to_its_own_4_bit_codes_and_says_so(q4):
