@@ -148,7 +148,8 @@ def weight_bytes(model: torch.nn.Module) -> int:
         if isinstance(module, torch.nn.Embedding):
             continue
         tensors = [(n, p) for n, p in module.named_parameters(recurse=False)]
-        tensors += [(n, b) for n, b in module.named_buffers(recurse=False) if n in QUANTISED_BUFFERS]
+        tensors += [(n, b) for n, b in module.named_buffers(recurse=False)
+                    if n in QUANTISED_BUFFERS or n.startswith("blocks")]  # GGUFLinear's blocks0, blocks1, ...
         if isinstance(module, PackedLinear):  # its weight is an opaque tensor, neither parameter nor buffer
             tensors.append(("weight", module.weight))
         for name, p in tensors:

@@ -22,7 +22,8 @@ from tfamily.generation.decode import SamplingParams, decode  # noqa: E402
 from tfamily.interop import InteropError, import_gguf, smollm2_gguf_path  # noqa: E402
 from tfamily.interop.gguf import (dequantize_tensor, int4_codes, open_gguf, permute_rope_rows,  # noqa: E402
                                   read_metadata, tokenizer_json_from_gguf, unpermute_rope_rows)
-from tfamily.nn.quant import Int4Linear, Int8Linear  # noqa: E402
+from tfamily.nn import native  # noqa: E402
+from tfamily.nn.quant import GGUFLinear, Int4Linear, Int8Linear  # noqa: E402
 from tfamily.tokenizers import Tokenizer  # noqa: E402
 from hf_helpers import randomize_weights  # noqa: E402
 
@@ -314,9 +315,16 @@ QUANTISED = {**{f"blk.{i}.{n}.weight": (Q.Q4_0 if j % 2 else Q.Q4_1) for i in ra
              "blk.1.attn_v.weight": Q.Q8_0, "output.weight": Q.Q8_0}
 
 
-def test_gguf_weights_keep_the_files_4_bit_tensors(tmp_path):
-    """weights="gguf": every layer whose tensors are all 4-bit multiplies by the file's own
-    codes (rows un-permuted like the float weights), the others are int8."""
+@pytest.mark.parametrize("blocks_kernel", [True, False], ids=["tfamily-kernel", "torch-kernels"])
+def test_gguf_weights_keep_the_files_quantised_tensors(tmp_path, monkeypatch, blocks_kernel):
+    """weights="gguf": with tfamily's GGUF kernel (AVX-512 VNNI) every linear layer keeps the
+    file's blocks byte for byte, mixed kinds in one fused layer included; without it, every
+    layer whose tensors are all 4-bit keeps the file's codes in torch's int4 kernel and the
+    others are int8. Either way, rows un-permuted like the float weights."""
+    if blocks_kernel and not native.gguf_available():
+        pytest.skip("no AVX-512 VNNI here: the torch-kernels case covers this machine")
+    if not blocks_kernel:
+        monkeypatch.setattr(native, "gguf_available", lambda: False)
     torch.manual_seed(0)
     hf = LlamaForCausalLM(LlamaConfig(**TINY, vocab_size=len(tiny_vocab()[0]))).eval()
     randomize_weights(hf)
@@ -324,21 +332,32 @@ def test_gguf_weights_keep_the_files_4_bit_tensors(tmp_path):
     write_tiny_llama(path, hf, quant=QUANTISED)
     floats, _, _ = import_gguf(path)
     packed, _, _ = import_gguf(path, weights="gguf")
-    kinds = {n: type(m) for n, m in packed.named_modules() if isinstance(m, (Int4Linear, Int8Linear))}
-    assert kinds["backbone.stack.blocks.0.attn.qkv"] is Int4Linear
-    assert kinds["backbone.stack.blocks.1.attn.qkv"] is Int8Linear and kinds["lm_head"] is Int8Linear
-    assert sum(k is Int4Linear for k in kinds.values()) == 9 and not any(
-        isinstance(m, torch.nn.Linear) for m in packed.modules())
-    for name, kind in kinds.items():
-        if kind is Int4Linear:  # the file's values; only the bf16 copies of scales and zeros differ
+    assert not any(isinstance(m, torch.nn.Linear) for m in packed.modules())
+    if blocks_kernel:
+        kinds = {n: m.kinds for n, m in packed.named_modules() if isinstance(m, GGUFLinear)}
+        assert len(kinds) == 11 and kinds["lm_head"] == ("Q8_0",)  # 2 layers x 5, and the head
+        assert kinds["backbone.stack.blocks.0.attn.qkv"] == ("Q4_1", "Q4_0", "Q4_1")
+        assert kinds["backbone.stack.blocks.1.attn.qkv"] == ("Q4_1", "Q4_0", "Q8_0")
+        for name in kinds:  # exactly the file's values (the float import dequantises the same blocks)
             want = floats.get_submodule(name).weight.detach()
-            got = packed.get_submodule(name).dequantized().float()
-            torch.testing.assert_close(got, want, atol=0.01 * want.abs().max().item(), rtol=0)
+            torch.testing.assert_close(packed.get_submodule(name).dequantized(torch.float32), want, rtol=1e-6, atol=0)
+    else:
+        kinds = {n: type(m) for n, m in packed.named_modules() if isinstance(m, (Int4Linear, Int8Linear))}
+        assert kinds["backbone.stack.blocks.0.attn.qkv"] is Int4Linear
+        assert kinds["backbone.stack.blocks.1.attn.qkv"] is Int8Linear and kinds["lm_head"] is Int8Linear
+        assert sum(k is Int4Linear for k in kinds.values()) == 9
+        for name, kind in kinds.items():
+            if kind is Int4Linear:  # the file's values; only the bf16 copies of scales and zeros differ
+                want = floats.get_submodule(name).weight.detach()
+                got = packed.get_submodule(name).dequantized().float()
+                torch.testing.assert_close(got, want, atol=0.01 * want.abs().max().item(), rtol=0)
     ids = torch.randint(0, floats.cfg.vocab_size, (2, 11), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         ref, got = floats(ids).logits.log_softmax(-1), packed(ids).logits.float().log_softmax(-1)
+        one = packed(ids[:1, :1]).logits.float().log_softmax(-1)  # one row: the kernel (22 rows: 11 x 2 take it too)
     assert (ref.exp() * (ref - got)).sum(-1).mean() < 1e-3  # KL, nats
     assert (ref.argmax(-1) == got.argmax(-1)).float().mean() > 0.9
+    assert (ref[:1, :1].exp() * (ref[:1, :1] - one)).sum(-1).mean() < 1e-3
 
 
 def test_non_llama_architecture_is_refused_by_name(tiny, tmp_path):

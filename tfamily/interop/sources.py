@@ -27,6 +27,8 @@ from .io import MissingFileError
 from .packaged import SLICED_MODELS, packaged_gguf
 
 GGUF_DEFAULT_MAX_KL = 0.01  # nats a token against the dequantised fp32 model; measured 0.002
+GGUF_SPEED = "2.3-2.5x transformers fp32"  # the start-up line's figures (benchmarks/RESULTS.md, issue 19)
+GGUF_KL = "0.002"
 
 
 @dataclass
@@ -82,7 +84,8 @@ def _open_gguf(file: Path, weights: str, device: str, defaulted: bool) -> Source
     from ..nn.quant import convert_weights
     from ..tokenizers import Tokenizer
     if weights == "gguf" and not str(device).startswith("cpu"):
-        raise ValueError(f"--weights gguf multiplies with torch's CPU int4 kernel; on {device} use fp32 or bf16")
+        raise ValueError(f"--weights gguf multiplies with CPU kernels (tfamily's GGUF kernel, torch's int4 and int8); "
+                         f"on {device} use fp32 or bf16")
     model, tok_json, template = import_gguf(file, weights="gguf" if weights == "gguf" else "float")
     if weights != "gguf":
         model = convert_weights(model.to(device), weights)
@@ -92,9 +95,13 @@ def _open_gguf(file: Path, weights: str, device: str, defaulted: bool) -> Source
 
 def gguf_note(file: Path, model: nn.Module) -> str:
     """The start-up line of a GGUF file opened with the default weights: what multiplies now."""
-    from ..nn.quant import Int4Linear, Int8Linear
+    from ..nn.quant import GGUFLinear, Int4Linear, Int8Linear
+    blocks = [m for m in model.modules() if isinstance(m, GGUFLinear)]
+    kinds = sorted({kind for m in blocks for kind in m.kinds})
     four = sum(isinstance(m, Int4Linear) for m in model.modules())
     eight = sum(isinstance(m, Int8Linear) for m in model.modules())
-    return (f"{file.name}: {four} linear layers multiply from the file's own 4-bit codes, {eight} from int8 "
-            f"(--weights gguf, the default for a GGUF file on a CPU: 2.3-2.5x transformers fp32 at batch 1 on "
-            f"the packaged models, KL 0.002 against the float model); --weights fp32 for the exact float model")
+    parts = [f"{len(blocks)} from the file's own blocks ({', '.join(kinds)})" if blocks else "",
+             f"{four} from its 4-bit codes" if four else "", f"{eight} from int8" if eight else ""]
+    return (f"{file.name}: linear layers multiply {', '.join(p for p in parts if p)} "
+            f"(--weights gguf, the default for a GGUF file on a CPU: {GGUF_SPEED} at batch 1 on the packaged "
+            f"models, KL {GGUF_KL} against the float model); --weights fp32 for the exact float model")

@@ -13,6 +13,11 @@ kernel. It also holds a GGUF file's own 4-bit tensors (Q4_0, Q4_1, Q4_K) exactly
 has them (``interop.gguf``). A layer the kernel cannot take (out not a multiple of 16, in not
 a multiple of 32) stays int8.
 
+``GGUFLinear`` holds a GGUF file's quantised matrices (4-, 5-, 6- and 8-bit blocks with their
+scales) as the file stores them and multiplies from them with tfamily's own kernel
+(``nn.native.gguf_matmul``), where this CPU has one; ``interop.gguf`` chooses it for
+``weights="gguf"``.
+
 None of this is on by default: every format but fp32 changes the model's outputs a little (see
 benchmarks/RESULTS.md for the measured cost on a real model), so a user asks for them.
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import native
@@ -121,6 +127,69 @@ class Int4Linear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, group={self.group}, "
                 f"bias={self.bias is not None}")
+
+
+class GGUFLinear(nn.Module):
+    """y = x W^T + b with W held as GGUF blocks, exactly as the file has them; x: (..., in) bf16.
+
+    ``parts``: (kind, blocks) pairs stacked along the rows, each blocks a (rows, bytes a row)
+    uint8 tensor of GGUF ``kind`` (nn.native.GGUF_BLOCKS). A fused layer (q|k|v) may mix kinds,
+    as files do (Qwen2.5's v is often 8-bit where q and k are 5-bit). Up to
+    ``native.GGUF_MAX_ROWS`` rows of x (decoding) are multiplied from the blocks, x rounded to
+    int8 blocks on the way as llama.cpp does; more rows (a long prompt) dequantise W to bf16
+    once per call and take one matmul, which is faster there. Only where
+    ``native.gguf_available()``."""
+
+    def __init__(self, parts: list[tuple[str, torch.Tensor]], in_features: int, bias: torch.Tensor | None = None,
+                 dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        if not parts:
+            raise ValueError("a GGUFLinear needs at least one (kind, blocks) part")
+        for kind, blocks in parts:
+            native._check_blocks(blocks, kind, in_features)  # the kind, the width and the bytes fit together
+        parts = _merge_kinds(parts)
+        self.in_features = in_features
+        self.kinds = tuple(kind for kind, _ in parts)
+        self.codes = tuple(list(native.GGUF_BLOCKS).index(kind) for kind in self.kinds)  # the kernel's numbering
+        self.rows = tuple(blocks.shape[0] for _, blocks in parts)
+        self.out_features = sum(self.rows)
+        for i, (_, blocks) in enumerate(parts):
+            self.register_buffer(f"blocks{i}", blocks.contiguous())
+        if bias is not None and bias.shape != (self.out_features,):
+            raise ValueError(f"bias of shape {tuple(bias.shape)} for {self.out_features} output rows")
+        self.register_buffer("bias", bias.detach().to(dtype).contiguous() if bias is not None else None)
+
+    def parts(self) -> list[tuple[str, torch.Tensor]]:
+        return [(kind, getattr(self, f"blocks{i}")) for i, kind in enumerate(self.kinds)]
+
+    def dequantized(self, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+        """(out, in) W in ``dtype`` (fp32: exactly the file's values)."""
+        return torch.cat([native.gguf_dequantize(blocks, kind, self.in_features, dtype) for kind, blocks in self.parts()])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = as_rows(x, self.in_features, torch.bfloat16)  # (N, in)
+        if x.shape[0] > native.GGUF_MAX_ROWS:
+            y = F.linear(x, self.dequantized(), self.bias)
+        else:
+            blocks = [getattr(self, f"blocks{i}") for i in range(len(self.codes))]
+            y = native.gguf_matmul_parts(x, list(zip(self.codes, blocks)), self.bias, self.out_features)
+        return y.view(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        kinds = ", ".join(f"{kind} x {rows}" for kind, rows in zip(self.kinds, self.rows))
+        return f"in_features={self.in_features}, out_features={self.out_features} ({kinds}), bias={self.bias is not None}"
+
+
+def _merge_kinds(parts: list[tuple[str, torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
+    """Neighbouring parts of one kind as one (fewer kernel calls: q|k of one kind, v of another -> 2)."""
+    merged: list[tuple[str, torch.Tensor]] = []
+    for kind, blocks in parts:
+        if merged and merged[-1][0] == kind:
+            merged[-1] = (kind, torch.cat([merged[-1][1], blocks]))
+        else:
+            merged.append((kind, blocks))
+    return merged
 
 
 def as_rows(x: torch.Tensor, width: int, dtype: torch.dtype) -> torch.Tensor:

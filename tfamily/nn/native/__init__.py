@@ -34,8 +34,13 @@ from ...files import cache_root
 log = logging.getLogger(__name__)
 
 SOURCES = Path(__file__).parent
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
+FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC")  # and -march=native (or the ``march`` asked for)
 INT8_MAX_ROWS = 1  # from 2 rows on, torch's int8 kernel was as fast or faster (benchmarks/RESULTS.md)
+GGUF_MAX_ROWS = 16  # beyond, GGUFLinear dequantises to bf16 for one matmul: faster from 16-64 rows on (RESULTS.md)
+
+# GGUF block formats gguf_matmul.c multiplies from, in its enum's order: kind -> (weights, bytes) a block
+GGUF_BLOCKS = {"Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24), "Q8_0": (32, 34),
+               "Q4_K": (256, 144), "Q6_K": (256, 210)}
 
 
 def cache_dir() -> Path:
@@ -52,8 +57,9 @@ def _cpu_identity() -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def library(name: str) -> ctypes.CDLL | None:
-    """The compiled ``name.c`` of this folder, built on first use; None where it cannot be."""
+def library(name: str, march: str = "native") -> ctypes.CDLL | None:
+    """The compiled ``name.c`` of this folder, built on first use for ``-march=<march>``; None
+    where it cannot be. (Another ``march`` than "native" is for tests of the plain-C paths.)"""
     if os.environ.get("TFAMILY_NATIVE", "1") == "0":
         return None
     cc = shutil.which(os.environ.get("CC", "cc"))
@@ -62,12 +68,13 @@ def library(name: str) -> ctypes.CDLL | None:
         return None
     source = SOURCES / f"{name}.c"
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\0".join([source.read_text(), " ".join(FLAGS), version, _cpu_identity()]).encode())
+    flags = (*FLAGS, f"-march={march}")
+    key = hashlib.sha256("\0".join([source.read_text(), " ".join(flags), version, _cpu_identity()]).encode())
     path = cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        built = subprocess.run([cc, *FLAGS, str(source), "-o", str(partial)], capture_output=True, text=True)
+        built = subprocess.run([cc, *flags, str(source), "-o", str(partial)], capture_output=True, text=True)
         if built.returncode != 0:
             log.warning("building %s failed, torch's kernel is used instead:\n%s", source.name, built.stderr[-2000:])
             partial.unlink(missing_ok=True)
@@ -108,3 +115,103 @@ def int8_matvec(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, bias: tor
     _int8_matvec()(x.data_ptr(), w.data_ptr(), scale.data_ptr(), 0 if bias is None else bias.data_ptr(),
                    y.data_ptr(), n, width, out, torch.get_num_threads())
     return y
+
+
+@functools.lru_cache(maxsize=None)
+def gguf_kernels(march: str = "native") -> ctypes.CDLL | None:
+    """gguf_matmul.c's library with its argument types declared, or None."""
+    lib = library("gguf_matmul", march)
+    if lib is None:
+        return None
+    lib.tf_gguf_simd.restype = ctypes.c_int
+    lib.tf_gguf_matmul_bf16.argtypes = ([ctypes.c_int, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                         ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int])
+    lib.tf_gguf_matmul_bf16.restype = ctypes.c_int  # -1: no memory for x's int8 copy
+    lib.tf_gguf_dequantize.argtypes = ([ctypes.c_int, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                        ctypes.c_void_p, ctypes.c_int])
+    lib.tf_gguf_dequantize.restype = None
+    return lib
+
+
+def gguf_available() -> bool:
+    """Whether GGUF blocks can be multiplied here at memory speed: the library builds, with its
+    AVX-512 VNNI loop (its plain-C one is correct but far slower than torch's int8 kernel)."""
+    lib = gguf_kernels()
+    return lib is not None and lib.tf_gguf_simd() == 1
+
+
+def _check_blocks(blocks: torch.Tensor, kind: str, in_features: int) -> int:
+    if kind not in GGUF_BLOCKS:
+        raise ValueError(f"GGUF kind {kind!r} has no kernel here; these do: {', '.join(GGUF_BLOCKS)}")
+    per_block, nbytes = GGUF_BLOCKS[kind]
+    if in_features % per_block:
+        raise ValueError(f"{kind} rows are whole blocks of {per_block} weights; {in_features} is not")
+    row_bytes = in_features // per_block * nbytes
+    if blocks.dtype != torch.uint8 or blocks.dim() != 2 or blocks.shape[1] != row_bytes:
+        raise ValueError(f"{kind} blocks of {in_features}-wide rows must be a (rows, {row_bytes}) uint8 tensor, "
+                         f"got {tuple(blocks.shape)} {blocks.dtype}")
+    if not blocks.is_contiguous() or blocks.device.type != "cpu":
+        raise ValueError(f"{kind} blocks must be a contiguous CPU tensor")
+    return list(GGUF_BLOCKS).index(kind)
+
+
+def gguf_matmul(x: torch.Tensor, blocks: torch.Tensor, kind: str, bias: torch.Tensor | None = None,
+                out: torch.Tensor | None = None, march: str = "native") -> torch.Tensor:
+    """x W^T + bias with W (rows, in) held as GGUF ``kind`` blocks (rows, bytes a row), as the
+    file has them. x (N, in) bf16 contiguous; bias (rows,) bf16 or None. ``out``: an (N, >= rows)
+    bf16 view whose rows are contiguous (a slice of a wider output), written in place and
+    returned; else a new (N, rows) tensor. x is rounded to int8 blocks of 32 on the way
+    (gguf_matmul.c)."""
+    n, width = x.shape
+    code = _check_blocks(blocks, kind, width)
+    rows = blocks.shape[0]
+    if x.dtype != torch.bfloat16 or not x.is_contiguous() or x.device.type != "cpu":
+        raise ValueError(f"gguf_matmul: x must be a contiguous bf16 CPU tensor, got {x.dtype} on {x.device}")
+    if bias is not None and (bias.shape != (rows,) or bias.dtype != torch.bfloat16 or not bias.is_contiguous()):
+        raise ValueError(f"gguf_matmul: bias must be ({rows},) contiguous bf16, got {tuple(bias.shape)} {bias.dtype}")
+    if out is None:
+        out = torch.empty(n, rows, dtype=torch.bfloat16)
+    elif out.dtype != torch.bfloat16 or out.shape != (n, rows) or out.stride(1) != 1:
+        raise ValueError(f"gguf_matmul: out must be an ({n}, {rows}) bf16 view with contiguous rows")
+    lib = gguf_kernels(march)
+    if lib is None:
+        raise RuntimeError("tfamily's GGUF kernels could not be built here (see the log); check gguf_available()")
+    if lib.tf_gguf_matmul_bf16(code, x.data_ptr(), n, width, blocks.data_ptr(), rows,
+                               0 if bias is None else bias.data_ptr(), out.data_ptr(), out.stride(0),
+                               torch.get_num_threads()):
+        raise MemoryError(f"gguf_matmul: no memory for the int8 copy of x ({n} x {width})")
+    return out
+
+
+def gguf_matmul_parts(x: torch.Tensor, parts: list[tuple[int, torch.Tensor]], bias: torch.Tensor | None,
+                      out_features: int) -> torch.Tensor:
+    """``gguf_matmul`` of a layer stacked from ``parts`` (kind's index in GGUF_BLOCKS, blocks),
+    with none of its checks: for ``GGUFLinear``, which checked its parts once when it was made
+    (at batch 1 a decoding step makes some 170 of these calls, and the checks cost as much as
+    the call). x (N, in) contiguous bf16 on the CPU; returns (N, out_features) bf16."""
+    n, width = x.shape
+    y = torch.empty(n, out_features, dtype=torch.bfloat16)
+    call, threads = gguf_kernels().tf_gguf_matmul_bf16, torch.get_num_threads()
+    xp, yp, bp = x.data_ptr(), y.data_ptr(), 0 if bias is None else bias.data_ptr()
+    for code, blocks in parts:  # each part's rows: the next columns of y and entries of bias (2 bytes each)
+        rows = blocks.shape[0]
+        if call(code, xp, n, width, blocks.data_ptr(), rows, bp, yp, out_features, threads):
+            raise MemoryError(f"gguf_matmul: no memory for the int8 copy of x ({n} x {width})")
+        yp, bp = yp + 2 * rows, bp and bp + 2 * rows
+    return y
+
+
+def gguf_dequantize(blocks: torch.Tensor, kind: str, in_features: int, dtype: torch.dtype = torch.float32,
+                    march: str = "native") -> torch.Tensor:
+    """The (rows, in_features) matrix that GGUF ``kind`` blocks (rows, bytes a row) hold, in fp32 or bf16."""
+    code = _check_blocks(blocks, kind, in_features)
+    if dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"gguf_dequantize writes float32 or bfloat16, not {dtype}")
+    lib = gguf_kernels(march)
+    if lib is None:
+        raise RuntimeError("tfamily's GGUF kernels could not be built here (see the log)")
+    w = torch.empty(blocks.shape[0], in_features, dtype=dtype)
+    fp32 = dtype == torch.float32
+    lib.tf_gguf_dequantize(code, blocks.data_ptr(), blocks.shape[0], in_features, w.data_ptr() if fp32 else None,
+                           None if fp32 else w.data_ptr(), torch.get_num_threads())
+    return w
