@@ -37,7 +37,7 @@ from .harness import memory_bandwidth, set_threads, time_once
 
 # op name fragments -> the part of the step they belong to
 MATMULS = ("int4pack_mm", "int8pack_mm", "_linear_pointwise", "aten::mm", "aten::addmm", "aten::linear",
-           "tfamily::int8_matvec")
+           "tfamily::int8_matvec", "tfamily::gguf_matmul_parts")
 ATTENTION = ("scaled_dot_product", "_flash_attention", "aten::bmm", "_efficient_attention")
 
 
@@ -50,13 +50,15 @@ def profile_parts(run) -> tuple[dict[str, float], list[tuple[str, float, int]]]:
     """Self CPU seconds per part ("matmuls", "attention", "rest") of one ``run()``, and the top ops."""
     from torch.profiler import ProfilerActivity, profile
 
-    kernel = native.int8_matvec
+    def named(name: str):  # a ctypes call is no torch op: name it for the profile
+        kernel = getattr(native, name)
 
-    def named(*args):  # a ctypes call is no torch op: name it for the profile
-        with torch.profiler.record_function("tfamily::int8_matvec"):
-            return kernel(*args)
+        def call(*args):
+            with torch.profiler.record_function(f"tfamily::{name}"):
+                return kernel(*args)
+        return mock.patch.object(native, name, call)
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof, mock.patch.object(native, "int8_matvec", named):
+    with (profile(activities=[ProfilerActivity.CPU]) as prof, named("int8_matvec"), named("gguf_matmul_parts")):
         start = time.perf_counter()
         run()
         wall = time.perf_counter() - start

@@ -33,14 +33,15 @@ def test_a_gguf_file_defaults_to_its_own_quantised_weights_and_says_so(q4, monke
     source = open_for_generation(q4)
     assert source.weights == "gguf" and source.name == "q4" and source.chat_template == CHAT_TEMPLATE
     if blocks_kernel:  # as import_gguf keeps them
-        assert sum(isinstance(m, GGUFLinear) for m in source.model.modules()) == 11
-        assert source.note.startswith("q4.gguf: linear layers multiply 11 from the file's own blocks (Q4_0, Q4_1, "
-                                      "Q8_0) (--weights gguf, the default")
+        assert sum(isinstance(m, GGUFLinear) for m in source.model.modules()) == 7
+        assert source.note.startswith("q4.gguf: linear layers multiply 7 from the file's own blocks (Q4_0, Q4_1, "
+                                      "Q8_0), 4 from its 4-bit codes by torch's int4 kernel (--weights gguf, the default")
     else:
         four = [n for n, m in source.model.named_modules() if isinstance(m, Int4Linear)]
         eight = [n for n, m in source.model.named_modules() if isinstance(m, Int8Linear)]
         assert len(four) == 9 and eight == ["backbone.stack.blocks.1.attn.qkv", "lm_head"]
-        assert source.note.startswith("q4.gguf: linear layers multiply 9 from its 4-bit codes, 2 from int8 (")
+        assert source.note.startswith("q4.gguf: linear layers multiply 9 from its 4-bit codes by torch's int4 kernel, "
+                                      "2 from int8 (")
     assert "--weights fp32" in source.note
     assert source.tokenizer.encode(" the") == [source.tokenizer.token_to_id("Ġthe")]
 

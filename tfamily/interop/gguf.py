@@ -239,6 +239,10 @@ def hf_state_dict_from_gguf(reader, n_head: int, n_kv_head: int, permuted: bool 
 # 4-bit GGUF type -> (weights per block, bytes per block). Each 32-weight group of these has
 # one scale and one offset, which is what nn.quant.Int4Linear multiplies by.
 INT4_BLOCKS = {"Q4_0": (32, 18), "Q4_1": (32, 20), "Q4_K": (256, 144)}
+# 4-bit kinds that torch's int4 kernel multiplies faster than tfamily's GGUF kernel: measured on
+# the Intel Xeon (AMX) at batch 1, Q4_1 5-25 % faster there (and it multiplies bf16 x, where
+# tfamily's kernel rounds x to int8), Q4_0 and Q4_K 0-20 % slower (benchmarks/RESULTS.md)
+TORCH_INT4_FIRST = ("Q4_1",)
 
 
 def int4_groups(tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -294,7 +298,8 @@ def keep_gguf_weights(model: nn.Module, reader, cfg: ModelConfig, permuted: bool
 
     - an ``nn.quant.GGUFLinear`` holding the file's blocks byte for byte, where tfamily's own
       kernel runs here (``nn.native.gguf_available()``) and reads every part's kind (Q4_0,
-      Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K; a fused q|k|v may mix them);
+      Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K; a fused q|k|v may mix them), unless every part is
+      of a kind in ``TORCH_INT4_FIRST`` and torch's int4 kernel takes the shape;
     - else an ``nn.quant.Int4Linear`` with the file's own codes, scales and zeros, where every
       part is 4-bit (Q4_0, Q4_1, Q4_K) and torch's int4 kernel takes the shape.
 
@@ -319,7 +324,10 @@ def keep_gguf_weights(model: nn.Module, reader, cfg: ModelConfig, permuted: bool
         if not isinstance(layer, nn.Linear):
             continue
         heads = [cfg.n_head if "q_proj" in n else cfg.n_kv_head if "k_proj" in n else None for n in names]
-        if blocks_here and all(_native_kind(t, layer.in_features) for t in parts):
+        int4 = all(t.tensor_type.name in INT4_BLOCKS for t in parts) and int4_fits(layer.out_features,
+                                                                                  layer.in_features)
+        if (blocks_here and all(_native_kind(t, layer.in_features) for t in parts)
+                and not (int4 and all(t.tensor_type.name in TORCH_INT4_FIRST for t in parts))):
             pieces = []
             for t, h in zip(parts, heads):
                 blocks = torch.from_numpy(np.array(t.data, dtype=np.uint8))  # (rows, bytes a row): a copy
@@ -329,8 +337,7 @@ def keep_gguf_weights(model: nn.Module, reader, cfg: ModelConfig, permuted: bool
                 pieces.append((t.tensor_type.name, blocks.contiguous()))
             new = GGUFLinear(pieces, layer.in_features, layer.bias)
             swapped["gguf"] += 1
-        elif all(t.tensor_type.name in INT4_BLOCKS for t in parts) and int4_fits(layer.out_features,
-                                                                                 layer.in_features):
+        elif int4:
             pieces = []
             for t, h in zip(parts, heads):
                 scale, zero = int4_groups(t)

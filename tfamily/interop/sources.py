@@ -101,7 +101,7 @@ def gguf_note(file: Path, model: nn.Module) -> str:
     four = sum(isinstance(m, Int4Linear) for m in model.modules())
     eight = sum(isinstance(m, Int8Linear) for m in model.modules())
     parts = [f"{len(blocks)} from the file's own blocks ({', '.join(kinds)})" if blocks else "",
-             f"{four} from its 4-bit codes" if four else "", f"{eight} from int8" if eight else ""]
+             f"{four} from its 4-bit codes by torch's int4 kernel" if four else "", f"{eight} from int8" if eight else ""]
     return (f"{file.name}: linear layers multiply {', '.join(p for p in parts if p)} "
             f"(--weights gguf, the default for a GGUF file on a CPU: {GGUF_SPEED} at batch 1 on the packaged "
             f"models, KL {GGUF_KL} against the float model); --weights fp32 for the exact float model")

@@ -337,9 +337,21 @@ INLINE void block_q4_0(sums *s, const int r, const int mt, const uint8_t *b, con
 {
     add_codes(s, r, mt, 1, nibbles16(b + 2), half8(b), 0.f, x, m0, g);
 }
+/* a block's fp16 d and m together: d in 8 lanes, m as a float */
+static inline __m256 half_pair(const uint8_t *p, float *m)
+{
+    uint32_t both;
+    memcpy(&both, p, 4);
+    __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)both)); /* d, m, 0, 0 */
+    *m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+    return _mm256_broadcastss_ps(dm);
+}
+
 INLINE void block_q4_1(sums *s, const int r, const int mt, const uint8_t *b, const qrows *x, int64_t m0, int64_t g)
 {
-    add_codes(s, r, mt, 0, nibbles16(b + 4), half8(b), from_half(b + 2), x, m0, g);
+    float m;
+    __m256 d = half_pair(b, &m);
+    add_codes(s, r, mt, 0, nibbles16(b + 4), d, m, x, m0, g);
 }
 INLINE void block_q5_0(sums *s, const int r, const int mt, const uint8_t *b, const qrows *x, int64_t m0, int64_t g)
 {
@@ -347,7 +359,9 @@ INLINE void block_q5_0(sums *s, const int r, const int mt, const uint8_t *b, con
 }
 INLINE void block_q5_1(sums *s, const int r, const int mt, const uint8_t *b, const qrows *x, int64_t m0, int64_t g)
 {
-    add_codes(s, r, mt, 0, fifth_bits(nibbles16(b + 8), b + 4), half8(b), from_half(b + 2), x, m0, g);
+    float m;
+    __m256 d = half_pair(b, &m);
+    add_codes(s, r, mt, 0, fifth_bits(nibbles16(b + 8), b + 4), d, m, x, m0, g);
 }
 INLINE void block_q8_0(sums *s, const int r, const int mt, const uint8_t *b, const qrows *x, int64_t m0, int64_t g)
 {
