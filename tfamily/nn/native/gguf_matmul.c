@@ -276,10 +276,10 @@ typedef struct {
 
 /* 32 unsigned codes q (0..63) of W's row r against group g of x's rows m0..: weights
  * lane_scale * (q - the kind's fixed offset, where `fixed`) + offset (lane_scale: 8 lanes of 4
- * weights; offset: a float per block) */
+ * weights; offset: a float per block, where `mins`) */
 static inline __attribute__((always_inline)) void add_codes(sums *s, const int r, const int mt, const int fixed,
-                                                            __m256i q, __m256 lane_scale, float offset,
-                                                            const qrows *x, int64_t m0, int64_t g)
+                                                            const int mins, __m256i q, __m256 lane_scale,
+                                                            float offset, const qrows *x, int64_t m0, int64_t g)
 {
     for (int j = 0; j < mt; j++) {
         int64_t b = (m0 + j) * x->groups + g;
@@ -287,7 +287,7 @@ static inline __attribute__((always_inline)) void add_codes(sums *s, const int r
         __m256i p = _mm256_dpbusd_epi32(start, q, _mm256_loadu_si256((const __m256i *)(x->q + 32 * b)));
         s->acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(lane_scale, _mm256_set1_ps(x->d[b])),
                                        s->acc[r][j]);
-        if (offset != 0.f) /* a constant 0 for the kinds without one: no code */
+        if (mins) /* a constant: no code for the kinds without a float offset */
             s->offset[r][j] += offset * x->s[b];
     }
 }
@@ -326,16 +326,14 @@ static inline __m256i fifth_bits(__m256i q, const uint8_t *p)
 /* an fp16 scale in all 8 lanes */
 static inline __m256 half8(const uint8_t *p)
 {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return _mm256_cvtph_ps(_mm_set1_epi16((short)h));
+    return _mm256_cvtph_ps(_mm_broadcastw_epi16(_mm_loadu_si16(p)));
 }
 
 /* one block b (group g) of each 32-weight kind into row r's sums */
 #define INLINE static inline __attribute__((always_inline))
 INLINE void block_q4_0(sums *s, const int r, const int mt, const uint8_t *b, const qrows *x, int64_t m0, int64_t g)
 {
-    add_codes(s, r, mt, 1, nibbles16(b + 2), half8(b), 0.f, x, m0, g);
+    add_codes(s, r, mt, 1, 0, nibbles16(b + 2), half8(b), 0.f, x, m0, g);
 }
 /* a block's fp16 d and m together: d in 8 lanes, m as a float */
 static inline __m256 half_pair(const uint8_t *p, float *m)
@@ -351,17 +349,17 @@ INLINE void block_q4_1(sums *s, const int r, const int mt, const uint8_t *b, con
 {
     float m;
     __m256 d = half_pair(b, &m);
-    add_codes(s, r, mt, 0, nibbles16(b + 4), d, m, x, m0, g);
+    add_codes(s, r, mt, 0, 1, nibbles16(b + 4), d, m, x, m0, g);
 }
 INLINE void block_q5_0(sums *s, const int r, const int mt, const uint8_t *b, const qrows *x, int64_t m0, int64_t g)
 {
-    add_codes(s, r, mt, 1, fifth_bits(nibbles16(b + 6), b + 2), half8(b), 0.f, x, m0, g);
+    add_codes(s, r, mt, 1, 0, fifth_bits(nibbles16(b + 6), b + 2), half8(b), 0.f, x, m0, g);
 }
 INLINE void block_q5_1(sums *s, const int r, const int mt, const uint8_t *b, const qrows *x, int64_t m0, int64_t g)
 {
     float m;
     __m256 d = half_pair(b, &m);
-    add_codes(s, r, mt, 0, fifth_bits(nibbles16(b + 8), b + 4), d, m, x, m0, g);
+    add_codes(s, r, mt, 0, 1, fifth_bits(nibbles16(b + 8), b + 4), d, m, x, m0, g);
 }
 INLINE void block_q8_0(sums *s, const int r, const int mt, const uint8_t *b, const qrows *x, int64_t m0, int64_t g)
 {
@@ -402,8 +400,8 @@ INLINE void block_q4_k(sums *s, const int r, const int mt, const uint8_t *b, con
         s->acc[r][j] = _mm256_fmadd_ps(mins, _mm256_loadu_ps(x->s + (m0 + j) * x->groups + g), s->acc[r][j]);
     for (int c = 0; c < 4; c++) {
         __m256i q = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * c));
-        add_codes(s, r, mt, 0, _mm256_and_si256(q, low), _mm256_set1_ps(scale[2 * c]), 0.f, x, m0, g + 2 * c);
-        add_codes(s, r, mt, 0, _mm256_and_si256(_mm256_srli_epi16(q, 4), low), _mm256_set1_ps(scale[2 * c + 1]), 0.f,
+        add_codes(s, r, mt, 0, 0, _mm256_and_si256(q, low), _mm256_set1_ps(scale[2 * c]), 0.f, x, m0, g + 2 * c);
+        add_codes(s, r, mt, 0, 0, _mm256_and_si256(_mm256_srli_epi16(q, 4), low), _mm256_set1_ps(scale[2 * c + 1]), 0.f,
                   x, m0, g + 2 * c + 1);
     }
 }
@@ -430,7 +428,7 @@ INLINE void block_q6_k(sums *s, const int r, const int mt, const uint8_t *b, con
         for (int w = 0; w < 4; w++) {
             const float *s2 = scale + 8 * h + 2 * w;
             __m256 lanes = _mm256_set_m128(_mm_broadcast_ss(s2 + 1), _mm_broadcast_ss(s2));
-            add_codes(s, r, mt, 1, q[w], lanes, 0.f, x, m0, g + 4 * h + w);
+            add_codes(s, r, mt, 1, 0, q[w], lanes, 0.f, x, m0, g + 4 * h + w);
         }
     }
 }
