@@ -35,7 +35,8 @@ WEIGHT_FORMATS = ("fp32", "bf16", "int8", "int4")  # nn.quant.WEIGHT_FORMATS, wi
 WEIGHTS_HELP = ("number format of the weights while generating: fp32 (the default for a checkpoint; exact), bf16 "
                 "(1.5-1.7x fp32's speed at batch 1 on a CPU with bf16, 1.4x at batch 8), int8 (weight-only, CPU, "
                 "1.7-2.7x at batch 1, depending on the CPU), int4 (weight-only, CPU, groups of 32 with a scale and a zero), gguf (a GGUF "
-                "file's own 4-bit tensors, its others int8; the default for a GGUF file on a CPU); all but fp32 "
+                "file's own quantised tensors, multiplied as the file stores them; the default for a GGUF file on a "
+                "CPU); all but fp32 "
                 "change the probabilities slightly, see benchmarks/RESULTS.md")
 
 

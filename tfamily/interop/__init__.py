@@ -13,7 +13,7 @@ llama.cpp's GGUF files (Llama and Qwen2 architectures, quantised or not) are rea
     model, tokenizer_json, chat_template = import_gguf(packaged_gguf("qwen2.5-coder-0.5b"))
 
 ``open_for_generation`` opens what `generate`, `chat` and `serve` are given: a checkpoint
-folder, a GGUF file (decoded from its own 4-bit tensors by default) or a packaged model's name.
+folder, a GGUF file (decoded from its own quantised tensors by default) or a packaged model's name.
 """
 
 from . import hf_gpt2, hf_llama  # family mappings stay namespaced: hf_gpt2.config_from_hf, …

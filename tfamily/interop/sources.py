@@ -1,14 +1,15 @@
 """What the generating commands (`generate`, `chat`, `serve`) open: a tfamily checkpoint folder,
 a llama.cpp GGUF file, or the name of a GGUF model that registry packages ship in slices.
 
-    source = open_for_generation("SmolLM2-135M-Instruct.Q4_1.gguf")   # the file's own 4-bit codes
+    source = open_for_generation("SmolLM2-135M-Instruct.Q4_1.gguf")   # the file's own quantised weights
     source = open_for_generation("runs/x/checkpoint", weights="int8")
 
-A GGUF file is read straight into memory (nothing is written) and, on a CPU, keeps its 4-bit
-tensors as the file has them by default (``weights="gguf"``, ``import_gguf``): measured on
-SmolLM2-135M (Q4_1) and Qwen2.5-Coder-0.5B (Q4_K / Q5_0 / Q6_K / Q8_0), this decodes 2.3-2.5x as
-fast as ``transformers`` in fp32 at batch 1, and picks the dequantised fp32 model's top token
-95.5 % and 97.1 % of the time at a KL of 0.002 nats a token (benchmarks/RESULTS.md, issue 19).
+A GGUF file is read straight into memory (nothing is written) and, on a CPU, keeps its
+quantised tensors as the file has them by default (``weights="gguf"``, ``import_gguf``):
+measured on SmolLM2-135M (Q4_1) and Qwen2.5-Coder-0.5B (Q4_K / Q5_0 / Q6_K / Q8_0), this
+decodes 2.5x and 2.8x as fast as ``transformers`` in fp32 at batch 1, and picks the
+dequantised fp32 model's top token 97.3 % and 96.1 % of the time at a KL of 0.0018 and 0.0015
+nats a token (benchmarks/RESULTS.md, issue 19).
 The default's rule is that bound: a quantised path is the default only while its KL against
 the float model stays under ``GGUF_DEFAULT_MAX_KL`` on real text. ``weights="fp32"`` gives
 the exact float model the file approximates.
@@ -26,8 +27,8 @@ from .gguf import GGUF_MAGIC, import_gguf
 from .io import MissingFileError
 from .packaged import SLICED_MODELS, packaged_gguf
 
-GGUF_DEFAULT_MAX_KL = 0.01  # nats a token against the dequantised fp32 model; measured 0.002
-GGUF_SPEED = "2.3-2.5x transformers fp32"  # the start-up line's figures (benchmarks/RESULTS.md, issue 19)
+GGUF_DEFAULT_MAX_KL = 0.01  # nats a token against the dequantised fp32 model; measured 0.0015-0.0018
+GGUF_SPEED = "2.3-2.8x transformers fp32"  # the start-up line's figures (benchmarks/RESULTS.md, issue 19)
 GGUF_KL = "0.002"
 
 
@@ -70,7 +71,7 @@ def open_for_generation(source: str | os.PathLike, weights: str | None = None,
     chosen = weights or default_weights(file is not None, device)
     if file is None:
         if chosen == "gguf":
-            raise CheckpointError(f"--weights gguf keeps a GGUF file's own 4-bit tensors, and {source} is a "
+            raise CheckpointError(f"--weights gguf keeps a GGUF file's own quantised tensors, and {source} is a "
                                   "checkpoint folder: use --weights int4 (or int8) to quantise it")
         model, tokenizer = load_for_inference(source, chosen, device=device)
         name = Path(source).resolve().name
