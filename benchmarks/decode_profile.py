@@ -13,6 +13,9 @@ For each weight format (``benchmarks.gguf_models.FORMATS``) it prints:
   else (norms, rotary, the cache, sampling, and the Python between them);
 - A/B rows: 1 thread against all the cores, and (``--compile``) the model's forward under
   ``torch.compile`` against eager, both after a warm-up that pays the compilation;
+- (``--gguf-import``) the GGUF file imported three ways, decoded in alternating rounds in one
+  process: as now (the file's blocks in tfamily's kernel), every 4-bit layer on torch's int4
+  kernel, and as before the block kernel (4-bit layers on torch's int4, the rest int8);
 - (``--changes``) each change of the fourth session on issue 19 put back as it was before,
   one at a time and all together, timed alternately with the code as it is (``BEFORE``).
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -29,6 +33,7 @@ from unittest import mock
 
 import torch
 
+from tfamily.interop import gguf as interop_gguf
 from tfamily.nn import attention, native
 
 from .gguf_models import FORMATS, MODELS, PROMPT, load_pair, tfamily_model
@@ -133,6 +138,36 @@ def ab_changes(run: Callable[[], object], new_tokens: int, reps: int) -> None:
               f"({max(after) / max(before):.2f}x)")
 
 
+def ab_gguf_import(key: str, new_tokens: int, rounds: int = 5) -> None:
+    """The file imported with weights="gguf" as now, with every 4-bit layer on torch's int4
+    kernel, and as before the block kernel; ``rounds`` alternating rounds, median tok/s."""
+    from tfamily.interop import import_gguf
+
+    path = MODELS[key][1]()
+    builds = {
+        "as now (the file's blocks; Q4_1 layers on torch's int4)": contextlib.nullcontext,
+        "every 4-bit layer on torch's int4 kernel": lambda: mock.patch.object(
+            interop_gguf, "TORCH_INT4_FIRST", tuple(interop_gguf.INT4_BLOCKS)),
+        "before the block kernel (4-bit on torch's int4, the rest int8)": lambda: mock.patch.object(
+            native, "gguf_available", lambda: False),
+    }
+    tok = load_pair(key)[2]
+    prompt = torch.tensor([tok.encode(PROMPT)])
+    runs = {}
+    for name, context in builds.items():
+        with context():
+            model = import_gguf(path, weights="gguf")[0]
+        runs[name] = ours_generate(model, prompt, new_tokens)
+        runs[name]()  # warm-up
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            rates[name].append(tokens_per_s(run, new_tokens, 1))
+    for name, r in rates.items():
+        print(f"  A/B import {name}: median {statistics.median(r):.1f} tok/s of {rounds} rounds "
+              f"({', '.join(f'{x:.1f}' for x in r)})")
+
+
 def report(key: str, fmt: str, new_tokens: int, reps: int, compile_: bool, bandwidth: float,
            changes: bool = False) -> None:
     tok = load_pair(key)[2]
@@ -185,10 +220,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="also time the forward under torch.compile")
     p.add_argument("--changes", action="store_true", help="A/B of each change in BEFORE against the code before it")
+    p.add_argument("--gguf-import", action="store_true",
+                   help="A/B of the GGUF file imported with the block kernel, all 4-bit on int4, and as before it")
     args = p.parse_args(argv)
     threads = set_threads(args.threads)
     bandwidth = memory_bandwidth()["ceiling"]
     print(f"torch {torch.__version__}, {threads} threads, memory {bandwidth / 1e9:.1f} GB/s")
+    if args.gguf_import:
+        ab_gguf_import(args.model, args.new_tokens)
+        return 0
     for fmt in args.formats:
         report(args.model, fmt, args.new_tokens, args.reps, args.compile, bandwidth, args.changes)
     return 0
