@@ -153,14 +153,15 @@ class GGUFLinear(nn.Module):
         self.codes = tuple(list(native.GGUF_BLOCKS).index(kind) for kind in self.kinds)  # the kernel's numbering
         self.rows = tuple(blocks.shape[0] for _, blocks in parts)
         self.out_features = sum(self.rows)
-        for i, (_, blocks) in enumerate(parts):
-            self.register_buffer(f"blocks{i}", blocks.contiguous())
+        self._names = tuple(f"blocks{i}" for i in range(len(parts)))
+        for name, (_, blocks) in zip(self._names, parts):
+            self.register_buffer(name, blocks.contiguous())
         if bias is not None and bias.shape != (self.out_features,):
             raise ValueError(f"bias of shape {tuple(bias.shape)} for {self.out_features} output rows")
         self.register_buffer("bias", bias.detach().to(dtype).contiguous() if bias is not None else None)
 
     def parts(self) -> list[tuple[str, torch.Tensor]]:
-        return [(kind, getattr(self, f"blocks{i}")) for i, kind in enumerate(self.kinds)]
+        return [(kind, self._buffers[name]) for kind, name in zip(self.kinds, self._names)]
 
     def dequantized(self, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
         """(out, in) W in ``dtype`` (fp32: exactly the file's values)."""
@@ -171,9 +172,10 @@ class GGUFLinear(nn.Module):
         x = as_rows(x, self.in_features, torch.bfloat16)  # (N, in)
         if x.shape[0] > native.GGUF_MAX_ROWS:
             y = F.linear(x, self.dequantized(), self.bias)
-        else:
-            blocks = [getattr(self, f"blocks{i}") for i in range(len(self.codes))]
-            y = native.gguf_matmul_parts(x, list(zip(self.codes, blocks)), self.bias, self.out_features)
+        else:  # the buffers straight from their dict: this runs some 130 times a decoding step
+            buffers = self._buffers
+            parts = [(code, buffers[name]) for code, name in zip(self.codes, self._names)]
+            y = native.gguf_matmul_parts(x, parts, buffers["bias"], self.out_features)
         return y.view(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
