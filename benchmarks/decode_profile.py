@@ -16,7 +16,7 @@ For each weight format (``benchmarks.gguf_models.FORMATS``) it prints:
 - (``--gguf-import``) the GGUF file imported three ways, decoded in alternating rounds in one
   process: as now (the file's blocks in tfamily's kernel), every 4-bit layer on torch's int4
   kernel, and as before the block kernel (4-bit layers on torch's int4, the rest int8);
-- (``--changes``) each change of the fourth session on issue 19 put back as it was before,
+- (``--changes``) each change of the fourth and fifth sessions on issue 19 put back as it was before,
   one at a time and all together, timed alternately with the code as it is (``BEFORE``).
 """
 
@@ -115,6 +115,8 @@ BEFORE: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "attention formula chosen per CPU (AMX: SDPA)": lambda: mock.patch.object(attention, "AMX", False),
     "rotary tables once per forward, q and k in one pass": _rotary_per_layer,
     "int8 layers on nn.native's loop at batch 1": lambda: mock.patch.object(native, "int8_available", lambda: False),
+    "RMSNorm in one native call (bf16 inference)": lambda: mock.patch.object(native, "rms_norm_available",
+                                                                               lambda: False),
 }
 
 

@@ -215,3 +215,28 @@ def gguf_dequantize(blocks: torch.Tensor, kind: str, in_features: int, dtype: to
     lib.tf_gguf_dequantize(code, blocks.data_ptr(), blocks.shape[0], in_features, w.data_ptr() if fp32 else None,
                            None if fp32 else w.data_ptr(), torch.get_num_threads())
     return w
+
+
+@functools.lru_cache(maxsize=None)
+def _rms_norm():
+    lib = library("rms_norm")
+    if lib is None:
+        return None
+    fn = lib.tf_rms_norm_bf16
+    fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_float, ctypes.c_int]
+    fn.restype = None
+    return fn
+
+
+def rms_norm_available() -> bool:
+    return _rms_norm() is not None
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / rms(x) * weight over the last dimension in one call, fp32 inside: x (..., d) and
+    weight (d,) contiguous bf16 CPU tensors -> bf16 like x (F.rms_norm's result, one call
+    instead of some twenty). Only where ``rms_norm_available()``; the caller checks the rest."""
+    y = torch.empty_like(x)
+    d = x.shape[-1]
+    _rms_norm()(x.data_ptr(), weight.data_ptr(), y.data_ptr(), x.numel() // d, d, eps, torch.get_num_threads())
+    return y
