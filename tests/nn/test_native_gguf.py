@@ -166,3 +166,25 @@ def test_turned_off_there_is_no_gguf_kernel(monkeypatch):
     finally:
         native.library.cache_clear()
         native.gguf_kernels.cache_clear()
+
+
+@needs_kernel
+def test_a_gated_mlp_fused_into_one_gguf_call_computes_the_same():
+    """MLP.fuse_gate with GGUFLinear.stacked: gate and up in one kernel call, the same numbers
+    (the same rows, the same rounding of x)."""
+    from tfamily.nn.mlp import MLP
+
+    d, d_ff = 64, 96
+    mlp = MLP(d, d_ff, "silu", gated=True, bias=False, dropout=0.0).eval().to(torch.bfloat16)
+    mlp.fc_in = GGUFLinear([("Q5_0", random_blocks("Q5_0", d_ff, d, 1))], d)
+    mlp.fc_gate = GGUFLinear([("Q8_0", random_blocks("Q8_0", d_ff, d, 2))], d)
+    x = torch.randn(1, 3, d).bfloat16()
+    with torch.inference_mode():
+        apart = mlp(x)
+        fused = GGUFLinear.stacked([mlp.fc_in, mlp.fc_gate])
+        assert fused.kinds == ("Q5_0", "Q8_0") and fused.out_features == 2 * d_ff
+        mlp.fuse_gate(fused)
+        assert mlp.fc_in is None and mlp.fc_gate is None and mlp.fc_in_gate is fused
+        torch.testing.assert_close(mlp(x), apart, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="needs a gated MLP"):
+        MLP(d, d_ff, "gelu", gated=False, bias=False, dropout=0.0).fuse_gate(fused)

@@ -243,6 +243,7 @@ INT4_BLOCKS = {"Q4_0": (32, 18), "Q4_1": (32, 20), "Q4_K": (256, 144)}
 # the Intel Xeon (AMX) at batch 1, Q4_1 5-25 % faster there (and it multiplies bf16 x, where
 # tfamily's kernel rounds x to int8), Q4_0 and Q4_K 0-20 % slower (benchmarks/RESULTS.md)
 TORCH_INT4_FIRST = ("Q4_1",)
+FUSE_GATE = True  # a gated MLP's two input matrices in one GGUFLinear (nn.mlp.MLP.fuse_gate)
 
 
 def int4_groups(tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -303,8 +304,10 @@ def keep_gguf_weights(model: nn.Module, reader, cfg: ModelConfig, permuted: bool
     - else an ``nn.quant.Int4Linear`` with the file's own codes, scales and zeros, where every
       part is 4-bit (Q4_0, Q4_1, Q4_K) and torch's int4 kernel takes the shape.
 
-    Rows are un-permuted like the float weights (Llama's RoPE rows). Returns how many layers
-    became each ("gguf", "int4"); the rest are left as they are (``import_gguf`` makes them int8)."""
+    Rows are un-permuted like the float weights (Llama's RoPE rows). Where a gated MLP's gate
+    and up projections both became GGUFLinear, they are then stacked into one (``FUSE_GATE``).
+    Returns how many layers became each ("gguf", "int4") before that; the rest are left as they
+    are (``import_gguf`` makes them int8)."""
     import numpy as np
 
     from ..nn import native
@@ -352,6 +355,10 @@ def keep_gguf_weights(model: nn.Module, reader, cfg: ModelConfig, permuted: bool
             continue
         parent, _, child = module_name.rpartition(".")
         setattr(model.get_submodule(parent), child, new)
+    if FUSE_GATE:
+        for module in model.modules():  # gate and up of a gated MLP as one kernel call
+            if isinstance(getattr(module, "fc_gate", None), GGUFLinear) and isinstance(module.fc_in, GGUFLinear):
+                module.fuse_gate(GGUFLinear.stacked([module.fc_in, module.fc_gate]))
     return swapped
 
 

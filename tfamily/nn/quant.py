@@ -160,6 +160,15 @@ class GGUFLinear(nn.Module):
             raise ValueError(f"bias of shape {tuple(bias.shape)} for {self.out_features} output rows")
         self.register_buffer("bias", bias.detach().to(dtype).contiguous() if bias is not None else None)
 
+    @classmethod
+    def stacked(cls, layers: list["GGUFLinear"]) -> "GGUFLinear":
+        """One layer computing ``layers`` side by side (their outputs concatenated): one kernel
+        call where a model made two (MLP.fuse_gate). Neighbouring parts of one kind are joined."""
+        if len({layer.in_features for layer in layers}) != 1 or len({layer.bias is None for layer in layers}) != 1:
+            raise ValueError("stacked GGUF layers need one input width and all or none with a bias")
+        bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers])
+        return cls([part for layer in layers for part in layer.parts()], layers[0].in_features, bias)
+
     def parts(self) -> list[tuple[str, torch.Tensor]]:
         return [(kind, self._buffers[name]) for kind, name in zip(self.kinds, self._names)]
 
