@@ -69,7 +69,8 @@ def library(name: str, march: str = "native") -> ctypes.CDLL | None:
     source = SOURCES / f"{name}.c"
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
     flags = (*FLAGS, f"-march={march}")
-    key = hashlib.sha256("\0".join([source.read_text(), " ".join(flags), version, _cpu_identity()]).encode())
+    headers = [h.read_text() for h in sorted(SOURCES.glob("*.h"))]  # what the sources include
+    key = hashlib.sha256("\0".join([source.read_text(), *headers, " ".join(flags), version, _cpu_identity()]).encode())
     path = cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

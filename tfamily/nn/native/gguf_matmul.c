@@ -46,6 +46,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "bf16.h"
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
 #define GGUF_SIMD 1
 #else
@@ -88,23 +90,6 @@ static inline float from_half(const uint8_t *p)
     return f;
 }
 
-static inline float from_bf16(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static inline uint16_t to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
 
 /* Q4_K's 6-bit scale and min of sub-block j, packed into 12 bytes (ggml's get_scale_min_k4) */
 static inline void k4_scale_min(const uint8_t *s, int j, int *sc, int *m)

@@ -26,29 +26,14 @@
  */
 #include <stdint.h>
 #include <string.h>
+
+#include "bf16.h"
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
 #define ROWS 8 /* weight rows summed together */
 
-static inline float from_bf16(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static inline uint16_t to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN stays a (quiet) NaN */
-        return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
 
 /* s[j] = sum_i w[j * in + i] * x[i] for the first `rows` rows at w, from index `from` on */
 static void dot_tail(const int8_t *w, int64_t in, int rows, const uint16_t *x, int64_t from, float *s)
