@@ -157,12 +157,11 @@ def _check_blocks(blocks: torch.Tensor, kind: str, in_features: int) -> int:
 
 
 def gguf_matmul(x: torch.Tensor, blocks: torch.Tensor, kind: str, bias: torch.Tensor | None = None,
-                out: torch.Tensor | None = None, march: str = "native") -> torch.Tensor:
+                march: str = "native") -> torch.Tensor:
     """x W^T + bias with W (rows, in) held as GGUF ``kind`` blocks (rows, bytes a row), as the
-    file has them. x (N, in) bf16 contiguous; bias (rows,) bf16 or None. ``out``: an (N, >= rows)
-    bf16 view whose rows are contiguous (a slice of a wider output), written in place and
-    returned; else a new (N, rows) tensor. x is rounded to int8 blocks of 32 on the way
-    (gguf_matmul.c)."""
+    file has them. x (N, in) bf16 contiguous; bias (rows,) bf16 or None -> (N, rows) bf16. x is
+    rounded to int8 blocks of 32 on the way (gguf_matmul.c). Every argument checked; then
+    ``gguf_matmul_parts``."""
     n, width = x.shape
     code = _check_blocks(blocks, kind, width)
     rows = blocks.shape[0]
@@ -170,29 +169,20 @@ def gguf_matmul(x: torch.Tensor, blocks: torch.Tensor, kind: str, bias: torch.Te
         raise ValueError(f"gguf_matmul: x must be a contiguous bf16 CPU tensor, got {x.dtype} on {x.device}")
     if bias is not None and (bias.shape != (rows,) or bias.dtype != torch.bfloat16 or not bias.is_contiguous()):
         raise ValueError(f"gguf_matmul: bias must be ({rows},) contiguous bf16, got {tuple(bias.shape)} {bias.dtype}")
-    if out is None:
-        out = torch.empty(n, rows, dtype=torch.bfloat16)
-    elif out.dtype != torch.bfloat16 or out.shape != (n, rows) or out.stride(1) != 1:
-        raise ValueError(f"gguf_matmul: out must be an ({n}, {rows}) bf16 view with contiguous rows")
-    lib = gguf_kernels(march)
-    if lib is None:
+    if gguf_kernels(march) is None:
         raise RuntimeError("tfamily's GGUF kernels could not be built here (see the log); check gguf_available()")
-    if lib.tf_gguf_matmul_bf16(code, x.data_ptr(), n, width, blocks.data_ptr(), rows,
-                               0 if bias is None else bias.data_ptr(), out.data_ptr(), out.stride(0),
-                               torch.get_num_threads()):
-        raise MemoryError(f"gguf_matmul: no memory for the int8 copy of x ({n} x {width})")
-    return out
+    return gguf_matmul_parts(x, [(code, blocks)], bias, rows, march)
 
 
 def gguf_matmul_parts(x: torch.Tensor, parts: list[tuple[int, torch.Tensor]], bias: torch.Tensor | None,
-                      out_features: int) -> torch.Tensor:
+                      out_features: int, march: str = "native") -> torch.Tensor:
     """``gguf_matmul`` of a layer stacked from ``parts`` (kind's index in GGUF_BLOCKS, blocks),
     with none of its checks: for ``GGUFLinear``, which checked its parts once when it was made
-    (at batch 1 a decoding step makes some 170 of these calls, and the checks cost as much as
+    (at batch 1 a decoding step makes some 130 of these calls, and the checks cost as much as
     the call). x (N, in) contiguous bf16 on the CPU; returns (N, out_features) bf16."""
     n, width = x.shape
     y = torch.empty(n, out_features, dtype=torch.bfloat16)
-    call, threads = gguf_kernels().tf_gguf_matmul_bf16, torch.get_num_threads()
+    call, threads = gguf_kernels(march).tf_gguf_matmul_bf16, torch.get_num_threads()
     xp, yp, bp = x.data_ptr(), y.data_ptr(), 0 if bias is None else bias.data_ptr()
     for code, blocks in parts:  # each part's rows: the next columns of y and entries of bias (2 bytes each)
         rows = blocks.shape[0]
