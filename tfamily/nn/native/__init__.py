@@ -1,10 +1,11 @@
 """Hand-written CPU kernels, for the few places where torch's own was measured slow.
 
-The C source sits next to this file. On first use it is compiled with the machine's C compiler
-(``cc``, or ``$CC``) into ``native/`` of tfamily's cache (``files.cache_root``: ``$TFAMILY_CACHE``,
-by default ``~/.cache/tfamily``) and called through ``ctypes`` with plain pointers. Why not ``torch.utils.cpp_extension``: that build includes torch's C++ headers (a
-minute or more on two cores, and it needs ninja), where these files build in a fraction of a
-second. OpenMP is the runtime torch has already loaded (the same ``libgomp.so.1`` soname), so
+The C sources sit next to this file (int8_matvec.c, gguf_matmul.c, rms_norm.c, and bf16.h,
+which they include). On first use each is compiled with the machine's C compiler (``cc``, or
+``$CC``) into ``native/`` of tfamily's cache (``files.cache_root``: ``$TFAMILY_CACHE``, by
+default ``~/.cache/tfamily``) and called through ``ctypes`` with plain pointers. Why not
+``torch.utils.cpp_extension``: that build includes torch's C++ headers (a minute or more on
+two cores, and it needs ninja), where these files build in a fraction of a second. OpenMP is the runtime torch has already loaded (the same ``libgomp.so.1`` soname), so
 the kernels run on torch's own threads, as many as ``torch.get_num_threads()``.
 
 ``-march=native`` lets the compiler use every vector instruction of the CPU at hand; the
@@ -84,15 +85,20 @@ def library(name: str, march: str = "native") -> ctypes.CDLL | None:
     return ctypes.CDLL(str(path))
 
 
-@functools.lru_cache(maxsize=None)
-def _int8_matvec():
-    lib = library("int8_matvec")
+def function(name: str, symbol: str, argtypes: list, restype=None):
+    """``symbol`` of the library built from ``name.c``, its C signature declared (ctypes
+    converts each argument by it); None where the library cannot be built."""
+    lib = library(name)
     if lib is None:
         return None
-    fn = lib.tf_int8_matvec_bf16
-    fn.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_int]
-    fn.restype = None
+    fn = getattr(lib, symbol)
+    fn.argtypes, fn.restype = argtypes, restype
     return fn
+
+
+@functools.lru_cache(maxsize=None)
+def _int8_matvec():
+    return function("int8_matvec", "tf_int8_matvec_bf16", [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_int])
 
 
 def int8_available() -> bool:
@@ -210,13 +216,8 @@ def gguf_dequantize(blocks: torch.Tensor, kind: str, in_features: int, dtype: to
 
 @functools.lru_cache(maxsize=None)
 def _rms_norm():
-    lib = library("rms_norm")
-    if lib is None:
-        return None
-    fn = lib.tf_rms_norm_bf16
-    fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_float, ctypes.c_int]
-    fn.restype = None
-    return fn
+    return function("rms_norm", "tf_rms_norm_bf16",
+                    [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_float, ctypes.c_int])
 
 
 def rms_norm_available() -> bool:
