@@ -294,7 +294,7 @@ def codes_on_grid(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> t
     return codes.clamp(0, 15).to(torch.uint8)
 
 
-def keep_gguf_weights(model: nn.Module, reader, cfg: ModelConfig, permuted: bool) -> dict[str, int]:
+def keep_gguf_weights(model: nn.Module, reader, cfg: ModelConfig, permuted: bool) -> None:
     """Swap in, for every linear layer whose GGUF tensors the CPU can multiply as they are:
 
     - an ``nn.quant.GGUFLinear`` holding the file's blocks byte for byte, where tfamily's own
@@ -306,8 +306,8 @@ def keep_gguf_weights(model: nn.Module, reader, cfg: ModelConfig, permuted: bool
 
     Rows are un-permuted like the float weights (Llama's RoPE rows). Where a gated MLP's gate
     and up projections both became GGUFLinear, they are then stacked into one (``FUSE_GATE``).
-    Returns how many layers became each ("gguf", "int4") before that; the rest are left as they
-    are (``import_gguf`` makes them int8)."""
+    The other layers are left as they are (``import_gguf`` makes them int8; what became what is
+    read off the model, ``sources.gguf_note``)."""
     import numpy as np
 
     from ..nn import native
@@ -315,7 +315,6 @@ def keep_gguf_weights(model: nn.Module, reader, cfg: ModelConfig, permuted: bool
 
     tensors = {hf_name(t.name): t for t in reader.tensors}
     blocks_here = native.gguf_available()
-    swapped = {"gguf": 0, "int4": 0}
     for ours, names, _ in hf_llama.name_groups(cfg):
         if not ours.endswith(".weight"):
             continue
@@ -339,7 +338,6 @@ def keep_gguf_weights(model: nn.Module, reader, cfg: ModelConfig, permuted: bool
                     blocks = unpermute_rope_rows(blocks, h)
                 pieces.append((t.tensor_type.name, blocks.contiguous()))
             new = GGUFLinear(pieces, layer.in_features, layer.bias)
-            swapped["gguf"] += 1
         elif int4:
             pieces = []
             for t, h in zip(parts, heads):
@@ -350,7 +348,6 @@ def keep_gguf_weights(model: nn.Module, reader, cfg: ModelConfig, permuted: bool
             scale, zero = (torch.cat(x, dim=0) for x in zip(*pieces))
             codes = codes_on_grid(layer.weight.detach().float(), scale, zero)  # the layer holds the file's values
             new = Int4Linear(codes, scale, zero, layer.bias)
-            swapped["int4"] += 1
         else:
             continue
         parent, _, child = module_name.rpartition(".")
@@ -359,7 +356,6 @@ def keep_gguf_weights(model: nn.Module, reader, cfg: ModelConfig, permuted: bool
         for module in model.modules():  # gate and up of a gated MLP as one kernel call
             if isinstance(getattr(module, "fc_gate", None), GGUFLinear) and isinstance(module.fc_in, GGUFLinear):
                 module.fuse_gate(GGUFLinear.stacked([module.fc_in, module.fc_gate]))
-    return swapped
 
 
 def _native_kind(tensor, in_features: int) -> bool:
