@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import native
 from .cache import KVCache
 from .linear import Linear
 from .masks import causal_mask
@@ -174,6 +175,29 @@ class Attention(nn.Module):
         k, v = self.kv(memory).chunk(2, dim=-1)
         return self._split(k, self.n_kv_head), self._split(v, self.n_kv_head)
 
+    def _native_step(self, x: torch.Tensor, mask: torch.Tensor | None, cache, bias, rotary: Rotary | None) -> bool:
+        """Whether this is a decoding step that ``native.attend_step`` takes whole: one new token a
+        row of bf16 self-attention on a CPU, without gradients, into a KVCache, no score bias, no
+        probe; a mask, if any, only of keys (B | 1, 1, 1, S), as padding makes it (a single query
+        sees every cached key, so ``is_causal`` changes nothing); rotary tables, if any, of the
+        usual shape. In a decoding step of SmolLM2-135M the eager path between the two
+        projections (some thirty operations) took 70-150 us a layer (benchmarks/RESULTS.md)."""
+        if (x.shape[1] != 1 or bias is not None or self.cross or self.probe is not None or self.training
+                or not isinstance(cache, KVCache) or x.dtype != torch.bfloat16 or x.device.type != "cpu"
+                or torch.is_grad_enabled() or self.head_dim > native.ATTEND_MAX_HEAD_DIM):
+            return False
+        k, v = cache.k, cache.v  # (L, B, H_kv, slots, D)
+        if (k.dtype != torch.bfloat16 or k.stride() != v.stride() or k.stride(-1) != 1 or k.stride(-2) != self.head_dim
+                or k.shape[1] != x.shape[0]):
+            return False
+        if mask is not None and not (mask.dtype == torch.bool and mask.dim() == 4 and mask.shape[1:] == (1, 1, cache.length + 1)
+                                     and mask.shape[0] in (1, x.shape[0]) and mask.stride(-1) == 1):
+            return False
+        if rotary is not None and not all(t.shape == (x.shape[0], 1, 1, self.head_dim) and t.dtype == torch.bfloat16
+                                          and t.is_contiguous() for t in rotary):
+            return False
+        return native.attend_step_available()
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False,
                 cache: KVCache | None = None, layer: int = 0,
                 memory: torch.Tensor | None = None, rotary: Rotary | None = None,
@@ -190,6 +214,10 @@ class Attention(nn.Module):
         ``rotary`` (``positions.head_tables`` for these T positions) turns q and k before k enters
         the cache, so cached keys keep the rotation of their own position and are never turned again.
         """
+        if self._native_step(x, mask, cache, bias, rotary):  # one new token a row: one call from q|k|v to y
+            k_slots, v_slots, start = cache.reserve(layer, 1)
+            qkv = self.qkv(x).view(x.shape[0], 1, self.n_head + 2 * self.n_kv_head, self.head_dim).contiguous()
+            return self.out(native.attend_step(qkv, rotary, k_slots, v_slots, start, self.n_kv_head, mask, self.scale))
         if self.cross and cache is not None:  # decoding: the memory's K, V are projected once
             q = self._split(self.q(x), self.n_head)
             k, v = cache.cross_kv(layer, lambda: self.project_memory(memory))

@@ -35,12 +35,18 @@ class KVCache:
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write new keys/values (B, H_kv, T, D) after the filled slots; return all so far."""
-        start, end = self.length, self.length + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(f"KV cache is full: {end} positions needed, {self.max_len} allocated")
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, H_kv, end, D)
+        k_slots, v_slots, start = self.reserve(layer, k.shape[2])
+        end = start + k.shape[2]
+        k_slots[:, :, start:end] = k
+        v_slots[:, :, start:end] = v
+        return k_slots[:, :, :end], v_slots[:, :, :end]  # (B, H_kv, end, D)
+
+    def reserve(self, layer: int, t: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Room for ``t`` new positions: ``layer``'s key and value slots, each (B, H_kv, max_len, D),
+        and the first free slot, where a writer (``update``, or a native decoding step) puts them."""
+        if self.length + t > self.max_len:
+            raise ValueError(f"KV cache is full: {self.length + t} positions needed, {self.max_len} allocated")
+        return self.k[layer], self.v[layer], self.length
 
     def cross_kv(self, layer: int, project) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-attention K, V of ``layer``: ``project()`` on first use, then the stored pair."""

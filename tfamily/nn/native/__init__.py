@@ -1,7 +1,7 @@
 """Hand-written CPU kernels, for the few places where torch's own was measured slow.
 
-The C sources sit next to this file (int8_matvec.c, gguf_matmul.c, rms_norm.c, and bf16.h,
-which they include). On first use each is compiled with the machine's C compiler (``cc``, or
+The C sources sit next to this file (int8_matvec.c, gguf_matmul.c, rms_norm.c, attention.c,
+and bf16.h, which they include). On first use each is compiled with the machine's C compiler (``cc``, or
 ``$CC``) into ``native/`` of tfamily's cache (``files.cache_root``: ``$TFAMILY_CACHE``, by
 default ``~/.cache/tfamily``) and called through ``ctypes`` with plain pointers. Why not
 ``torch.utils.cpp_extension``: that build includes torch's C++ headers (a minute or more on
@@ -231,4 +231,50 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     y = torch.empty_like(x)
     d = x.shape[-1]
     _rms_norm()(x.data_ptr(), weight.data_ptr(), y.data_ptr(), x.numel() // d, d, eps, torch.get_num_threads())
+    return y
+
+
+ATTEND_MAX_HEAD_DIM = 256  # attention.c's widest head
+
+
+@functools.lru_cache(maxsize=None)
+def _attend_step(march: str = "native"):
+    lib = library("attention", march)
+    if lib is None:
+        return None
+    lib.tf_attend_simd.restype = ctypes.c_int
+    fn = lib.tf_attend_step_bf16
+    fn.argtypes = ([ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+                   + [ctypes.c_int64] * 4 + [ctypes.c_float, ctypes.c_int])
+    fn.restype = None
+    return fn
+
+
+@functools.lru_cache(maxsize=None)
+def attend_step_available() -> bool:
+    """Whether attention.c runs here with its AVX-512 BF16 loop (its plain-C one is correct but
+    slower than torch's attention past a few dozen keys)."""
+    return _attend_step() is not None and library("attention").tf_attend_simd() == 1
+
+
+def attend_step(qkv: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None, k_cache: torch.Tensor,
+                v_cache: torch.Tensor, start: int, n_kv_head: int, mask: torch.Tensor | None = None,
+                scale: float | None = None, march: str = "native") -> torch.Tensor:
+    """Self-attention of one new token a row against a KV cache, in one call (attention.c):
+    qkv (B, 1, H + 2 H_kv, D), the token's q, k and v heads, contiguous; rotary (cos, signed
+    sin), each (B, 1, 1, D) contiguous (``positions.head_tables``), or None; k_cache, v_cache
+    (B, H_kv, max_len, D), one layer's slots (unit stride along D, slots D apart, the same
+    strides for both), of which ``start`` are filled: the turned key and the value are written
+    into slot ``start`` and keys 0..start attended, except where ``mask`` (B | 1, 1, 1, start + 1)
+    bool, unit stride along keys, is False. bf16 CPU tensors, H a multiple of H_kv, D at most
+    ATTEND_MAX_HEAD_DIM; scale defaults to 1 / sqrt(D). Returns the heads merged, (B, 1, H * D)
+    bf16. The caller (``Attention._native_step``) checks all that."""
+    b, _, heads, d = qkv.shape
+    h = heads - 2 * n_kv_head
+    y = torch.empty(b, 1, h * d, dtype=torch.bfloat16)
+    cos, sin = (0, 0) if rotary is None else (rotary[0].data_ptr(), rotary[1].data_ptr())
+    valid, row = (0, 0) if mask is None else (mask.data_ptr(), mask.stride(0) if mask.shape[0] > 1 else 0)
+    _attend_step(march)(qkv.data_ptr(), cos, sin, k_cache.data_ptr(), v_cache.data_ptr(), k_cache.stride(0),
+                        k_cache.stride(1), start, valid, row, y.data_ptr(), b, h, n_kv_head, d,
+                        d ** -0.5 if scale is None else scale, torch.get_num_threads())
     return y
