@@ -116,3 +116,51 @@ def test_the_plain_c_loop_without_avx512_gives_the_same_sums(fresh_build, monkey
     plain = native.int8_matvec(x, w, scale, None)
     assert len(list(fresh_build.glob("int8_matvec-*.so"))) == 2  # a second build, under another name
     torch.testing.assert_close(plain.double(), vector.double(), rtol=2 ** -7, atol=1e-6)
+
+
+# ---- the gated MLP's activation (gated.c) --------------------------------------------------------
+
+needs_gate = pytest.mark.skipif(not native.silu_gate_available(), reason="no C compiler with OpenMP on this machine")
+
+
+@needs_gate
+@pytest.mark.parametrize("shape", [(1, 1, 2 * 4864), (5, 3, 2 * 77), (64, 2 * 1536)])
+def test_silu_gate_is_torchs_silu_times_gate_bit_for_bit(shape):
+    """Rounded as F.silu(a) * g rounds (silu to bf16, then the product): the same numbers, over
+    a wide range of a (4 standard deviations), a width with a tail of the vector loop (77), and
+    enough rows to share among threads."""
+    ag = (torch.randn(*shape) * 4).bfloat16()
+    a, g = ag.chunk(2, dim=-1)
+    assert torch.equal(native.silu_gate(ag), F.silu(a) * g)
+
+
+def test_silu_gate_plain_c_build_is_the_same(fresh_build):
+    lib_gate = native._silu_gate("x86-64")
+    if lib_gate is None:
+        pytest.skip("no C compiler with OpenMP here")
+    ag = (torch.randn(3, 2 * 100) * 4).bfloat16()
+    a, g = ag.chunk(2, dim=-1)
+    torch.testing.assert_close(native.silu_gate(ag, march="x86-64"), F.silu(a) * g, rtol=2 ** -8, atol=0)
+    native._silu_gate.cache_clear()
+
+
+@needs_gate
+def test_a_fused_gate_mlp_takes_the_native_activation_in_bf16_inference_only(monkeypatch):
+    from tfamily.nn import mlp as mlp_module
+    from tfamily.nn.mlp import MLP
+
+    torch.manual_seed(0)
+    layer = MLP(32, 48, "silu", gated=True, bias=False, dropout=0.0).eval().bfloat16()
+    reference = layer(x := torch.randn(2, 3, 32).bfloat16()).detach()
+    fused = torch.nn.Linear(32, 96, bias=False).bfloat16()
+    with torch.no_grad():
+        fused.weight.copy_(torch.cat([layer.fc_in.weight, layer.fc_gate.weight]))
+    layer.fuse_gate(fused)
+    calls = []
+    real = native.silu_gate
+    monkeypatch.setattr(mlp_module.native, "silu_gate", lambda ag: calls.append(ag.shape) or real(ag))
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), reference, rtol=0, atol=0)
+    assert calls == [(2, 3, 96)]
+    layer(x).sum().backward()  # with gradients: split, silu, product, as autograd records them
+    assert calls == [(2, 3, 96)] and fused.weight.grad is not None

@@ -5,9 +5,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import native
 from .linear import ACTIVATIONS, Linear, linear_act
 
-__all__ = ["ACTIVATIONS", "MLP"]
+__all__ = ["ACTIVATIONS", "MLP", "gate"]
+
+
+def gate(ag: torch.Tensor, activation: str) -> torch.Tensor:
+    """act(a) * g of a fused gate|up output ag (..., 2 d_ff), a its first half -> (..., d_ff).
+    SiLU on bf16 CPU inference in one native call (``nn.native.silu_gate``, the same rounding as
+    the three operations it replaces, which took 50-90 us a decoding step's layer); otherwise
+    split, activation, product."""
+    if (activation == "silu" and ag.dtype == torch.bfloat16 and ag.device.type == "cpu" and ag.is_contiguous()
+            and not (torch.is_grad_enabled() and ag.requires_grad) and native.silu_gate_available()):
+        return native.silu_gate(ag)
+    a, g = ag.chunk(2, dim=-1)  # 2 x (..., d_ff)
+    return ACTIVATIONS[activation](a) * g
 
 
 class MLP(nn.Module):
@@ -26,8 +39,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d_model) -> (B, T, d_model)
         if self.fc_in_gate is not None:  # one matmul for both halves (fuse_gate)
-            a, g = self.fc_in_gate(x).chunk(2, dim=-1)  # 2 x (B, T, d_ff)
-            h = ACTIVATIONS[self.activation](a) * g
+            h = gate(self.fc_in_gate(x), self.activation)  # (B, T, 2 d_ff) -> (B, T, d_ff)
         else:
             h = linear_act(x, self.fc_in, self.activation)  # (B, T, d_ff)
             if self.fc_gate is not None:

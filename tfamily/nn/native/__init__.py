@@ -1,7 +1,7 @@
 """Hand-written CPU kernels, for the few places where torch's own was measured slow.
 
 The C sources sit next to this file (int8_matvec.c, gguf_matmul.c, rms_norm.c, attention.c,
-and bf16.h, which they include). On first use each is compiled with the machine's C compiler (``cc``, or
+gated.c, and the headers bf16.h and exp16.h, which they include). On first use each is compiled with the machine's C compiler (``cc``, or
 ``$CC``) into ``native/`` of tfamily's cache (``files.cache_root``: ``$TFAMILY_CACHE``, by
 default ``~/.cache/tfamily``) and called through ``ctypes`` with plain pointers. Why not
 ``torch.utils.cpp_extension``: that build includes torch's C++ headers (a minute or more on
@@ -85,10 +85,10 @@ def library(name: str, march: str = "native") -> ctypes.CDLL | None:
     return ctypes.CDLL(str(path))
 
 
-def function(name: str, symbol: str, argtypes: list, restype=None):
+def function(name: str, symbol: str, argtypes: list, restype=None, march: str = "native"):
     """``symbol`` of the library built from ``name.c``, its C signature declared (ctypes
     converts each argument by it); None where the library cannot be built."""
-    lib = library(name)
+    lib = library(name, march)
     if lib is None:
         return None
     fn = getattr(lib, symbol)
@@ -278,3 +278,24 @@ def attend_step(qkv: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | N
                         k_cache.stride(1), start, valid, row, y.data_ptr(), b, h, n_kv_head, d,
                         d ** -0.5 if scale is None else scale, torch.get_num_threads())
     return y
+
+
+@functools.lru_cache(maxsize=None)
+def _silu_gate(march: str = "native"):
+    return function("gated", "tf_silu_gate_bf16", [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_int],
+                    march=march)
+
+
+@functools.lru_cache(maxsize=None)
+def silu_gate_available() -> bool:
+    return _silu_gate() is not None
+
+
+def silu_gate(ag: torch.Tensor, march: str = "native") -> torch.Tensor:
+    """silu(a) * g of a fused gate|up projection ag (..., 2F) (a: the first F columns, g: the
+    rest), contiguous bf16 on the CPU -> (..., F) bf16, rounded as ``F.silu(a) * g`` rounds
+    (gated.c). Only where ``silu_gate_available()``; the caller (``nn.mlp.gate``) checks the rest."""
+    f = ag.shape[-1] // 2
+    h = torch.empty(*ag.shape[:-1], f, dtype=torch.bfloat16)
+    _silu_gate(march)(ag.data_ptr(), h.data_ptr(), ag.numel() // (2 * f), f, torch.get_num_threads())
+    return h

@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "bf16.h"
+#include "exp16.h"
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
 #define ATTEND_SIMD 1
 #include <immintrin.h>
@@ -45,27 +46,6 @@
 #define SHARE_WORK 32768 /* heads x keys from which the heads are shared among threads */
 
 int tf_attend_simd(void) { return ATTEND_SIMD; }
-
-#if ATTEND_SIMD
-/* e^x for 16 lanes, x <= 0 here (scores minus their maximum): 2^n 2^f with n an integer and
- * f in [-1/2, 1/2], 2^f by its Taylor series to f^7 (relative error < 2e-8), 2^n by scalef */
-static inline __m512 exp16(__m512 x)
-{
-    __m512 t = _mm512_mul_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.f)), _mm512_set1_ps(1.44269504088896341f));
-    __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_mul_ps(_mm512_sub_ps(t, n), _mm512_set1_ps(0.693147180559945309f)); /* f ln 2 */
-    static const float c[8] = {1.f / 5040, 1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f};
-    __m512 p = _mm512_set1_ps(c[0]);
-    for (int i = 1; i < 8; i++)
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c[i]));
-    return _mm512_scalef_ps(p, n);
-}
-
-static inline __m512 bf16x16(const uint16_t *p) /* 16 bf16 -> 16 fp32 */
-{
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
-}
-#endif
 
 /* one head: q (D,), keys and values S apart by ks / vs, valid (S,) bytes (0: key masked out) or
  * NULL -> y (D,). Inlined with D a constant where the caller can (64, 128), so that the sums

@@ -23,4 +23,13 @@ static inline uint16_t to_bf16(float f)
     u += 0x7fffu + ((u >> 16) & 1u);
     return (uint16_t)(u >> 16);
 }
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+static inline __m512 bf16x16(const uint16_t *p) /* 16 bf16 -> 16 fp32 */
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+#endif
 #endif
