@@ -16,7 +16,7 @@ For each weight format (``benchmarks.gguf_models.FORMATS``) it prints:
 - (``--gguf-import``) the GGUF file imported three ways, decoded in alternating rounds in one
   process: as now (the file's blocks in tfamily's kernel), every 4-bit layer on torch's int4
   kernel, and as before the block kernel (4-bit layers on torch's int4, the rest int8);
-- (``--changes``) each change of the fourth and fifth sessions on issue 19 put back as it was before,
+- (``--changes``) each change of the fourth to sixth sessions on issue 19 put back as it was before,
   one at a time and all together, timed alternately with the code as it is (``BEFORE``).
 """
 
@@ -117,6 +117,9 @@ BEFORE: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "int8 layers on nn.native's loop at batch 1": lambda: mock.patch.object(native, "int8_available", lambda: False),
     "RMSNorm in one native call (bf16 inference)": lambda: mock.patch.object(native, "rms_norm_available",
                                                                                lambda: False),
+    "decoding step's attention in one native call": lambda: mock.patch.object(native, "attend_step_available",
+                                                                                lambda: False),
+    "silu(a) * g in one native call": lambda: mock.patch.object(native, "silu_gate_available", lambda: False),
 }
 
 

@@ -69,3 +69,17 @@ def test_limits_fp32_cannot_compute_are_read_as_their_limits():
     gen = torch.Generator().manual_seed(0)
     for t in (5e-324, 1e-300, 1e-6):
         assert pick(logits, SamplingParams(temperature=t), None, gen).tolist() == [1]
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_greedy_pick_is_the_token_the_chain_keeps(penalty):
+    """pick's greedy shortcut takes the token the chain's greedy row would keep, with the
+    repetition penalty applied first (the one ranking both follow)."""
+    torch.manual_seed(0)
+    logits = torch.randn(5, 300)
+    seen = torch.rand(5, 300) > 0.7 if penalty != 1.0 else None
+    kept = filters.chain(logits, 0.0, None, None, seen, penalty)
+    chosen = pick(logits, SamplingParams(temperature=0, repetition_penalty=penalty), seen, None)
+    assert torch.equal(chosen, kept.argmax(-1)) and (kept.gather(-1, chosen[:, None]) == 0).all()
+    if seen is not None:  # and the penalty does change some row's choice
+        assert not torch.equal(chosen, logits.argmax(-1))

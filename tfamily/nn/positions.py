@@ -69,10 +69,12 @@ class RotaryEmbedding(nn.Module):
     q_m . k_n depends on m - n only. The pairs are (x[i], x[i + D/2]), the "rotate half"
     layout of GPT-NeoX and Hugging Face Llama, so their q/k weights load without permuting.
 
-    No parameters and no buffers: the (D/2,) inverse frequencies are recomputed in fp32 on
-    every call (once per forward pass, negligible), because a buffer would be cast along with
-    the model by ``model.to(torch.bfloat16)``, and bf16 frequencies are off by whole radians
-    at positions in the thousands. The tables are fp32; ``apply_rotary`` casts them to q's dtype.
+    No parameters and no buffers: a buffer would be cast along with the model by
+    ``model.to(torch.bfloat16)``, and bf16 frequencies are off by whole radians at positions in
+    the thousands. The fp32 frequencies are kept in a plain attribute instead, per device
+    (``_frequencies``): a decoding step calls this once for a single position, and making them
+    again each time was five of its operations. The tables are fp32; ``apply_rotary`` casts them
+    to q's dtype.
     """
 
     def __init__(self, head_dim: int, theta: float = 10000.0, max_len: int = 2048):
@@ -80,11 +82,17 @@ class RotaryEmbedding(nn.Module):
         if head_dim % 2:
             raise ValueError(f"rotary embedding needs an even head size, got {head_dim}")
         self.head_dim, self.theta, self.max_len = head_dim, float(theta), max_len
+        self._per_device: dict[torch.device, torch.Tensor] = {}
+
+    def _frequencies(self, device: torch.device) -> torch.Tensor:
+        """(D,) fp32: ``rotary_inv_freq`` twice over, since pair i sits at features i and i + D/2."""
+        if device not in self._per_device:
+            inv_freq = rotary_inv_freq(self.head_dim, self.theta, device)  # (D/2,)
+            self._per_device[device] = torch.cat([inv_freq, inv_freq])
+        return self._per_device[device]
 
     def forward(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (B, T) -> 2 x (B, T, D)
-        inv_freq = rotary_inv_freq(self.head_dim, self.theta, pos.device)  # (D/2,)
-        angles = pos[..., None].float() * inv_freq  # (B, T, D/2)
-        angles = torch.cat([angles, angles], dim=-1)  # (B, T, D): pair i sits at i and i + D/2
+        angles = pos[..., None].float() * self._frequencies(pos.device)  # (B, T, D)
         return angles.cos(), angles.sin()
 
     def extra_repr(self) -> str:
