@@ -222,7 +222,7 @@ def test_rope_permutation_round_trip_and_layout():
 
 # ---- tiny Llama GGUF written from a transformers model: wiring, errors, CLI ----------------
 
-TINY = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             max_position_embeddings=64, rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False)
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -348,10 +348,19 @@ def test_gguf_weights_keep_the_files_quantised_tensors(tmp_path, monkeypatch, bl
         kinds = {n: type(m) for n, m in packed.named_modules() if isinstance(m, (Int4Linear, Int8Linear))}
         assert kinds["backbone.stack.blocks.0.attn.qkv"] is Int4Linear
         assert kinds["backbone.stack.blocks.1.attn.qkv"] is Int8Linear and kinds["lm_head"] is Int8Linear
-        assert sum(k is Int4Linear for k in kinds.values()) == 9
+        # gate and up, both int4, as one layer (FUSE_GATE): 2 layers x (q|k|v or not, out, gate|up, down)
+        assert sum(k is Int4Linear for k in kinds.values()) == 7
+        assert all(kinds[f"backbone.stack.blocks.{i}.mlp.fc_in_gate"] is Int4Linear for i in range(2))
+
+        def float_weight(name):  # the float import's matrix of a layer, gate|up stacked as fused
+            if name.endswith("fc_in_gate"):
+                mlp = floats.get_submodule(name.rpartition(".")[0])
+                return torch.cat([mlp.fc_in.weight, mlp.fc_gate.weight]).detach()
+            return floats.get_submodule(name).weight.detach()
+
         for name, kind in kinds.items():
             if kind is Int4Linear:  # the file's values; only the bf16 copies of scales and zeros differ
-                want = floats.get_submodule(name).weight.detach()
+                want = float_weight(name)
                 got = packed.get_submodule(name).dequantized().float()
                 torch.testing.assert_close(got, want, atol=0.01 * want.abs().max().item(), rtol=0)
     ids = torch.randint(0, floats.cfg.vocab_size, (2, 11), generator=torch.Generator().manual_seed(1))

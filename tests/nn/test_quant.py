@@ -63,6 +63,21 @@ def test_int4_linear_multiplies_by_its_codes(dtype):
     torch.testing.assert_close(q(last).float(), want[:, -1:], **tol)
 
 
+def test_stacked_int4_layers_give_their_outputs_side_by_side():
+    torch.manual_seed(0)
+    layers = [Int4Linear.from_linear(torch.nn.Linear(64, out)) for out in (128, 48)]
+    joined = Int4Linear.stacked(layers)
+    x = torch.randn(3, 5, 64).bfloat16()
+    assert joined.out_features == 176 and joined.extra_repr().startswith("in_features=64, out_features=176")
+    assert torch.equal(joined(x), torch.cat([layer(x) for layer in layers], dim=-1))
+    # torch packs 64 rows at a time: a first layer of 48 rows would split a block, so it is refused
+    assert not Int4Linear.stackable(layers[::-1])
+    with pytest.raises(ValueError, match="multiple of 64 rows"):
+        Int4Linear.stacked(layers[::-1])
+    with pytest.raises(ValueError, match="one input width"):
+        Int4Linear.stacked([layers[0], Int4Linear.from_linear(torch.nn.Linear(32, 32))])
+
+
 def test_int4_linear_refuses_shapes_the_kernel_cannot_take():
     codes, scale, zero = quantize_int4(torch.randn(40, 64), 32)  # 40 rows: not a multiple of 16
     with pytest.raises(ValueError, match=r"\(40, 64\).*out % 16"):

@@ -243,7 +243,7 @@ INT4_BLOCKS = {"Q4_0": (32, 18), "Q4_1": (32, 20), "Q4_K": (256, 144)}
 # the Intel Xeon (AMX) at batch 1, Q4_1 5-25 % faster there (and it multiplies bf16 x, where
 # tfamily's kernel rounds x to int8), Q4_0 and Q4_K 0-20 % slower (benchmarks/RESULTS.md)
 TORCH_INT4_FIRST = ("Q4_1",)
-FUSE_GATE = True  # a gated MLP's two input matrices in one GGUFLinear (nn.mlp.MLP.fuse_gate)
+FUSE_GATE = True  # a gated MLP's two input matrices in one layer, GGUFLinear or Int4Linear (MLP.fuse_gate)
 
 
 def int4_groups(tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -305,7 +305,8 @@ def keep_gguf_weights(model: nn.Module, reader, cfg: ModelConfig, permuted: bool
       part is 4-bit (Q4_0, Q4_1, Q4_K) and torch's int4 kernel takes the shape.
 
     Rows are un-permuted like the float weights (Llama's RoPE rows). Where a gated MLP's gate
-    and up projections both became GGUFLinear, they are then stacked into one (``FUSE_GATE``).
+    and up projections became layers of one kind (both GGUFLinear, or both Int4Linear), they are
+    then stacked into one (``FUSE_GATE``).
     The other layers are left as they are (``import_gguf`` makes them int8; what became what is
     read off the model, ``sources.gguf_note``)."""
     import numpy as np
@@ -354,8 +355,11 @@ def keep_gguf_weights(model: nn.Module, reader, cfg: ModelConfig, permuted: bool
         setattr(model.get_submodule(parent), child, new)
     if FUSE_GATE:
         for module in model.modules():  # gate and up of a gated MLP as one kernel call
-            if isinstance(getattr(module, "fc_gate", None), GGUFLinear) and isinstance(module.fc_in, GGUFLinear):
-                module.fuse_gate(GGUFLinear.stacked([module.fc_in, module.fc_gate]))
+            pair = [getattr(module, "fc_in", None), getattr(module, "fc_gate", None)]
+            if all(isinstance(layer, GGUFLinear) for layer in pair):
+                module.fuse_gate(GGUFLinear.stacked(pair))
+            elif all(isinstance(layer, Int4Linear) for layer in pair) and Int4Linear.stackable(pair):
+                module.fuse_gate(Int4Linear.stacked(pair))
 
 
 def _native_kind(tensor, in_features: int) -> bool:

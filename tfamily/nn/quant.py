@@ -110,6 +110,33 @@ class Int4Linear(nn.Module):
         codes, scale, zero = quantize_int4(linear.weight.detach().float(), group)
         return cls(codes, scale, zero, linear.bias, dtype)
 
+    PACK_ROWS = 64  # torch 2.13's CPU packing interleaves the codes of 64 rows at a time (measured)
+
+    @staticmethod
+    def stackable(layers: list["Int4Linear"]) -> bool:
+        """Whether ``stacked`` can join these: one input width, group and bias presence, and every
+        layer but the last whole blocks of PACK_ROWS rows (so each block is packed as on its own)."""
+        return (len({(layer.in_features, layer.group, layer.bias is None) for layer in layers}) == 1
+                and all(layer.out_features % Int4Linear.PACK_ROWS == 0 for layer in layers[:-1]))
+
+    @classmethod
+    def stacked(cls, layers: list["Int4Linear"]) -> "Int4Linear":
+        """One layer computing ``layers`` side by side (their outputs concatenated): one kernel
+        call where a model made two (MLP.fuse_gate). Packed in whole blocks of rows, they are
+        joined as they are, and the scales and zeros along their out axis."""
+        first = layers[0]
+        if not cls.stackable(layers):
+            raise ValueError(f"stacked int4 layers need one input width, group and bias presence, and all but the "
+                             f"last a multiple of {cls.PACK_ROWS} rows; got {[layer.extra_repr() for layer in layers]}")
+        joined = cls.__new__(cls)
+        nn.Module.__init__(joined)
+        joined.in_features, joined.group = first.in_features, first.group
+        joined.out_features = sum(layer.out_features for layer in layers)
+        joined.register_buffer("weight_int4", torch.cat([layer.weight_int4 for layer in layers]))
+        joined.register_buffer("scales_and_zeros", torch.cat([layer.scales_and_zeros for layer in layers], dim=1))
+        joined.register_buffer("bias", None if first.bias is None else torch.cat([layer.bias for layer in layers]))
+        return joined
+
     def dequantized(self) -> torch.Tensor:
         """(out, in) in the scales' dtype: the matrix the kernel multiplies by (x @ I = the rows)."""
         eye = torch.eye(self.in_features, dtype=self.scales_and_zeros.dtype)
