@@ -13,9 +13,10 @@ For each weight format (``benchmarks.gguf_models.FORMATS``) it prints:
   else (norms, rotary, the cache, sampling, and the Python between them);
 - A/B rows: 1 thread against all the cores, and (``--compile``) the model's forward under
   ``torch.compile`` against eager, both after a warm-up that pays the compilation;
-- (``--gguf-import``) the GGUF file imported three ways, decoded in alternating rounds in one
+- (``--gguf-import``) the GGUF file imported four ways, decoded in alternating rounds in one
   process: as now (the file's blocks in tfamily's kernel), every 4-bit layer on torch's int4
-  kernel, and as before the block kernel (4-bit layers on torch's int4, the rest int8);
+  kernel, as before the block kernel (4-bit layers on torch's int4, the rest int8), and as now
+  with the MLP's gate and up projections left as two layers;
 - (``--changes``) each change of the fourth to sixth sessions on issue 19 put back as it was before,
   one at a time and all together, timed alternately with the code as it is (``BEFORE``).
 """
@@ -43,7 +44,7 @@ from .harness import memory_bandwidth, set_threads, time_once
 # op name fragments -> the part of the step they belong to
 MATMULS = ("int4pack_mm", "int8pack_mm", "_linear_pointwise", "aten::mm", "aten::addmm", "aten::linear",
            "tfamily::int8_matvec", "tfamily::gguf_matmul_parts")
-ATTENTION = ("scaled_dot_product", "_flash_attention", "aten::bmm", "_efficient_attention")
+ATTENTION = ("scaled_dot_product", "_flash_attention", "aten::bmm", "_efficient_attention", "tfamily::attend_step")
 
 
 def tokens_per_s(run, new_tokens: int, reps: int) -> float:
@@ -63,7 +64,8 @@ def profile_parts(run) -> tuple[dict[str, float], list[tuple[str, float, int]]]:
                 return kernel(*args)
         return mock.patch.object(native, name, call)
 
-    with (profile(activities=[ProfilerActivity.CPU]) as prof, named("int8_matvec"), named("gguf_matmul_parts")):
+    with (profile(activities=[ProfilerActivity.CPU]) as prof, named("int8_matvec"), named("gguf_matmul_parts"),
+          named("attend_step"), named("rms_norm"), named("silu_gate")):
         start = time.perf_counter()
         run()
         wall = time.perf_counter() - start
@@ -145,7 +147,8 @@ def ab_changes(run: Callable[[], object], new_tokens: int, reps: int) -> None:
 
 def ab_gguf_import(key: str, new_tokens: int, rounds: int = 5) -> None:
     """The file imported with weights="gguf" as now, with every 4-bit layer on torch's int4
-    kernel, and as before the block kernel; ``rounds`` alternating rounds, median tok/s."""
+    kernel, as before the block kernel, and without the fused gate; ``rounds`` alternating
+    rounds, median tok/s."""
     from tfamily.interop import import_gguf
 
     path = MODELS[key][1]()
@@ -155,6 +158,7 @@ def ab_gguf_import(key: str, new_tokens: int, rounds: int = 5) -> None:
             interop_gguf, "TORCH_INT4_FIRST", tuple(interop_gguf.INT4_BLOCKS)),
         "before the block kernel (4-bit on torch's int4, the rest int8)": lambda: mock.patch.object(
             native, "gguf_available", lambda: False),
+        "as now but gate and up apart (FUSE_GATE off)": lambda: mock.patch.object(interop_gguf, "FUSE_GATE", False),
     }
     tok = load_pair(key)[2]
     prompt = torch.tensor([tok.encode(PROMPT)])

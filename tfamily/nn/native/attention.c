@@ -43,7 +43,7 @@
 
 #define CHUNK 64       /* keys whose scores are made before their values are summed */
 #define MAX_D 256      /* widest head (the caller checks) */
-#define SHARE_WORK 32768 /* heads x keys from which the heads are shared among threads */
+#define SHARE_WORK 2048 /* heads x keys from which the heads are shared among threads (measured) */
 
 int tf_attend_simd(void) { return ATTEND_SIMD; }
 
