@@ -28,7 +28,7 @@ from .io import MissingFileError
 from .packaged import SLICED_MODELS, packaged_gguf
 
 GGUF_DEFAULT_MAX_KL = 0.01  # nats a token against the dequantised fp32 model; measured 0.0015-0.0018
-GGUF_SPEED = "2.3-3.0x transformers fp32"  # the start-up line's figures (benchmarks/RESULTS.md, issue 19)
+GGUF_SPEED = "3.2-3.5x transformers fp32"  # the start-up line's figures (benchmarks/RESULTS.md, issue 19)
 GGUF_KL = "0.002"
 
 
