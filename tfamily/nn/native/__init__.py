@@ -1,12 +1,14 @@
 """Hand-written CPU kernels, for the few places where torch's own was measured slow.
 
 The C sources sit next to this file (int8_matvec.c, gguf_matmul.c, rms_norm.c, attention.c,
-gated.c, and the headers bf16.h and exp16.h, which they include). On first use each is compiled with the machine's C compiler (``cc``, or
-``$CC``) into ``native/`` of tfamily's cache (``files.cache_root``: ``$TFAMILY_CACHE``, by
-default ``~/.cache/tfamily``) and called through ``ctypes`` with plain pointers. Why not
-``torch.utils.cpp_extension``: that build includes torch's C++ headers (a minute or more on
-two cores, and it needs ninja), where these files build in a fraction of a second. OpenMP is the runtime torch has already loaded (the same ``libgomp.so.1`` soname), so
-the kernels run on torch's own threads, as many as ``torch.get_num_threads()``.
+gated.c, and the headers bf16.h and exp16.h, which they include). On first use each is
+compiled with the machine's C compiler (``cc``, or ``$CC``) into ``native/`` of tfamily's
+cache (``files.cache_root``: ``$TFAMILY_CACHE``, by default ``~/.cache/tfamily``) and called
+through ``ctypes`` with plain pointers. Why not ``torch.utils.cpp_extension``: that build
+includes torch's C++ headers (a minute or more on two cores, and it needs ninja), where these
+files build in a fraction of a second. OpenMP is the runtime torch has already loaded (the
+same ``libgomp.so.1`` soname), so the kernels run on torch's own threads, as many as
+``torch.get_num_threads()``.
 
 ``-march=native`` lets the compiler use every vector instruction of the CPU at hand; the
 library's file name carries a hash of the source, the flags, the compiler and the CPU's model

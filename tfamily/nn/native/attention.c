@@ -73,7 +73,8 @@ static inline __attribute__((always_inline)) void attend_head(const uint16_t *q,
                 const uint16_t *kj = k + (j0 + j) * ks;
                 __m512 dot = _mm512_setzero_ps();
                 for (int64_t d = 0; d < D; d += 32)
-                    dot = _mm512_dpbf16_ps(dot, (__m512bh)_mm512_loadu_si512(q + d), (__m512bh)_mm512_loadu_si512(kj + d));
+                    dot = _mm512_dpbf16_ps(dot, (__m512bh)_mm512_loadu_si512(q + d),
+                                           (__m512bh)_mm512_loadu_si512(kj + d));
                 scores[j] = _mm512_reduce_add_ps(dot) * scale;
             }
             if (valid)

@@ -3,7 +3,8 @@
  *
  * e^x = 2^n 2^f with n = round(x log2 e) and f in [-1/2, 1/2]: 2^f = e^(f ln 2) by its Taylor
  * series to the 7th power (relative error below 2e-8, under fp32's half step), 2^n by scalef.
- * x is clamped to [-104, 88.7]: below, the result is 0 or the smallest denormal; above, inf. */
+ * x is clamped to [-104, 88.7]: below, the result is 0 or the smallest denormal; above, e^88.7,
+ * near fp32's largest number. */
 #ifndef TFAMILY_EXP16_H
 #define TFAMILY_EXP16_H
 #if defined(__AVX512F__)

@@ -33,7 +33,8 @@ void tf_silu_gate_bf16(const uint16_t *ag, uint16_t *h, int64_t n, int64_t f, in
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
         for (; i + 16 <= f; i += 16) {
             __m512 x = bf16x16(a + i);
-            __m512 s = _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.f), exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+            __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x)); /* e^-a */
+            __m512 s = _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.f), e));
             s = _mm512_cvtpbh_ps(_mm512_cvtneps_pbh(s)); /* rounded to bf16, as F.silu returns it */
             _mm256_storeu_si256((__m256i *)(out + i), (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(s, bf16x16(g + i))));
         }
