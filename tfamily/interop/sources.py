@@ -7,9 +7,9 @@ a llama.cpp GGUF file, or the name of a GGUF model that registry packages ship i
 A GGUF file is read straight into memory (nothing is written) and, on a CPU, keeps its
 quantised tensors as the file has them by default (``weights="gguf"``, ``import_gguf``):
 measured on SmolLM2-135M (Q4_1) and Qwen2.5-Coder-0.5B (Q4_K / Q5_0 / Q6_K / Q8_0), this
-decodes 2.3-2.5x and 2.8-3.0x as fast as ``transformers`` in fp32 at batch 1, and picks the
-dequantised fp32 model's top token 97.1-97.3 % and 96.1-97.7 % of the time at a KL of 0.0018
-and 0.0015 nats a token (benchmarks/RESULTS.md, issue 19).
+decodes 3.2-3.5x and 3.4x as fast as ``transformers`` in fp32 at batch 1 (``GGUF_SPEED``), and
+picks the dequantised fp32 model's top token 97.1-97.3 % and 96.1-97.7 % of the time at a KL
+of 0.0018 and 0.0015 nats a token (benchmarks/RESULTS.md, issue 19).
 The default's rule is that bound: a quantised path is the default only while its KL against
 the float model stays under ``GGUF_DEFAULT_MAX_KL`` on real text. ``weights="fp32"`` gives
 the exact float model the file approximates.

@@ -51,7 +51,7 @@ class MLP(nn.Module):
         """For inference: ``fused`` computes fc_in and fc_gate in one call (output: fc_in's d_ff
         columns, then fc_gate's), which then replaces both: one read of the input and one
         kernel call instead of two (measured for GGUF blocks: 383 -> 361 us a Qwen2.5-0.5B
-        layer). ``nn.quant.GGUFLinear.stacked`` makes such a layer."""
+        layer). ``nn.quant.GGUFLinear.stacked`` and ``Int4Linear.stacked`` make such a layer."""
         if self.fc_gate is None:
             raise ValueError("fuse_gate needs a gated MLP (fc_gate)")
         self.fc_in_gate, self.fc_in, self.fc_gate = fused, None, None

@@ -97,12 +97,19 @@ class Int4Linear(nn.Module):
             raise ValueError(f"int4 layer of shape ({out_features}, {in_features}) with scales {tuple(scale.shape)} "
                              f"and zeros {tuple(zero.shape)}: needs out % 16 == 0, in % {group} == 0, "
                              "one scale and one zero per group")
-        self.in_features, self.out_features, self.group = in_features, out_features, group
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32).contiguous(), 1)
-        self.register_buffer("weight_int4", packed)  # (out, in / 2) uint8
         scales_and_zeros = torch.stack([scale.float().t(), zero.float().t()], dim=-1)  # (in / group, out, 2)
-        self.register_buffer("scales_and_zeros", scales_and_zeros.to(dtype).contiguous())
-        self.register_buffer("bias", bias.detach().to(dtype) if bias is not None else None)
+        self._hold(packed, scales_and_zeros.to(dtype).contiguous(),
+                   bias.detach().to(dtype) if bias is not None else None, in_features, group)
+
+    def _hold(self, packed: torch.Tensor, scales_and_zeros: torch.Tensor, bias: torch.Tensor | None,
+              in_features: int, group: int) -> None:
+        """Keep the kernel's operands: packed codes (out, in / 2) uint8, scales and zeros
+        (in / group, out, 2), bias (out,) or None, all in their final dtypes."""
+        self.in_features, self.out_features, self.group = in_features, packed.shape[0], group
+        self.register_buffer("weight_int4", packed)
+        self.register_buffer("scales_and_zeros", scales_and_zeros)
+        self.register_buffer("bias", bias)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, dtype: torch.dtype = torch.bfloat16, group: int = INT4_GROUP) -> "Int4Linear":
@@ -128,13 +135,12 @@ class Int4Linear(nn.Module):
         if not cls.stackable(layers):
             raise ValueError(f"stacked int4 layers need one input width, group and bias presence, and all but the "
                              f"last a multiple of {cls.PACK_ROWS} rows; got {[layer.extra_repr() for layer in layers]}")
-        joined = cls.__new__(cls)
+        joined = cls.__new__(cls)  # its operands come packed already: no codes to pack again
         nn.Module.__init__(joined)
-        joined.in_features, joined.group = first.in_features, first.group
-        joined.out_features = sum(layer.out_features for layer in layers)
-        joined.register_buffer("weight_int4", torch.cat([layer.weight_int4 for layer in layers]))
-        joined.register_buffer("scales_and_zeros", torch.cat([layer.scales_and_zeros for layer in layers], dim=1))
-        joined.register_buffer("bias", None if first.bias is None else torch.cat([layer.bias for layer in layers]))
+        joined._hold(torch.cat([layer.weight_int4 for layer in layers]),
+                     torch.cat([layer.scales_and_zeros for layer in layers], dim=1),
+                     None if first.bias is None else torch.cat([layer.bias for layer in layers]),
+                     first.in_features, first.group)
         return joined
 
     def dequantized(self) -> torch.Tensor:

@@ -241,22 +241,22 @@ ATTEND_MAX_HEAD_DIM = 256  # attention.c's widest head
 
 @functools.lru_cache(maxsize=None)
 def _attend_step(march: str = "native"):
-    lib = library("attention", march)
-    if lib is None:
-        return None
-    lib.tf_attend_simd.restype = ctypes.c_int
-    fn = lib.tf_attend_step_bf16
-    fn.argtypes = ([ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
-                   + [ctypes.c_int64] * 4 + [ctypes.c_float, ctypes.c_int])
-    fn.restype = None
-    return fn
+    return function("attention", "tf_attend_step_bf16",
+                    [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+                    + [ctypes.c_int64] * 4 + [ctypes.c_float, ctypes.c_int], march=march)
+
+
+def attend_simd(march: str = "native") -> bool:
+    """Whether attention.c was built with its AVX-512 BF16 loop (else its plain-C one)."""
+    simd = function("attention", "tf_attend_simd", [], ctypes.c_int, march=march)
+    return simd is not None and simd() == 1
 
 
 @functools.lru_cache(maxsize=None)
 def attend_step_available() -> bool:
     """Whether attention.c runs here with its AVX-512 BF16 loop (its plain-C one is correct but
     slower than torch's attention past a few dozen keys)."""
-    return _attend_step() is not None and library("attention").tf_attend_simd() == 1
+    return _attend_step() is not None and attend_simd()
 
 
 def attend_step(qkv: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None, k_cache: torch.Tensor,

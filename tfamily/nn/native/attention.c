@@ -5,7 +5,7 @@
  *
  * Why one call: in eager PyTorch this part of a layer is some thirty operations (split, the
  * rotary products, transposes, two cache writes, scaled_dot_product_attention, the heads
- * merged), 70-150 us a layer in a decoding step of Qwen2.5-0.5B where the arithmetic takes a
+ * merged), 135-155 us a layer in a decoding step of Qwen2.5-0.5B where the arithmetic takes a
  * few: each dispatch is slow there because the weight matmul before it has just streamed
  * megabytes through the caches that the interpreter's code and data live in. One call has one
  * dispatch and a small footprint.
